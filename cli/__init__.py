@@ -1,0 +1,1 @@
+"""The keyledger command line: a thin layer over the ledger and projections APIs."""

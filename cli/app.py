@@ -1,0 +1,58 @@
+"""The ``keyledger`` command: the root app, its global options, and the wiring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import health, keys, migrate, secrets
+from cli.context import Settings
+
+app = typer.Typer(
+    name="keyledger",
+    help="Audit-first key rotation: versioned AES-256-GCM keys, an event-sourced SQLite ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    # A traceback must never print a key, a password or a secret value.
+    pretty_exceptions_show_locals=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db: Annotated[
+        Path, typer.Option("--db", envvar="KEYLEDGER_DB", help="The ledger file.")
+    ] = Path("keyledger.db"),
+    actor: Annotated[
+        str | None,
+        typer.Option("--actor", envvar="KEYLEDGER_ACTOR",
+                     help="Who is acting, for the audit trail (default: user@host)."),
+    ] = None,
+) -> None:
+    """keyledger keeps secrets encrypted under versioned keys and records every change.
+
+    The master password comes from ENCRYPTION_MASTER_PASSWORD (or a prompt on a terminal).
+
+    Example:  keyledger --db /srv/app/keyledger.db report
+    """
+    ctx.obj = Settings(db=db, actor=actor)
+
+
+app.command("init")(keys.init)
+app.command("info")(keys.info)
+app.command("report")(migrate.report)
+app.command("rotate")(keys.rotate)
+app.command("migrate")(migrate.migrate)
+app.command("full-rotation")(migrate.full_rotation)
+app.command("health-check")(health.health_check)
+app.command("rekey-master")(keys.rekey_master)
+app.command("rebuild-projections")(health.rebuild_projections)
+app.add_typer(secrets.app, name="secrets")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,103 @@
+"""What every command shares: the ledger path, the actor, the password, confirmations."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ledger import ConfirmationRequired, Ledger, WrongPasswordError
+from projections import ReadModels, projector
+
+PASSWORD_ENV = "ENCRYPTION_MASTER_PASSWORD"
+NEW_PASSWORD_ENV = "ENCRYPTION_NEW_MASTER_PASSWORD"
+
+# Options reused across commands.
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "--force", "-y", help="Do not ask for confirmation.")
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would happen; append nothing.")
+]
+
+
+@dataclass(slots=True)
+class Settings:
+    db: Path
+    actor: str | None
+
+
+def settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def stdin_is_tty() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def master_password(*, confirm: bool = False) -> str:
+    """The master password from ``ENCRYPTION_MASTER_PASSWORD``, or a hidden prompt on a TTY."""
+    return _password(PASSWORD_ENV, "Master password", confirm)
+
+
+def new_master_password() -> str:
+    return _password(NEW_PASSWORD_ENV, "New master password", confirm=True)
+
+
+def _password(env: str, prompt: str, confirm: bool) -> str:
+    value = os.environ.get(env)
+    if value is not None:
+        if not value:
+            raise WrongPasswordError(f"{env} is set but empty")
+        return value
+    if not stdin_is_tty():
+        raise WrongPasswordError(f"{env} is not set (and there is no terminal to ask on)")
+    value = getpass.getpass(f"{prompt}: ")
+    if confirm and getpass.getpass(f"{prompt} (again): ") != value:
+        raise WrongPasswordError("the two passwords differ")
+    if not value:
+        raise WrongPasswordError("the password is empty")
+    return value
+
+
+def open_ledger(
+    ctx: typer.Context, password: str | None = None
+) -> tuple[Ledger, ReadModels]:
+    """The ledger, unlocked, and its read models, kept current inside each append."""
+    s = settings(ctx)
+    runner = projector()
+    password = master_password() if password is None else password
+    ledger = Ledger.open(s.db, password, actor=s.actor, projector=runner)
+    try:
+        return ledger, ReadModels(ledger.recorder, runner)
+    except BaseException:
+        ledger.close()
+        raise
+
+
+def open_read_models(ctx: typer.Context) -> ReadModels:
+    """The read models alone: no password needed, as they hold no plaintext."""
+    return ReadModels.open(settings(ctx).db)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask ``question`` on a terminal; without one, refuse unless ``--yes`` was given."""
+    if yes:
+        return
+    if not stdin_is_tty():
+        raise ConfirmationRequired(
+            f"{question.rstrip('?')}: refusing without --yes (no terminal to confirm on)"
+        )
+    answer = typer.prompt(f"⚠️  {question} (yes/no)", default="no", show_default=False)
+    if answer.strip().lower() not in ("y", "yes"):
+        raise ConfirmationRequired("cancelled; nothing was changed")

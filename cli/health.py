@@ -1,0 +1,137 @@
+"""Health and maintenance commands: health-check, rebuild-projections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import typer
+
+from cli.context import JsonOption, open_ledger, open_read_models
+from cli.output import EXIT_FAILED, console, emit_json, handles_errors
+from ledger import KeyledgerError, Ledger
+from ledger.crypto import KEK_ITERATIONS
+from ledger.store import check_tail
+from projections import ReadModels
+
+Status = Literal["ok", "warn", "fail"]
+_ICONS = {"ok": "✅", "warn": "⚠️ ", "fail": "❌"}
+SAMPLE_SECRETS = 25
+
+
+@dataclass(slots=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+@dataclass(slots=True)
+class Health:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, name: str, status: Status, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+
+@handles_errors
+def health_check(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Check the master password, the keys, the secrets, a round trip and the ledger.
+
+    Exit 0 when healthy (pending migrations only warn), 1 when not: ready for cron and
+    monitoring.
+
+    Example:  keyledger health-check --json || page-oncall
+    """
+    health = Health()
+    try:
+        ledger, views = open_ledger(ctx)
+    except KeyledgerError as exc:
+        health.add("master_password", "fail", str(exc))
+        _finish(health, as_json)
+        return
+    with ledger, views:
+        health.add("master_password", "ok", "master password configured and correct")
+        if ledger.kdf_iterations < KEK_ITERATIONS:
+            health.add("kdf", "warn", f"KDF iterations {ledger.kdf_iterations} are below "
+                       f"{KEK_ITERATIONS}; run rekey-master to raise them")
+        _check_keys(ledger, health)
+        _check_secrets(ledger, views, health)
+        _check_ledger(views, health)
+    _finish(health, as_json)
+
+
+def _check_keys(ledger: Ledger, health: Health) -> None:
+    try:
+        versions = ledger.check_keys()
+        current = ledger.keyring().require_current()
+        health.add("current_key", "ok", f"current version {current}; "
+                   f"{len(versions)} available version(s) open and match their fingerprints")
+    except KeyledgerError as exc:
+        health.add("current_key", "fail", str(exc))
+
+
+def _check_secrets(ledger: Ledger, views: ReadModels, health: Health) -> None:
+    report = views.report()
+    if report.needing_migration:
+        health.add("secrets", "warn", f"{report.total_secrets} secrets; "
+                   f"{report.needing_migration} need migration to version "
+                   f"{report.current_version}")
+    else:
+        health.add("secrets", "ok", f"{report.total_secrets} secrets, all on the current version")
+    try:
+        ledger.self_test()
+        sample = views.secrets()[:SAMPLE_SECRETS]
+        for row in sample:
+            ledger.get(row.name)
+        health.add("round_trip", "ok", "encryption/decryption working correctly "
+                   f"({len(sample)} stored secret(s) decrypted)")
+    except KeyledgerError as exc:
+        health.add("round_trip", "fail", str(exc))
+
+
+def _check_ledger(views: ReadModels, health: Health) -> None:
+    problems = check_tail(views.recorder) + views.problems()
+    seq, head = views.position()
+    if problems:
+        health.add("ledger", "fail", "; ".join(problems))
+    else:
+        health.add("ledger", "ok", f"{seq} events, head {head[:16]}, read models current")
+
+
+def _finish(health: Health, as_json: bool) -> None:
+    if as_json:
+        emit_json({"healthy": health.healthy,
+                   "checks": [{"name": c.name, "status": c.status, "detail": c.detail}
+                              for c in health.checks]})
+    else:
+        console.print("🏥 Encryption System Health Check")
+        for number, check in enumerate(health.checks, 1):
+            console.print()
+            console.print(f"{number}. {check.name.replace('_', ' ').title()}")
+            console.print(f"   {_ICONS[check.status]} {check.detail}", markup=False)
+        console.print()
+        console.print("✅ Healthy" if health.healthy else "❌ Not healthy")
+    if not health.healthy:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@handles_errors
+def rebuild_projections(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Drop the read models and rebuild them from the events alone.
+
+    Needs no master password: the events hold everything the read models show.
+
+    Example:  keyledger rebuild-projections
+    """
+    with open_read_models(ctx) as views:
+        replayed = views.rebuild()
+        seq, head = views.position()
+        if as_json:
+            emit_json({"events_replayed": replayed, "seq": seq, "head_hash": head})
+        else:
+            console.print(f"✅ Rebuilt the read models from {replayed} events (head {head[:16]})")

@@ -1,0 +1,184 @@
+"""Key commands: init, info, rotate, rekey-master."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.context import (
+    DryRunOption,
+    JsonOption,
+    YesOption,
+    confirm,
+    master_password,
+    new_master_password,
+    open_ledger,
+    open_read_models,
+    settings,
+)
+from cli.output import console, emit_json, handles_errors, warn
+from ledger import Ledger, LedgerFormatError, RotationResult
+from ledger.store import SQLiteRecorder
+from projections import KeyringInfo, ReadModels, projector
+
+SHORT_PASSWORD = 12
+
+
+@handles_errors
+def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Create the ledger and key version 1. Running it again changes nothing.
+
+    Example:  ENCRYPTION_MASTER_PASSWORD=... keyledger --db /srv/app/keyledger.db init
+    """
+    s = settings(ctx)
+    if s.db.exists() and s.db.stat().st_size > 0:
+        recorder = SQLiteRecorder(s.db)
+        initialized = recorder.is_initialized()
+        recorder.close()
+        if not initialized:
+            raise LedgerFormatError(f"{s.db} exists and is not a keyledger ledger")
+        ledger, views = open_ledger(ctx)  # checks the password; appends nothing
+        with ledger, views:
+            _show_init(views, created=False, as_json=as_json)
+        return
+    password = master_password(confirm=True)
+    if len(password) < SHORT_PASSWORD:
+        warn(f"the master password is shorter than {SHORT_PASSWORD} characters")
+    runner = projector()
+    with Ledger.create(s.db, password, actor=s.actor, projector=runner) as ledger:
+        _show_init(ReadModels(ledger.recorder, runner), created=True, as_json=as_json)
+
+
+def _show_init(views: ReadModels, *, created: bool, as_json: bool) -> None:
+    keyring = views.keyring()
+    path = views.recorder.path
+    if as_json:
+        emit_json({"created": created, "db": str(path), "current_version": keyring.current_version,
+                   "kdf_iterations": keyring.kdf_iterations})
+    elif created:
+        console.print(f"✅ Created ledger {path} with key version {keyring.current_version}")
+    else:
+        console.print(f"✓  Ledger {path} already initialised; nothing changed")
+
+
+@handles_errors
+def info(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the key versions: current, available, created, rotated, status.
+
+    Needs no master password: it reads metadata only.
+
+    Example:  keyledger info --json | jq .current_version
+    """
+    with open_read_models(ctx) as views:
+        keyring = views.keyring()
+        if as_json:
+            emit_json(info_document(keyring, views.position()))
+        else:
+            render_info(keyring)
+
+
+def info_document(keyring: KeyringInfo, position: tuple[int, str]) -> dict[str, object]:
+    return {
+        "current_version": keyring.current_version,
+        "available_versions": keyring.available_versions,
+        "key_metadata": {
+            str(v.version): {
+                "created_at": v.created_at, "rotated_at": v.rotated_at, "status": v.status,
+                "range": v.range, "origin": v.origin, "algorithm": v.algorithm,
+                "fingerprint": v.fingerprint, "secrets": v.secrets,
+                "encryptions": v.encryptions,
+            }
+            for v in keyring.versions
+        },
+        "kdf_iterations": keyring.kdf_iterations,
+        "as_of": {"seq": position[0], "head_hash": position[1]},
+    }
+
+
+def render_info(keyring: KeyringInfo) -> None:
+    console.print("📊 Encryption Key Information")
+    console.print(f"🔑 Current Version: {keyring.current_version}")
+    console.print(f"📦 Available Versions: {keyring.available_versions}")
+    console.print()
+    table = Table(title="📅 Key Metadata", title_justify="left")
+    for column in ("Version", "Range", "Status", "Created", "Rotated", "Origin", "Secrets"):
+        table.add_column(column)
+    for v in keyring.versions:
+        status = "✅ Active" if v.status == "active" else v.status
+        table.add_row(str(v.version), v.range, status, v.created_at, v.rotated_at or "-",
+                      v.origin, str(v.secrets))
+    console.print(table)
+
+
+@handles_errors
+def rotate(
+    ctx: typer.Context,
+    new_version: Annotated[
+        int | None, typer.Option(help="Version to rotate to (default: next unused regular one).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a new key version and make it current. Versions are never reused.
+
+    Existing secrets stay readable under their old versions until migrated.
+
+    Examples:
+      keyledger rotate --dry-run
+      keyledger rotate --new-version 99 --reason "suspected exposure" --yes
+    """
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        result = ledger.rotate(
+            new_version, reason=reason, dry_run=dry_run,
+            confirm=lambda v: confirm(f"Are you sure you want to rotate to version {v}?", yes),
+        )
+        show_rotation(result, as_json=as_json)
+
+
+def show_rotation(result: RotationResult, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(rotation_document(result))
+        return
+    if result.warning:
+        warn(result.warning)
+    if result.dry_run:
+        console.print(
+            f"🔍 Dry run: would rotate from version {result.from_version} to "
+            f"{result.to_version}; nothing was changed"
+        )
+        return
+    console.print(f"✅ Successfully rotated to version {result.to_version}")
+    console.print()
+    console.print("⚠️  Note: Existing secrets are still encrypted with old versions.")
+    console.print(f"   Run 'migrate --target-version {result.to_version}' to re-encrypt them.")
+
+
+def rotation_document(result: RotationResult) -> dict[str, object]:
+    return {"from_version": result.from_version, "to_version": result.to_version,
+            "dry_run": result.dry_run, "warning": result.warning}
+
+
+@handles_errors
+def rekey_master(ctx: typer.Context, yes: YesOption = False, as_json: JsonOption = False) -> None:
+    """Change the master password: re-wrap every data key, re-encrypt no secret.
+
+    The new password comes from ENCRYPTION_NEW_MASTER_PASSWORD, or a hidden prompt on a
+    terminal. Afterwards only the new password opens the ledger.
+
+    Example:
+      ENCRYPTION_NEW_MASTER_PASSWORD="$(cat /run/secrets/new)" keyledger rekey-master --yes
+    """
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        confirm("Re-wrap every key under a new master password?", yes)
+        count = ledger.rekey_master(new_master_password())
+        if as_json:
+            emit_json({"rewrapped_keys": count, "kdf_iterations": ledger.kdf_iterations})
+        else:
+            console.print(f"✅ Re-wrapped {count} key version(s) under the new master password")
+            console.print("   Update ENCRYPTION_MASTER_PASSWORD everywhere it is used.")

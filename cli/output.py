@@ -1,0 +1,96 @@
+"""How the CLI speaks: rich text for people, exactly one JSON document for machines.
+
+Errors go to stderr as one line. ``NO_COLOR`` is honoured by rich itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sqlite3
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from ledger import errors
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+# Faults the user fixes by changing the command line rather than the system.
+_USAGE_ERRORS = (errors.InvalidInputError, errors.ConfirmationRequired)
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document on stdout (dataclasses become objects)."""
+    sys.stdout.write(json.dumps(to_jsonable(document), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    return value
+
+
+def warn(message: str) -> None:
+    err_console.print(f"⚠️  {message}", markup=False)
+
+
+def fail(message: str, *, code: int = EXIT_FAILED, as_json: bool = False) -> NoReturn:
+    """One line on stderr (and an error document on stdout under ``--json``), then exit."""
+    if as_json:
+        emit_json({"ok": False, "error": message})
+    err_console.print(f"❌ Error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn keyledger's errors (and the ledger file's) into one line and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        as_json = bool(kwargs.get("as_json", False))
+        try:
+            return command(*args, **kwargs)
+        except _USAGE_ERRORS as exc:
+            fail(str(exc), code=EXIT_USAGE, as_json=as_json)
+        except errors.KeyledgerError as exc:
+            fail(str(exc), as_json=as_json)
+        except sqlite3.Error as exc:
+            fail(f"ledger file error: {_sqlite_reason(exc)}", as_json=as_json)
+        except OSError as exc:
+            fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), as_json=as_json)
+        except KeyboardInterrupt:
+            fail("interrupted", as_json=as_json)
+
+    return wrapper
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return "the ledger file is read-only; nothing was changed"
+    if "full" in text:
+        return "the disk is full; nothing was changed"
+    if "locked" in text or "busy" in text:
+        return "the ledger is locked by another process; try again"
+    return text

@@ -1,0 +1,200 @@
+"""``keyledger secrets``: set, get, list, delete, import, import-seed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.context import JsonOption, master_password, open_ledger, open_read_models, stdin_is_tty
+from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
+from ledger import ImportResult, InvalidInputError
+from ledger.crypto import SEED_SALT_TEMPLATE
+from ledger.imports import parse_seed_untrusted, parse_values_untrusted
+
+app = typer.Typer(
+    help="Store, read, list, delete and import secrets.", no_args_is_help=True,
+)
+
+FileArgument = Annotated[
+    Path, typer.Argument(exists=False, dir_okay=False, help="The file to import.")
+]
+
+
+@app.command("set")
+@handles_errors
+def set_secret(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    value: Annotated[
+        str | None,
+        typer.Option(help="The value. Avoid it: it lands in shell history. Prefer stdin."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Encrypt a value under the current key version and record it.
+
+    Without --value the value is read from stdin (one trailing newline stripped), or
+    asked for without echo on a terminal.
+
+    Examples:
+      keyledger secrets set db_password < /run/secrets/db_password
+      printf '%s' "$TOKEN" | keyledger secrets set api_token
+    """
+    if value is None:
+        value = _read_value()
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        state = ledger.set(name, value)
+        if as_json:
+            emit_json({"name": name, "version": state.key_version, "revision": state.revision})
+        else:
+            console.print(f"✅ Stored {name} under key version {state.key_version} "
+                          f"(revision {state.revision})", markup=False)
+
+
+def _read_value() -> str:
+    if stdin_is_tty():
+        return str(typer.prompt("Value", hide_input=True))
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError("the value on stdin is not valid UTF-8") from None
+    return text.removesuffix("\n")
+
+
+@app.command("get")
+@handles_errors
+def get_secret(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Decrypt a secret and print its value.
+
+    Example:  export DB_PASSWORD="$(keyledger secrets get db_password)"
+    """
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        secret = ledger.get(name)
+    if as_json:
+        emit_json({"name": secret.name, "value": secret.value, "version": secret.version})
+    else:
+        sys.stdout.write(secret.value + "\n")
+
+
+@app.command("list")
+@handles_errors
+def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List every live secret with its key version. Shows no values; needs no password.
+
+    Example:  keyledger secrets list --json
+    """
+    with open_read_models(ctx) as views:
+        rows = views.secrets()
+        current = views.keyring().current_version
+    if as_json:
+        emit_json([{"name": r.name, "version": r.key_version, "revision": r.revision,
+                    "scheme": r.scheme, "updated_at": r.updated_at} for r in rows])
+        return
+    table = Table(title=f"🔐 {len(rows)} secret(s)", title_justify="left")
+    for column in ("Name", "Key version", "Revision", "Updated"):
+        table.add_column(column)
+    for r in rows:
+        mark = "" if r.key_version == current and r.scheme == "bound-v1" else " ⚠️"
+        table.add_row(r.name, f"{r.key_version}{mark}", str(r.revision), r.updated_at)
+    console.print(table)
+
+
+@app.command("delete")
+@handles_errors
+def delete_secret(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a secret. Its history stays in the ledger.
+
+    Example:  keyledger secrets delete old_api_key
+    """
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        ledger.delete(name)
+    if as_json:
+        emit_json({"name": name, "deleted": True})
+    else:
+        console.print(f"🗑️  Deleted {name}", markup=False)
+
+
+@app.command("import")
+@handles_errors
+def import_secrets(ctx: typer.Context, file: FileArgument, as_json: JsonOption = False) -> None:
+    """Import plaintext values from a JSON object (name -> value) or a .env file.
+
+    All or nothing: one invalid entry and nothing is written. Delete the file afterwards.
+
+    Examples:
+      keyledger secrets import secrets.json
+      keyledger secrets import production.env
+    """
+    fmt, values = parse_values_untrusted(file)
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        result = ledger.import_values(values, source=fmt)
+    _show_import(result, as_json)
+
+
+@app.command("import-seed")
+@handles_errors
+def import_seed(
+    ctx: typer.Context,
+    file: FileArgument,
+    salt_template: Annotated[
+        str, typer.Option(help="The old system's salt, with {v} for the version.")
+    ] = SEED_SALT_TEMPLATE,
+    legacy_version: Annotated[
+        int, typer.Option(help="Key version of un-versioned (legacy) ciphertexts.")
+    ] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Import ciphertexts written by the old key-rotation system (same master password).
+
+    Readable entries are imported even when others are not; each unreadable one is named
+    with its reason and the exit code is then 1.
+
+    Example:  keyledger secrets import-seed exported_secrets.json
+    """
+    tokens = parse_seed_untrusted(file)
+    password = master_password()
+    ledger, views = open_ledger(ctx, password)
+    with ledger, views:
+        result = ledger.import_seed(
+            tokens, password, salt_template=salt_template,
+            legacy_version=legacy_version,
+        )
+    _show_import(result, as_json)
+
+
+def _show_import(result: ImportResult, as_json: bool) -> None:
+    if as_json:
+        emit_json({
+            "imported": result.imported, "reencrypted": result.reencrypted,
+            "stored_as_is": result.stored_as_is, "created_versions": result.created_versions,
+            "failed": len(result.failures),
+            "failures": [{"name": f.name, "error": f.reason} for f in result.failures],
+        })
+    else:
+        console.print(f"✅ Imported {result.imported} secret(s)")
+        if result.created_versions:
+            console.print(f"🔑 Key versions taken over from the old system: "
+                          f"{result.created_versions}")
+        if result.reencrypted:
+            console.print(f"🔁 Re-encrypted under the current version: {result.reencrypted}")
+        for failure in result.failures:
+            err_console.print(f"❌ {failure.name}: {failure.reason}", markup=False)
+    if result.failures:
+        raise typer.Exit(EXIT_FAILED)

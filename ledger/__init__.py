@@ -1,0 +1,59 @@
+"""keyledger's core: events, crypto, the event store and the operations.
+
+An application reads its secrets with::
+
+    from ledger import Ledger
+
+    with Ledger.open("keyledger.db", os.environ["ENCRYPTION_MASTER_PASSWORD"]) as ledger:
+        db_password = ledger.get("db_password").value
+"""
+
+from ledger.errors import (
+    ConcurrencyError,
+    ConfirmationRequired,
+    IntegrityError,
+    InvalidCiphertext,
+    InvalidInputError,
+    KeyledgerError,
+    LedgerBusyError,
+    LedgerFormatError,
+    LedgerNotFoundError,
+    UnknownSecretError,
+    VersionError,
+    WrongPasswordError,
+)
+from ledger.service import (
+    ImportResult,
+    Ledger,
+    MigrationResult,
+    RotationResult,
+    SecretInfo,
+    SecretValue,
+    default_actor,
+)
+from ledger.store import Projector, SQLiteRecorder, StoredEvent
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfirmationRequired",
+    "ImportResult",
+    "IntegrityError",
+    "InvalidCiphertext",
+    "InvalidInputError",
+    "KeyledgerError",
+    "Ledger",
+    "LedgerBusyError",
+    "LedgerFormatError",
+    "LedgerNotFoundError",
+    "MigrationResult",
+    "Projector",
+    "RotationResult",
+    "SQLiteRecorder",
+    "SecretInfo",
+    "SecretValue",
+    "StoredEvent",
+    "UnknownSecretError",
+    "VersionError",
+    "WrongPasswordError",
+    "default_actor",
+]

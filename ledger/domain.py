@@ -1,0 +1,181 @@
+"""Decide, then record: state folded from events, and pure functions returning new events.
+
+Nothing in this module touches the disk or a key. The service reads a stream, folds it
+into state here, asks a ``decide_*`` function for the events to append, and appends them.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from functools import singledispatchmethod
+
+from ledger import events as ev
+from ledger.crypto import MAX_VERSION, MIN_VERSION
+from ledger.errors import InvalidInputError, VersionError
+
+MAX_NAME_LENGTH = 256
+#: Largest secret value, in bytes of UTF-8. Configuration secrets are small; a limit keeps
+#: the ledger (which stores every version's ciphertext) from growing without bound.
+MAX_VALUE_BYTES = 64 * 1024
+
+REGULAR_VERSIONS = range(1, 21)
+EMERGENCY_VERSION = 99
+
+
+def version_range(version: int) -> str:
+    """The guide's label for a key version number."""
+    if 1 <= version <= 20:
+        return "regular"
+    if 21 <= version <= 80:
+        return "reserved"
+    if 81 <= version <= 98:
+        return "testing"
+    if version == EMERGENCY_VERSION:
+        return "emergency"
+    return "extended"
+
+
+def range_warning(version: int) -> str | None:
+    """Why rotating into ``version`` deserves a second look, or None."""
+    label = version_range(version)
+    if label == "reserved":
+        return f"version {version} is in the reserved range 21-80"
+    if label == "extended":
+        return f"version {version} is outside the ranges the guide assigns (1-99)"
+    return None
+
+
+@dataclass(slots=True)
+class KeyVersionState:
+    version: int
+    fingerprint: str
+    origin: str
+    created_at: str
+    rotated_at: str | None = None
+
+
+@dataclass(slots=True)
+class KeyringState:
+    """The keyring aggregate: every key version ever created and which one encrypts."""
+
+    revision: int = 0
+    ledger_id: str | None = None
+    current: int | None = None
+    versions: dict[int, KeyVersionState] = field(default_factory=dict)
+
+    def apply(self, event: ev.DomainEvent, occurred_at: str) -> None:
+        self._apply(event, occurred_at)
+        self.revision += 1
+
+    @singledispatchmethod
+    def _apply(self, event: ev.DomainEvent, occurred_at: str) -> None:
+        pass  # rejections and re-wraps change no keyring state
+
+    @_apply.register
+    def _(self, event: ev.KeyVersionCreated, occurred_at: str) -> None:
+        self.versions[event.version] = KeyVersionState(
+            event.version, event.fingerprint, event.origin, occurred_at
+        )
+
+    @_apply.register
+    def _(self, event: ev.KeyRotated, occurred_at: str) -> None:
+        if event.from_version is not None:
+            self.versions[event.from_version].rotated_at = occurred_at
+        self.current = event.to_version
+
+    @_apply.register
+    def _(self, event: ev.MasterKeyRewrapped, occurred_at: str) -> None:
+        for version, fp in event.fingerprints.items():
+            self.versions[int(version)].fingerprint = fp
+
+    def require_current(self) -> int:
+        if self.current is None:
+            raise VersionError("the ledger has no current key version")
+        return self.current
+
+
+@dataclass(frozen=True, slots=True)
+class SecretState:
+    """The latest state of one secret, as its stream's head event left it."""
+
+    name: str
+    revision: int
+    deleted: bool
+    key_version: int | None = None
+    ciphertext: str | None = None
+    scheme: str | None = None
+
+
+def secret_state(name: str, revision: int, head: ev.DomainEvent | None) -> SecretState:
+    """Fold a secret stream: every state event carries the whole state, so its head suffices."""
+    if head is None:
+        return SecretState(name, revision, deleted=True)
+    if isinstance(head, ev.SecretDeleted):
+        return SecretState(name, revision, deleted=True)
+    if isinstance(head, ev.SecretMigrated):
+        return SecretState(name, revision, False, head.to_version, head.ciphertext, head.scheme)
+    if isinstance(head, ev.SecretWritten | ev.SecretImported):
+        return SecretState(name, revision, False, head.key_version, head.ciphertext, head.scheme)
+    raise TypeError(f"{type(head).__name__} is not a secret event")
+
+
+# -- decisions -------------------------------------------------------------------------
+
+
+def next_regular_version(keyring: KeyringState) -> int:
+    """The next unused regular version (1-20) above every regular version used so far."""
+    used_regular = [v for v in keyring.versions if v in REGULAR_VERSIONS]
+    candidate = max(used_regular, default=0) + 1
+    if candidate not in REGULAR_VERSIONS:
+        raise VersionError(
+            "every regular version (1-20) above the last one used is taken; "
+            "pass --new-version with a free version"
+        )
+    return candidate
+
+
+def decide_rotation(
+    keyring: KeyringState, new_version: int | None, fingerprint: str, reason: str | None
+) -> tuple[int, list[ev.DomainEvent]]:
+    """The version to rotate to and the events that record it.
+
+    :raises VersionError: the version is out of range or was ever used (never reused).
+    """
+    version = next_regular_version(keyring) if new_version is None else new_version
+    check_rotation_target(keyring, version)
+    return version, [
+        ev.KeyVersionCreated(version=version, fingerprint=fingerprint, origin="generated"),
+        ev.KeyRotated(from_version=keyring.current, to_version=version, reason=reason),
+    ]
+
+
+def check_rotation_target(keyring: KeyringState, version: int) -> None:
+    if not MIN_VERSION <= version <= MAX_VERSION:
+        raise VersionError(f"key version must be {MIN_VERSION}-{MAX_VERSION}, got {version}")
+    if version in keyring.versions:
+        raise VersionError(f"key version {version} was already used; versions are never reused")
+
+
+def validate_name(name: str) -> str:
+    """A secret name: 1-256 characters, no control characters, no surrounding spaces."""
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise InvalidInputError(f"a secret name must be 1-{MAX_NAME_LENGTH} characters")
+    if name != name.strip():
+        raise InvalidInputError("a secret name may not start or end with whitespace")
+    if any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in name):
+        raise InvalidInputError("a secret name may not contain control characters")
+    return name
+
+
+def validate_value(value: str) -> bytes:
+    """The UTF-8 bytes of a secret value, within :data:`MAX_VALUE_BYTES`."""
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError("a secret value must be valid UTF-8 text") from None
+    if len(data) > MAX_VALUE_BYTES:
+        raise InvalidInputError(
+            f"a secret value may be at most {MAX_VALUE_BYTES} bytes (got {len(data)})"
+        )
+    return data

@@ -1,0 +1,67 @@
+"""Every error keyledger raises on purpose.
+
+The CLI maps each class to one line on stderr and an exit code; nothing here may ever
+carry a plaintext value, a key or a password in its message.
+"""
+
+from __future__ import annotations
+
+
+class KeyledgerError(Exception):
+    """Root of every error keyledger raises on purpose."""
+
+
+class LedgerNotFoundError(KeyledgerError):
+    """The ledger file does not exist or was never initialised."""
+
+
+class LedgerFormatError(KeyledgerError):
+    """The file is not a keyledger ledger, or was written by a newer keyledger."""
+
+
+class LedgerBusyError(KeyledgerError):
+    """Another process held the write lock for longer than the retry budget."""
+
+
+class WrongPasswordError(KeyledgerError):
+    """The master password does not open this ledger."""
+
+
+class UnknownSecretError(KeyledgerError):
+    """No live secret has that name."""
+
+
+class VersionError(KeyledgerError):
+    """A key version cannot be used as asked (reused, unknown, out of range)."""
+
+
+class ConcurrencyError(KeyledgerError):
+    """A stream changed between the read and the append (optimistic concurrency).
+
+    ``streams`` names every stream whose revision no longer matched.
+    """
+
+    def __init__(self, streams: list[str]) -> None:
+        self.streams = streams
+        shown = ", ".join(streams[:5]) + (" ..." if len(streams) > 5 else "")
+        super().__init__(f"concurrent change to {len(streams)} stream(s): {shown}")
+
+
+class IntegrityError(KeyledgerError):
+    """Stored data does not match what the events recorded (substituted key, bad link)."""
+
+
+class InvalidCiphertext(KeyledgerError):
+    """A ciphertext could not be authenticated or parsed.
+
+    Deliberately opaque, like Fernet's ``InvalidToken``: the caller never learns which
+    check failed.
+    """
+
+
+class InvalidInputError(KeyledgerError):
+    """A name, value or file given to keyledger is not acceptable."""
+
+
+class ConfirmationRequired(KeyledgerError):
+    """A destructive command needs --yes when no terminal can ask."""

@@ -1,0 +1,184 @@
+"""The domain events: the only source of truth.
+
+Each event is a frozen pydantic model named in the past tense with a schema version. The
+mapper at the bottom turns events into ``(type, schema_version, payload)`` rows and back,
+upcasting older schema versions on the way in. No plaintext value and no key material
+ever enters an event: ciphertexts, fingerprints and counts only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+# Streams group events for optimistic concurrency: one per secret, one for the keyring.
+LEDGER_STREAM = "ledger"
+KEYRING_STREAM = "keyring"
+SECRET_STREAM_PREFIX = "secret:"
+MIGRATION_STREAM_PREFIX = "migration:"
+
+
+def secret_stream(name: str) -> str:
+    return SECRET_STREAM_PREFIX + name
+
+
+def migration_stream(run_id: str) -> str:
+    return MIGRATION_STREAM_PREFIX + run_id
+
+
+class DomainEvent(BaseModel):
+    """Base of every event. Subclasses set ``SCHEMA_VERSION``; a new field means a new
+    version and an upcaster, never a silent change of meaning."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+
+class LedgerInitialized(DomainEvent):
+    ledger_id: str
+    kdf_algorithm: str
+    kdf_iterations: int
+
+
+KeyOrigin = Literal["generated", "seed-import"]
+
+
+class KeyVersionCreated(DomainEvent):
+    version: int
+    fingerprint: str
+    origin: KeyOrigin
+    algorithm: str = "AES-256-GCM"
+
+
+class KeyRotated(DomainEvent):
+    from_version: int | None
+    to_version: int
+    reason: str | None = None
+
+
+class KeyRotationRejected(DomainEvent):
+    requested_version: int
+    reason: str
+
+
+class MasterKeyRewrapped(DomainEvent):
+    kdf_algorithm: str
+    kdf_iterations: int
+    fingerprints: dict[str, str]  # version -> fingerprint, unchanged by a re-wrap
+
+
+SecretSource = Literal["set", "json", "dotenv", "seed"]
+
+
+class SecretWritten(DomainEvent):
+    name: str
+    key_version: int
+    ciphertext: str
+    scheme: str
+
+
+class SecretImported(DomainEvent):
+    name: str
+    key_version: int
+    ciphertext: str
+    scheme: str
+    source: SecretSource
+    # For the guide's data: the version it was under, whether it was the legacy layout,
+    # and whether it was re-encrypted (its version was taken by another key here).
+    seed_version: int | None = None
+    legacy: bool = False
+    reencrypted: bool = False
+
+
+class SecretMigrated(DomainEvent):
+    name: str
+    run_id: str
+    from_version: int
+    to_version: int
+    ciphertext: str
+    scheme: str
+
+
+class SecretDeleted(DomainEvent):
+    name: str
+
+
+class MigrationStarted(DomainEvent):
+    run_id: str
+    target_version: int
+    batch_size: int
+    pending: int
+    resumes: str | None = None
+
+
+class MigrationFailure(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    error: str
+
+
+class MigrationCompleted(DomainEvent):
+    run_id: str
+    target_version: int
+    migrated: int
+    already_current: int
+    failed: int
+    failures: tuple[MigrationFailure, ...] = ()
+    duration_seconds: float
+    status: Literal["success", "partial"]
+
+
+SECRET_STATE_EVENTS = (SecretWritten, SecretImported, SecretMigrated)
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.__name__: cls
+    for cls in (
+        LedgerInitialized,
+        KeyVersionCreated,
+        KeyRotated,
+        KeyRotationRejected,
+        MasterKeyRewrapped,
+        SecretWritten,
+        SecretImported,
+        SecretMigrated,
+        SecretDeleted,
+        MigrationStarted,
+        MigrationCompleted,
+    )
+}
+
+# (type, stored schema version) -> function lifting that payload one version up.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class UnknownEventError(ValueError):
+    """A row names an event type or schema version this code does not know."""
+
+
+def to_payload(event: DomainEvent) -> tuple[str, int, str]:
+    """``(type, schema_version, canonical JSON)`` for one event."""
+    data = event.model_dump(mode="json")
+    return type(event).__name__, event.SCHEMA_VERSION, canonical_json(data)
+
+
+def from_payload(type_name: str, schema_version: int, payload: str) -> DomainEvent:
+    """The event a stored row describes, upcast to the current schema version."""
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise UnknownEventError(f"unknown event type {type_name!r}")
+    if schema_version > cls.SCHEMA_VERSION:
+        raise UnknownEventError(
+            f"{type_name} schema v{schema_version} is newer than this keyledger knows"
+        )
+    data: dict[str, Any] = json.loads(payload)
+    for version in range(schema_version, cls.SCHEMA_VERSION):
+        data = UPCASTERS[(type_name, version)](data)
+    return cls.model_validate(data)
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

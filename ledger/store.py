@@ -1,0 +1,477 @@
+"""The recorder: stores event rows and wrapped keys, and knows nothing of domain classes.
+
+All SQL of the event store lives in this module, behind the :class:`Recorder` protocol, so
+that another backend (PostgreSQL for several hosts) can be written without touching the
+domain. Rows go in and out as :class:`NewEvent` / :class:`StoredEvent`; turning them into
+domain events is the mapper's job (:mod:`ledger.events`).
+
+One SQLite file holds:
+
+- ``events``: append-only (UPDATE and DELETE abort in triggers), hash-chained, with a
+  unique ``(stream, stream_rev)`` key for optimistic concurrency;
+- ``streams``: each stream's revision and head row, an index the recorder keeps;
+- ``keys``: wrapped data keys, outside the immutable events so they can be re-wrapped
+  and, later, destroyed;
+- ``meta``: format version, ledger id and KDF parameters.
+
+Projections hook in through :class:`Projector` and run inside the append transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import sqlite_utils
+
+from ledger import events as ev
+from ledger.chain import GENESIS_HASH, event_hash, first_broken_link
+from ledger.errors import (
+    ConcurrencyError,
+    LedgerBusyError,
+    LedgerFormatError,
+    LedgerNotFoundError,
+)
+
+APPLICATION_ID = 0x4B4C4447  # "KLDG"
+FORMAT_VERSION = 1
+BUSY_TIMEOUT_MS = 2_000
+LOCK_RETRY_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended at ``stream_rev`` of ``stream`` (revisions start at 1)."""
+
+    stream: str
+    stream_rev: int
+    event: ev.DomainEvent
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of the ``events`` table."""
+
+    seq: int
+    stream: str
+    stream_rev: int
+    type: str
+    schema_version: int
+    payload: str
+    occurred_at: str
+    actor: str
+    prev_hash: str
+    hash: str
+
+    def decode(self) -> ev.DomainEvent:
+        return ev.from_payload(self.type, self.schema_version, self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class KdfRecord:
+    """How the KEK is derived from the master password, and how to tell it is right."""
+
+    algorithm: str
+    iterations: int
+    salt: bytes
+    kek_check: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerMeta:
+    ledger_id: str
+    format_version: int
+    kdf: KdfRecord
+
+
+class Projector(Protocol):
+    """A read model kept in the same file, brought up to date inside each append."""
+
+    def setup(self, conn: sqlite3.Connection) -> None: ...
+
+    def catch_up(self, recorder: SQLiteRecorder) -> None: ...
+
+
+class Recorder(Protocol):
+    """What the domain needs from an event store."""
+
+    def initialize(
+        self, meta: LedgerMeta, events: Sequence[NewEvent], keys: dict[int, bytes], *,
+        actor: str, occurred_at: str,
+    ) -> list[StoredEvent]: ...
+
+    def read_meta(self) -> LedgerMeta: ...
+
+    def read_wrapped_keys(self) -> dict[int, bytes | None]: ...
+
+    def append(
+        self, events: Sequence[NewEvent], *, actor: str, occurred_at: str,
+        keys: dict[int, bytes] | None = None, kdf: KdfRecord | None = None,
+        expect: Mapping[str, int] | None = None,
+    ) -> list[StoredEvent]: ...
+
+    def stream_head(self, stream: str) -> StoredEvent | None: ...
+
+    def read_stream(self, stream: str) -> list[StoredEvent]: ...
+
+    def stream_heads(self, prefix: str, after: str, limit: int) -> list[StoredEvent]: ...
+
+    def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]: ...
+
+    def head(self) -> tuple[int, str]: ...
+
+    def close(self) -> None: ...
+
+
+_EVENT_COLUMNS = (
+    "seq, stream, stream_rev, type, schema_version, payload, occurred_at, actor, prev_hash, hash"
+)
+
+_TRIGGERS = [
+    f"""CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events
+        BEGIN SELECT RAISE(ABORT, 'keyledger events are append-only'); END"""
+    for action in ("UPDATE", "DELETE")
+]
+
+
+class SQLiteRecorder:
+    """The event store in one SQLite file (WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE``)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, create: bool = False,
+        projector: Projector | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.projector = projector
+        if create:
+            _create_private_file(self.path)
+        elif not self.path.exists():
+            raise LedgerNotFoundError(f"no ledger at {self.path} (run 'keyledger init' first)")
+        try:
+            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._check_format(allow_empty=create)
+            self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
+            self.conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            raise LedgerFormatError(f"{self.path} is not a keyledger ledger ({exc})") from None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _check_format(self, *, allow_empty: bool) -> None:
+        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if app_id == 0 and version == 0 and allow_empty:
+            has_tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if not has_tables:
+                return
+        if app_id == 0 and version == 0 and not self._has_meta():
+            raise LedgerNotFoundError(
+                f"{self.path} holds no keyledger ledger (run 'keyledger init' first)"
+            )
+        if app_id != APPLICATION_ID:
+            raise LedgerFormatError(f"{self.path} is not a keyledger ledger")
+        if version > FORMAT_VERSION:
+            raise LedgerFormatError(
+                f"{self.path} has ledger format {version}; this keyledger reads up to "
+                f"{FORMAT_VERSION}: upgrade keyledger"
+            )
+
+    def _has_meta(self) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone() is not None
+
+    def is_initialized(self) -> bool:
+        return self._has_meta()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def initialize(
+        self, meta: LedgerMeta, events: Sequence[NewEvent], keys: dict[int, bytes], *,
+        actor: str, occurred_at: str,
+    ) -> list[StoredEvent]:
+        """Create the schema and append the first events, all in one transaction."""
+        with self.write_transaction():
+            db = sqlite_utils.Database(self.conn)
+            db.create_table("meta", {"key": str, "value": str}, pk="key", not_null={"value"})
+            db.create_table("keys", {"version": int, "wrapped": bytes}, pk="version")
+            self.conn.execute(
+                """CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY, stream TEXT NOT NULL, stream_rev INTEGER NOT NULL,
+                    type TEXT NOT NULL, schema_version INTEGER NOT NULL, payload TEXT NOT NULL,
+                    occurred_at TEXT NOT NULL, actor TEXT NOT NULL,
+                    prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+                    UNIQUE (stream, stream_rev))"""
+            )
+            self.conn.execute(
+                """CREATE TABLE streams (stream TEXT PRIMARY KEY, revision INTEGER NOT NULL,
+                    head_seq INTEGER NOT NULL) WITHOUT ROWID"""
+            )
+            for trigger in _TRIGGERS:
+                self.conn.execute(trigger)
+            self.conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("format_version", str(meta.format_version)),
+                    ("ledger_id", meta.ledger_id),
+                    *_kdf_rows(meta.kdf),
+                ],
+            )
+            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            if self.projector is not None:
+                self.projector.setup(self.conn)
+            return self._append_locked(events, actor, occurred_at, keys, None)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read_meta(self) -> LedgerMeta:
+        rows = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            kdf = KdfRecord(
+                algorithm=rows["kdf_algorithm"],
+                iterations=int(rows["kdf_iterations"]),
+                salt=base64.b64decode(rows["kdf_salt"]),
+                kek_check=rows["kek_check"],
+            )
+            return LedgerMeta(rows["ledger_id"], int(rows["format_version"]), kdf)
+        except (KeyError, ValueError):
+            raise LedgerFormatError(f"{self.path}: ledger metadata is incomplete") from None
+
+    def read_wrapped_keys(self) -> dict[int, bytes | None]:
+        return {v: w for v, w in self.conn.execute("SELECT version, wrapped FROM keys")}
+
+    def head(self) -> tuple[int, str]:
+        row = self.conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, GENESIS_HASH) if row is None else (row[0], row[1])
+
+    def stream_head(self, stream: str) -> StoredEvent | None:
+        row = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream = ? "
+            "ORDER BY stream_rev DESC LIMIT 1",
+            (stream,),
+        ).fetchone()
+        return None if row is None else StoredEvent(*row)
+
+    def read_stream(self, stream: str) -> list[StoredEvent]:
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream = ? ORDER BY stream_rev",
+            (stream,),
+        )
+        return [StoredEvent(*row) for row in rows]
+
+    def stream_heads(self, prefix: str, after: str, limit: int) -> list[StoredEvent]:
+        """The head rows of streams named ``prefix...``, past ``after``, in name order."""
+        lower = max(prefix, after)
+        rows = self.conn.execute(
+            f"""SELECT {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}
+                FROM streams s JOIN events e ON e.seq = s.head_seq
+                WHERE s.stream > ? AND s.stream < ? ORDER BY s.stream LIMIT ?""",
+            (lower, _prefix_upper_bound(prefix), limit),
+        )
+        return [StoredEvent(*row) for row in rows]
+
+    def stream_count(self, prefix: str) -> int:
+        """How many streams are named ``prefix...``."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM streams WHERE stream > ? AND stream < ?",
+            (prefix, _prefix_upper_bound(prefix)),
+        ).fetchone()
+        return int(row[0])
+
+    def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]:
+        """Every row past ``after_seq`` in seq order, streamed in batches."""
+        cursor = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq", (after_seq,)
+        )
+        while batch := cursor.fetchmany(1000):
+            for row in batch:
+                yield StoredEvent(*row)
+
+    # -- writes ------------------------------------------------------------------------
+
+    def append(
+        self, events: Sequence[NewEvent], *, actor: str, occurred_at: str,
+        keys: dict[int, bytes] | None = None, kdf: KdfRecord | None = None,
+        expect: Mapping[str, int] | None = None,
+    ) -> list[StoredEvent]:
+        """Append ``events`` atomically, with any key-table and KDF changes they describe.
+
+        Each event's ``stream_rev`` must follow its stream's stored revision; ``expect``
+        adds streams that were read but are not appended to (the keyring, when a secret
+        is encrypted under its current key).
+
+        :raises ConcurrencyError: a stream's revision is no longer the one the events
+            were decided against; nothing is written.
+        """
+        with self.write_transaction():
+            self._check_revisions(events, expect or {})
+            return self._append_locked(events, actor, occurred_at, keys, kdf)
+
+    def _append_locked(
+        self, events: Sequence[NewEvent], actor: str, occurred_at: str,
+        keys: dict[int, bytes] | None, kdf: KdfRecord | None,
+    ) -> list[StoredEvent]:
+        seq, prev_hash = self.head()
+        stored: list[StoredEvent] = []
+        for new in events:
+            seq += 1
+            type_name, schema_version, payload = ev.to_payload(new.event)
+            digest = event_hash(
+                seq, prev_hash, new.stream, new.stream_rev, type_name, schema_version,
+                occurred_at, actor, payload,
+            )
+            stored.append(
+                StoredEvent(
+                    seq, new.stream, new.stream_rev, type_name, schema_version, payload,
+                    occurred_at, actor, prev_hash, digest,
+                )
+            )
+            prev_hash = digest
+        self.conn.executemany(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (s.seq, s.stream, s.stream_rev, s.type, s.schema_version, s.payload,
+                 s.occurred_at, s.actor, s.prev_hash, s.hash)
+                for s in stored
+            ],
+        )
+        self.conn.executemany(
+            "INSERT INTO streams (stream, revision, head_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET revision = excluded.revision, "
+            "head_seq = excluded.head_seq",
+            [(s.stream, s.stream_rev, s.seq) for s in stored],
+        )
+        if keys:
+            self.conn.executemany(
+                "INSERT INTO keys (version, wrapped) VALUES (?, ?) "
+                "ON CONFLICT (version) DO UPDATE SET wrapped = excluded.wrapped",
+                list(keys.items()),
+            )
+        if kdf is not None:
+            self.conn.executemany(
+                "UPDATE meta SET value = ? WHERE key = ?",
+                [(value, key) for key, value in _kdf_rows(kdf)],
+            )
+        if self.projector is not None:
+            self.projector.catch_up(self)
+        return stored
+
+    def _check_revisions(self, events: Sequence[NewEvent], expect: Mapping[str, int]) -> None:
+        expected = dict(expect)
+        for new in events:
+            expected.setdefault(new.stream, new.stream_rev - 1)
+        conflicts = []
+        for stream, revision in expected.items():
+            row = self.conn.execute(
+                "SELECT revision FROM streams WHERE stream = ?", (stream,)
+            ).fetchone()
+            if (0 if row is None else row[0]) != revision:
+                conflicts.append(stream)
+        if conflicts:
+            raise ConcurrencyError(conflicts)
+
+    @contextlib.contextmanager
+    def write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, waiting out other writers within a bound."""
+        self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def read_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot for several reads (WAL readers never block the writer)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+    def _retry_locked(self, statement: Callable[[], object]) -> None:
+        # busy_timeout already waits inside SQLite; this adds a bounded, jittered retry
+        # so a long migration in another process delays us rather than failing us.
+        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                statement()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LedgerBusyError(
+                        f"{self.path} stayed locked by another writer for "
+                        f"{LOCK_RETRY_SECONDS:.0f}s; try again"
+                    ) from None
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)
+
+
+def _kdf_rows(kdf: KdfRecord) -> list[tuple[str, str]]:
+    return [
+        ("kdf_algorithm", kdf.algorithm),
+        ("kdf_iterations", str(kdf.iterations)),
+        ("kdf_salt", base64.b64encode(kdf.salt).decode("ascii")),
+        ("kek_check", kdf.kek_check),
+    ]
+
+
+def _prefix_upper_bound(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the ledger file with mode 0600 before SQLite opens it.
+
+    SQLite gives its -wal and -shm files the database file's permissions, so they are
+    private too. An existing file is left as it is (``init`` then checks what it holds).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def check_tail(recorder: SQLiteRecorder, tail: int = 1000) -> list[str]:
+    """Cheap consistency checks for ``health-check``; the problems found, or [].
+
+    SQLite's quick_check, a gapless seq, and the hash links of the last ``tail`` rows.
+    The full chain is verified by ``audit verify``.
+    """
+    conn = recorder.conn
+    problems = []
+    quick = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if quick != "ok":
+        problems.append(f"SQLite quick_check: {quick}")
+    count, top = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
+    if count != top:
+        problems.append(f"event seq is not gapless ({count} rows, last seq {top})")
+    start = max(0, top - tail)
+    prev = conn.execute("SELECT hash FROM events WHERE seq = ?", (start,)).fetchone()
+    broken = first_broken_link(
+        recorder.read_events(start), prev[0] if prev else GENESIS_HASH, start + 1
+    )
+    if broken is not None:
+        problems.append(f"hash chain broken at seq {broken}")
+    return problems

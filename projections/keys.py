@@ -1,0 +1,147 @@
+"""Key metadata: every key version, when it was created and rotated, what it encrypted."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from functools import singledispatchmethod
+
+from ledger import events as ev
+from ledger.domain import version_range
+from ledger.store import StoredEvent
+
+ACTIVE = "active"
+DECRYPT_ONLY = "decrypt-only"
+
+
+class KeyProjection:
+    name = "keys"
+    tables = ("proj_key_versions", "proj_keyring")
+
+    def create(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS proj_key_versions (
+                version INTEGER PRIMARY KEY, created_at TEXT NOT NULL, rotated_at TEXT,
+                status TEXT NOT NULL, origin TEXT NOT NULL, fingerprint TEXT NOT NULL,
+                algorithm TEXT NOT NULL, encryptions INTEGER NOT NULL DEFAULT 0)"""
+        )
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS proj_keyring (
+                id INTEGER PRIMARY KEY CHECK (id = 1), current_version INTEGER,
+                kdf_iterations INTEGER, rotations INTEGER NOT NULL DEFAULT 0,
+                rejections INTEGER NOT NULL DEFAULT 0)"""
+        )
+        conn.execute("INSERT OR IGNORE INTO proj_keyring (id) VALUES (1)")
+
+    @singledispatchmethod
+    def apply(self, event: ev.DomainEvent, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        pass
+
+    @apply.register
+    def _(self, event: ev.LedgerInitialized, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE proj_keyring SET kdf_iterations = ?", (event.kdf_iterations,))
+
+    @apply.register
+    def _(self, event: ev.KeyVersionCreated, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            """INSERT INTO proj_key_versions
+               (version, created_at, status, origin, fingerprint, algorithm)
+               VALUES (?, ?, ?, ?, ?, ?)""",
+            (event.version, stored.occurred_at, DECRYPT_ONLY, event.origin, event.fingerprint,
+             event.algorithm),
+        )
+
+    @apply.register
+    def _(self, event: ev.KeyRotated, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        if event.from_version is not None:
+            conn.execute(
+                "UPDATE proj_key_versions SET rotated_at = ?, status = ? WHERE version = ?",
+                (stored.occurred_at, DECRYPT_ONLY, event.from_version),
+            )
+        conn.execute(
+            "UPDATE proj_key_versions SET status = ? WHERE version = ?", (ACTIVE, event.to_version)
+        )
+        conn.execute(
+            "UPDATE proj_keyring SET current_version = ?, rotations = rotations + ?",
+            (event.to_version, 0 if event.from_version is None else 1),
+        )
+
+    @apply.register
+    def _(self, event: ev.KeyRotationRejected, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE proj_keyring SET rejections = rejections + 1")
+
+    @apply.register
+    def _(self, event: ev.MasterKeyRewrapped, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE proj_keyring SET kdf_iterations = ?", (event.kdf_iterations,))
+        conn.executemany(
+            "UPDATE proj_key_versions SET fingerprint = ? WHERE version = ?",
+            [(fp, int(v)) for v, fp in event.fingerprints.items()],
+        )
+
+    @apply.register
+    def _(self, event: ev.SecretWritten, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        self._count(conn, event.key_version)
+
+    @apply.register
+    def _(self, event: ev.SecretImported, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        self._count(conn, event.key_version)
+
+    @apply.register
+    def _(self, event: ev.SecretMigrated, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        self._count(conn, event.to_version)
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, version: int) -> None:
+        conn.execute(
+            "UPDATE proj_key_versions SET encryptions = encryptions + 1 WHERE version = ?",
+            (version,),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersionInfo:
+    version: int
+    created_at: str
+    rotated_at: str | None
+    status: str
+    range: str
+    origin: str
+    algorithm: str
+    fingerprint: str
+    encryptions: int
+    secrets: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringInfo:
+    current_version: int | None
+    kdf_iterations: int | None
+    versions: list[KeyVersionInfo]
+
+    @property
+    def available_versions(self) -> list[int]:
+        return [v.version for v in self.versions]
+
+
+def keyring_info(conn: sqlite3.Connection) -> KeyringInfo:
+    current, iterations = conn.execute(
+        "SELECT current_version, kdf_iterations FROM proj_keyring WHERE id = 1"
+    ).fetchone()
+    per_version = dict(
+        conn.execute(
+            "SELECT key_version, count(*) FROM proj_secrets WHERE deleted = 0 GROUP BY key_version"
+        ).fetchall()
+    )
+    rows = conn.execute(
+        """SELECT version, created_at, rotated_at, status, origin, algorithm, fingerprint,
+                  encryptions FROM proj_key_versions ORDER BY version"""
+    ).fetchall()
+    versions = [
+        KeyVersionInfo(
+            version=r[0], created_at=r[1], rotated_at=r[2], status=r[3], range=version_range(r[0]),
+            origin=r[4], algorithm=r[5], fingerprint=r[6], encryptions=r[7],
+            secrets=per_version.get(r[0], 0),
+        )
+        for r in rows
+    ]
+    return KeyringInfo(current, iterations, versions)
