@@ -9,7 +9,7 @@ import typer
 
 from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors
-from ledger import KeyledgerError, Ledger
+from ledger import KeyledgerError, Ledger, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
 from ledger.store import check_tail
 from projections import ReadModels
@@ -50,8 +50,12 @@ def health_check(ctx: typer.Context, as_json: JsonOption = False) -> None:
     health = Health()
     try:
         ledger, views = open_ledger(ctx)
-    except KeyledgerError as exc:
+    except WrongPasswordError as exc:
         health.add("master_password", "fail", str(exc))
+        _finish(health, as_json)
+        return
+    except KeyledgerError as exc:
+        health.add("ledger", "fail", str(exc))
         _finish(health, as_json)
         return
     with ledger, views:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from cli.context import (
@@ -102,14 +103,19 @@ def render_info(keyring: KeyringInfo) -> None:
     console.print(f"🔑 Current Version: {keyring.current_version}")
     console.print(f"📦 Available Versions: {keyring.available_versions}")
     console.print()
-    table = Table(title="📅 Key Metadata", title_justify="left")
-    for column in ("Version", "Range", "Status", "Created", "Rotated", "Origin", "Secrets"):
-        table.add_column(column)
+    table = Table(title="📅 Key Metadata", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("Version", "Status", "Created", "Rotated", "Origin", "Secrets"):
+        table.add_column(column, no_wrap=True)
     for v in keyring.versions:
-        status = "✅ Active" if v.status == "active" else v.status
-        table.add_row(str(v.version), v.range, status, v.created_at, v.rotated_at or "-",
+        status = "✅ active" if v.status == "active" else v.status
+        table.add_row(f"{v.version} {v.range}", status, _day(v.created_at), _day(v.rotated_at),
                       v.origin, str(v.secrets))
     console.print(table)
+    console.print("   (full timestamps: keyledger info --json)")
+
+
+def _day(stamp: str | None) -> str:
+    return "-" if stamp is None else stamp[:10]
 
 
 @handles_errors

@@ -366,6 +366,18 @@ class Ledger:
             ) from None
         return SecretValue(name, plaintext.decode("utf-8"), state.key_version)
 
+    def open_ciphertext(self, name: str, ciphertext: str, scheme: str = crypto.SCHEME_BOUND) -> str:
+        """Decrypt any ciphertext this ledger holds for ``name`` (a past version, say).
+
+        :raises IntegrityError: it does not decrypt under the key its version byte names.
+        """
+        try:
+            version = crypto.parse_frame_untrusted(ciphertext).version
+            state = SecretState(name, 0, False, version, ciphertext, scheme)
+            return self._decrypt(state).decode("utf-8")
+        except (InvalidCiphertext, UnicodeDecodeError):
+            raise IntegrityError(f"that ciphertext of {name!r} does not decrypt") from None
+
     def _decrypt(self, state: SecretState) -> bytes:
         assert state.key_version is not None and state.ciphertext is not None
         if state.key_version not in self._keyring.versions:
@@ -483,9 +495,9 @@ class Ledger:
                 validate_name(name)
                 if not isinstance(token, str):
                     raise InvalidInputError("the ciphertext must be a string")
-                opened.append(
-                    (name, crypto.open_seed_ciphertext_untrusted(token, seed_key, legacy_version))
-                )
+                sp = crypto.open_seed_ciphertext_untrusted(token, seed_key, legacy_version)
+                validate_value(_utf8_untrusted(sp.plaintext))
+                opened.append((name, sp))
             except (InvalidInputError, crypto.SeedDecodeError) as exc:
                 result.failures.append(ImportEntryFailure(name, str(exc)))
         for _ in range(_CONFLICT_RETRIES):
@@ -673,6 +685,13 @@ class Ledger:
             list(events), actor=self.actor, occurred_at=format_time(self.clock()),
             keys=keys, kdf=kdf, expect=expect,
         )
+
+
+def _utf8_untrusted(plaintext: bytes) -> str:
+    try:
+        return plaintext.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError("the decrypted value is not UTF-8 text") from None
 
 
 def _state_of(stored: StoredEvent) -> SecretState:
