@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+# typer >= 0.29 carries its own copy of click; its exceptions live there.
+from typer._click.exceptions import ClickException
+
 from cli import health, keys, migrate, secrets
 from cli.context import Settings
+from cli.output import EXIT_FAILED, usage_error
 
 app = typer.Typer(
     name="keyledger",
@@ -55,4 +60,13 @@ app.add_typer(secrets.app, name="secrets")
 
 
 def main() -> None:
-    app()
+    """Run the CLI; a usage error becomes one line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except ClickException as exc:
+        if not exc.format_message().strip():  # bare `keyledger`: the help was shown
+            sys.exit(exc.exit_code)
+        usage_error(exc.format_message(), as_json="--json" in sys.argv)
+    except typer.Abort:
+        sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -147,11 +147,11 @@ def rotate(
 
 
 def show_rotation(result: RotationResult, *, as_json: bool) -> None:
+    if result.warning:
+        warn(result.warning)
     if as_json:
         emit_json(rotation_document(result))
         return
-    if result.warning:
-        warn(result.warning)
     if result.dry_run:
         console.print(
             f"🔍 Dry run: would rotate from version {result.from_version} to "

@@ -85,8 +85,8 @@ def migrate(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        if not dry_run:
-            pending = views.report().needing_migration
+        pending = views.report().needing_migration
+        if not dry_run and pending:
             confirm(f"Re-encrypt {pending} secret(s) under the current key version?", yes)
         result = _run_migration(ledger, target_version, batch_size, dry_run, as_json)
         if as_json:

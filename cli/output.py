@@ -59,6 +59,14 @@ def fail(message: str, *, code: int = EXIT_FAILED, as_json: bool = False) -> NoR
     raise typer.Exit(code)
 
 
+def usage_error(message: str, *, as_json: bool) -> NoReturn:
+    """A command line that does not parse: one line, exit 2 (``fail`` for the rest)."""
+    try:
+        fail(f"{message.strip()} (see --help)", code=EXIT_USAGE, as_json=as_json)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -57,14 +57,19 @@ def set_secret(
 
 
 def _read_value() -> str:
+    """The value from stdin (one trailing newline stripped), or a hidden prompt on a TTY."""
     if stdin_is_tty():
         return str(typer.prompt("Value", hide_input=True))
+    if sys.stdin is None:
+        raise InvalidInputError("no value given: pipe it on stdin or pass --value")
     data = sys.stdin.buffer.read()
+    if not data:
+        raise InvalidInputError("stdin was empty: pipe the value in (or --value '' to store an empty one)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError("the value on stdin is not valid UTF-8") from None
-    return text.removesuffix("\n")
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
 
 
 @app.command("get")
@@ -130,12 +135,21 @@ def delete_secret(
         console.print(f"🗑️  Deleted {name}", markup=False)
 
 
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace secrets that already exist (default: skip them).")
+]
+
+
 @app.command("import")
 @handles_errors
-def import_secrets(ctx: typer.Context, file: FileArgument, as_json: JsonOption = False) -> None:
+def import_secrets(
+    ctx: typer.Context, file: FileArgument, overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
     """Import plaintext values from a JSON object (name -> value) or a .env file.
 
-    All or nothing: one invalid entry and nothing is written. Delete the file afterwards.
+    All or nothing: one invalid entry and nothing is written. Names that already hold a
+    secret are skipped unless --overwrite. Delete the file afterwards.
 
     Examples:
       keyledger secrets import secrets.json
@@ -144,7 +158,7 @@ def import_secrets(ctx: typer.Context, file: FileArgument, as_json: JsonOption =
     fmt, values = parse_values_untrusted(file)
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        result = ledger.import_values(values, source=fmt)
+        result = ledger.import_values(values, source=fmt, overwrite=overwrite)
     _show_import(result, as_json)
 
 
@@ -159,6 +173,7 @@ def import_seed(
     legacy_version: Annotated[
         int, typer.Option(help="Key version of un-versioned (legacy) ciphertexts.")
     ] = 1,
+    overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Import ciphertexts written by the old key-rotation system (same master password).
@@ -174,7 +189,7 @@ def import_seed(
     with ledger, views:
         result = ledger.import_seed(
             tokens, password, salt_template=salt_template,
-            legacy_version=legacy_version,
+            legacy_version=legacy_version, overwrite=overwrite,
         )
     _show_import(result, as_json)
 
@@ -184,7 +199,7 @@ def _show_import(result: ImportResult, as_json: bool) -> None:
         emit_json({
             "imported": result.imported, "reencrypted": result.reencrypted,
             "stored_as_is": result.stored_as_is, "created_versions": result.created_versions,
-            "failed": len(result.failures),
+            "skipped": result.skipped, "failed": len(result.failures),
             "failures": [{"name": f.name, "error": f.reason} for f in result.failures],
         })
     else:
@@ -194,6 +209,9 @@ def _show_import(result: ImportResult, as_json: bool) -> None:
                           f"{result.created_versions}")
         if result.reencrypted:
             console.print(f"🔁 Re-encrypted under the current version: {result.reencrypted}")
+        if result.skipped:
+            console.print(f"⏭️  Skipped {len(result.skipped)} existing secret(s) "
+                          "(--overwrite replaces them): " + ", ".join(result.skipped), markup=False)
         for failure in result.failures:
             err_console.print(f"❌ {failure.name}: {failure.reason}", markup=False)
     if result.failures:

@@ -152,7 +152,7 @@ def decide_rotation(
 
 def check_rotation_target(keyring: KeyringState, version: int) -> None:
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise VersionError(f"key version must be {MIN_VERSION}-{MAX_VERSION}, got {version}")
+        raise InvalidInputError(f"key version must be {MIN_VERSION}-{MAX_VERSION}, got {version}")
     if version in keyring.versions:
         raise VersionError(f"key version {version} was already used; versions are never reused")
 

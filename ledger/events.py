@@ -110,7 +110,7 @@ class MigrationStarted(DomainEvent):
     run_id: str
     target_version: int
     batch_size: int
-    pending: int
+    candidates: int  # secret streams the run will examine (live or deleted)
     resumes: str | None = None
 
 

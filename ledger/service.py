@@ -131,6 +131,7 @@ class ImportResult:
     stored_as_is: int = 0
     created_versions: list[int] = field(default_factory=list)
     failures: list[ImportEntryFailure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 class Ledger:
@@ -319,16 +320,23 @@ class Ledger:
         self._refresh_keyring()
         return result
 
-    def rekey_master(self, new_password: str, *, kdf_iterations: int | None = None) -> int:
+    def rekey_master(
+        self, new_password: str, *, kdf_iterations: int | None = None,
+        _allow_weak_kdf: bool = False,
+    ) -> int:
         """Re-wrap every data key under a KEK from ``new_password``; no secret is touched.
 
-        Returns the number of keys re-wrapped. Afterwards only ``new_password`` opens
-        the ledger.
+        The KDF gets a fresh salt and at least the current floor of iterations (by
+        default the ledger's own count, raised to the floor if it was below it). Returns
+        the number of keys re-wrapped. Afterwards only ``new_password`` opens the ledger.
         """
         if not new_password:
             raise InvalidInputError("the new master password must not be empty")
+        iterations = kdf_iterations or max(self._meta.kdf.iterations, crypto.KEK_ITERATIONS)
+        if iterations < crypto.KEK_ITERATIONS and not _allow_weak_kdf:
+            raise ValueError(f"kdf_iterations must be at least {crypto.KEK_ITERATIONS}")
         keyring = self.keyring()
-        kdf, new_kek = new_kdf(new_password, kdf_iterations or self._meta.kdf.iterations)
+        kdf, new_kek = new_kdf(new_password, iterations)
         rewrapped = self._keys.rewrapped_under(new_kek)
         event = ev.MasterKeyRewrapped(
             kdf_algorithm=kdf.algorithm, kdf_iterations=kdf.iterations,
@@ -440,22 +448,31 @@ class Ledger:
     # -- imports ------------------------------------------------------------------------
 
     def import_values(
-        self, values: Mapping[str, str], *, source: Literal["json", "dotenv"]
+        self, values: Mapping[str, str], *, source: Literal["json", "dotenv"],
+        overwrite: bool = False,
     ) -> ImportResult:
         """Encrypt and record many plaintext values in one transaction (all or nothing).
 
-        :raises InvalidInputError: a name or value is invalid; nothing was written.
+        A name that already holds a live secret is skipped (listed in ``skipped``) unless
+        ``overwrite``: re-running an import never silently reverts a newer value.
+
+        :raises InvalidInputError: a name or value is invalid (named); nothing was written.
         """
-        checked = [(validate_name(n), validate_value(v)) for n, v in values.items()]
+        checked = [(name, _checked_entry(name, value)) for name, value in values.items()]
         for _ in range(_CONFLICT_RETRIES):
             keyring = self.keyring()
             version = keyring.require_current()
             key = self._keys.data_key(version)
+            result = ImportResult()
             new = []
             for name, plaintext in checked:
+                state = self.secret(name)
+                if not state.deleted and not overwrite:
+                    result.skipped.append(name)
+                    continue
                 token = crypto.encrypt_secret(key, version, name, plaintext)
                 new.append(NewEvent(
-                    ev.secret_stream(name), self.secret(name).revision + 1,
+                    ev.secret_stream(name), state.revision + 1,
                     ev.SecretImported(name=name, key_version=version, ciphertext=token,
                                       scheme=crypto.SCHEME_BOUND, source=source),
                 ))
@@ -463,19 +480,22 @@ class Ledger:
                 self._append(new, expect={ev.KEYRING_STREAM: keyring.revision})
             except ConcurrencyError:
                 continue
-            return ImportResult(imported=len(new))
+            result.imported = len(new)
+            return result
         raise ConcurrencyError(["secrets being imported"])
 
     def import_seed(
         self, tokens: Mapping[str, object], password: str, *,
         salt_template: str = crypto.SEED_SALT_TEMPLATE, legacy_version: int = 1,
+        overwrite: bool = False,
     ) -> ImportResult:
         """Import ciphertexts written by the guide's system under ``password``.
 
         A version this ledger lacks becomes a key version holding the guide's derived key,
         and its ciphertexts are kept as they are; where this ledger's version is another
         key, the value is re-encrypted under the current version. Unreadable entries are
-        listed in the result with their reason; the others are imported.
+        listed in the result with their reason; the others are imported. As with
+        :meth:`import_values`, existing secrets are skipped unless ``overwrite``.
         """
         if not 1 <= legacy_version <= crypto.MAX_VERSION:
             raise InvalidInputError("--legacy-version must be 1-255")
@@ -502,16 +522,16 @@ class Ledger:
                 result.failures.append(ImportEntryFailure(name, str(exc)))
         for _ in range(_CONFLICT_RETRIES):
             try:
-                self._append_seed(opened, seed_key, result)
+                self._append_seed(opened, seed_key, result, overwrite)
                 return result
             except ConcurrencyError:
                 result.imported = result.reencrypted = result.stored_as_is = 0
-                result.created_versions = []
+                result.created_versions, result.skipped = [], []
         raise ConcurrencyError(["secrets being imported"])
 
     def _append_seed(
         self, opened: list[tuple[str, crypto.SeedPlaintext]],
-        seed_key: Callable[[int], bytes], result: ImportResult,
+        seed_key: Callable[[int], bytes], result: ImportResult, overwrite: bool,
     ) -> None:
         keyring = self.keyring()
         current = keyring.require_current()
@@ -519,6 +539,10 @@ class Ledger:
         wrapped: dict[int, bytes] = {}
         secrets: list[NewEvent] = []
         for name, sp in opened:
+            state = self.secret(name)
+            if not state.deleted and not overwrite:
+                result.skipped.append(name)
+                continue
             version = sp.version
             fp = crypto.fingerprint(seed_key(version))
             if version not in keyring.versions and version not in wrapped:
@@ -545,7 +569,7 @@ class Ledger:
                     legacy=sp.legacy, reencrypted=True,
                 )
                 result.reencrypted += 1
-            secrets.append(NewEvent(ev.secret_stream(name), self.secret(name).revision + 1, event))
+            secrets.append(NewEvent(ev.secret_stream(name), state.revision + 1, event))
         new = [
             NewEvent(ev.KEYRING_STREAM, keyring.revision + i, e)
             for i, e in enumerate(keyring_events, 1)
@@ -584,14 +608,14 @@ class Ledger:
                 f"rotate first, or migrate to {current}"
             )
         started = time.perf_counter()
-        total = sum(1 for _ in self._stream_heads()) if progress else 0
+        total = self.recorder.stream_count(ev.SECRET_STREAM_PREFIX)
         result = MigrationResult(target, None, dry_run)
         if not dry_run:
             result.run_id = uuid.uuid4().hex[:16]
             result.resumed = self._unfinished_run(target)
             self._append([NewEvent(ev.migration_stream(result.run_id), 1, ev.MigrationStarted(
                 run_id=result.run_id, target_version=target, batch_size=batch_size,
-                pending=total, resumes=result.resumed,
+                candidates=total, resumes=result.resumed,
             ))])
         done = 0
         after = ""
@@ -665,15 +689,18 @@ class Ledger:
         ))
 
     def _unfinished_run(self, target: int) -> str | None:
-        """The latest run to ``target`` that started and never completed (killed)."""
-        latest: tuple[int, str] | None = None
-        for stored in self._stream_heads(ev.MIGRATION_STREAM_PREFIX):
-            event = stored.decode()
-            if isinstance(event, ev.MigrationStarted) and event.target_version == target and (
-                latest is None or stored.seq > latest[0]
-            ):
-                latest = (stored.seq, event.run_id)
-        return None if latest is None else latest[1]
+        """The latest run to ``target`` that never completed and no later run took over."""
+        unfinished: dict[str, int] = {}
+        taken_over: set[str] = set()
+        for head in self._stream_heads(ev.MIGRATION_STREAM_PREFIX):
+            started = self.recorder.read_stream(head.stream)[0].decode()
+            assert isinstance(started, ev.MigrationStarted)
+            if started.resumes:
+                taken_over.add(started.resumes)
+            if head.type == "MigrationStarted" and started.target_version == target:
+                unfinished[started.run_id] = head.seq
+        candidates = {run: seq for run, seq in unfinished.items() if run not in taken_over}
+        return max(candidates, key=candidates.__getitem__, default=None)
 
     # -- appending ----------------------------------------------------------------------
 
@@ -685,6 +712,16 @@ class Ledger:
             list(events), actor=self.actor, occurred_at=format_time(self.clock()),
             keys=keys, kdf=kdf, expect=expect,
         )
+
+
+def _checked_entry(name: str, value: str) -> bytes:
+    """An import entry's value as bytes, or an error that names the entry (not the value)."""
+    try:
+        validate_name(name)
+        return validate_value(value)
+    except InvalidInputError as exc:
+        shown = name if len(name) <= 60 else name[:57] + "..."
+        raise InvalidInputError(f"entry {shown!r}: {exc}") from None
 
 
 def _utf8_untrusted(plaintext: bytes) -> str:

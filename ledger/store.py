@@ -443,12 +443,15 @@ def _create_private_file(path: Path) -> None:
     """Create the ledger file with mode 0600 before SQLite opens it.
 
     SQLite gives its -wal and -shm files the database file's permissions, so they are
-    private too. An existing file is left as it is (``init`` then checks what it holds).
+    private too. An existing empty file is made private; any other existing file is left
+    as it is (``init`` then checks what it holds).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        if path.stat().st_size == 0:  # an empty file made for us: take it private
+            os.chmod(path, 0o600)
         return
     os.close(fd)
 

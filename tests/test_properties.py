@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ledger import Ledger, VersionError
-from ledger.testing import StepClock, create_test_ledger, read_all
+from ledger.testing import TEST_KDF_ITERATIONS, StepClock, create_test_ledger, read_all
 from projections import ReadModels, projector
 
 NAMES = st.sampled_from(["db_password", "api_key", "smtp", "clé", "a/b:c", "x"])
@@ -78,7 +78,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(new_password=PASSWORDS)
     def rekey_master(self, new_password: str) -> None:
-        self.ledger.rekey_master(new_password)
+        self.ledger.rekey_master(new_password, kdf_iterations=TEST_KDF_ITERATIONS, _allow_weak_kdf=True)
         self.password = new_password
 
     @rule()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD
 
-from ledger import Ledger, VersionError, WrongPasswordError
+from ledger import InvalidInputError, Ledger, VersionError, WrongPasswordError
 from ledger import events as ev
 from ledger.testing import create_test_ledger, read_all
 from projections import ReadModels
@@ -45,9 +45,11 @@ def test_versions_are_never_reused_and_refusals_are_recorded(ledger: Ledger) -> 
 
 @pytest.mark.parametrize("version", [0, 256, -1])
 def test_out_of_range_versions_are_refused(ledger: Ledger, version: int) -> None:
-    """Only versions 1-255 fit the format's version byte."""
-    with pytest.raises(VersionError, match="1-255"):
+    """Only versions 1-255 fit the format's version byte; a bad number is input, not recorded."""
+    head = ledger.recorder.head()
+    with pytest.raises(InvalidInputError, match="1-255"):
         ledger.rotate(version)
+    assert ledger.recorder.head() == head
 
 
 def test_regular_versions_run_out_with_a_clear_error(ledger: Ledger) -> None:
@@ -230,3 +232,30 @@ def test_rekey_by_another_process_is_noticed(ledger: Ledger, db_path: Path) -> N
         other.rekey_master("new")
     with pytest.raises(WrongPasswordError, match="changed"):
         ledger.rotate()
+
+
+def test_a_taken_over_run_is_not_resumed_twice(ledger: Ledger) -> None:
+    """Once a later run has resumed a killed one, the next run resumes nothing."""
+    for i in range(4):
+        ledger.set(f"s{i}", str(i))
+    ledger.rotate()
+
+    def die(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ledger.migrate(batch_size=2, progress=die)
+    assert ledger.migrate().resumed is not None
+    ledger.rotate()
+    assert ledger.migrate().resumed is None
+
+
+def test_migration_started_records_how_many_secrets_it_examines(ledger: Ledger) -> None:
+    """MigrationStarted counts the secrets the run will look at, with or without a progress bar."""
+    for i in range(3):
+        ledger.set(f"s{i}", str(i))
+    ledger.delete("s0")
+    ledger.rotate()
+    ledger.migrate()
+    started = [e.decode() for e in ledger.recorder.read_events() if e.type == "MigrationStarted"]
+    assert [s.candidates for s in started] == [3]  # type: ignore[attr-defined]

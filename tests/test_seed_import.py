@@ -427,13 +427,26 @@ def test_any_nonce_and_text_imports_and_reads_back_property(
 # -- (i) importing twice ---------------------------------------------------------------------
 
 
+def test_importing_the_same_file_twice_skips_existing_secrets(ledger: Ledger) -> None:
+    """Without --overwrite a second import skips every name that already holds a secret."""
+    tokens = {"a": seed(99, "alpha"), "b": seed(3, "beta")}
+    ledger.import_seed(tokens, SEED_PASSWORD)
+    ledger.rotate()
+    ledger.migrate()
+    head = ledger.recorder.head()
+    again = ledger.import_seed(tokens, SEED_PASSWORD)
+    assert (again.imported, sorted(again.skipped)) == (0, ["a", "b"])
+    assert ledger.recorder.head() == head  # nothing re-imported, no migration undone
+    assert {ledger.get(n).version for n in tokens} == {4}
+
+
 def test_importing_the_same_file_twice_stores_as_is_again(ledger: Ledger) -> None:
-    """A second import finds the seed version present with the same fingerprint and stores as-is again."""
+    """With overwrite, a second import finds the seed key already there and stores as-is again."""
     tokens = {"a": seed(99, "alpha"), "b": seed(3, "beta"), "c": seed(1, "gamma")}
     first = ledger.import_seed(tokens, SEED_PASSWORD)
     assert sorted(first.created_versions) == [3, 99]
     keyring_before = keyring_events(ledger)
-    second = ledger.import_seed(tokens, SEED_PASSWORD)
+    second = ledger.import_seed(tokens, SEED_PASSWORD, overwrite=True)
     assert second.created_versions == []
     assert (second.imported, second.stored_as_is, second.reencrypted) == (3, 2, 1)
     assert keyring_events(ledger) == keyring_before
@@ -447,9 +460,9 @@ def test_importing_the_same_file_twice_stores_as_is_again(ledger: Ledger) -> Non
 
 
 def test_import_replaces_an_existing_secret_value(ledger: Ledger) -> None:
-    """Importing a name that already exists records a new revision whose value is the imported one."""
+    """With overwrite, importing an existing name records a new revision holding the imported value."""
     ledger.set("a", "old")
-    ledger.import_seed({"a": seed(99, "new")}, SEED_PASSWORD)
+    ledger.import_seed({"a": seed(99, "new")}, SEED_PASSWORD, overwrite=True)
     assert ledger.secret("a").revision == 2
     assert ledger.get("a").value == "new"
 
