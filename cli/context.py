@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ledger import ConfirmationRequired, Ledger, WrongPasswordError
+from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
 from projections import ReadModels, projector
 
 PASSWORD_ENV = "ENCRYPTION_MASTER_PASSWORD"
@@ -75,11 +75,12 @@ def open_ledger(
 ) -> tuple[Ledger, ReadModels]:
     """The ledger, unlocked, and its read models, kept current inside each append."""
     s = settings(ctx)
-    runner = projector()
     password = master_password() if password is None else password
-    ledger = Ledger.open(s.db, password, actor=s.actor, projector=runner)
+    runner = projector()
+    recorder = SQLiteRecorder(s.db, projector=runner)
+    ledger = Ledger.unlock(recorder, password, actor=s.actor)
     try:
-        return ledger, ReadModels(ledger.recorder, runner)
+        return ledger, ReadModels(recorder, runner)
     except BaseException:
         ledger.close()
         raise

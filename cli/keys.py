@@ -48,8 +48,9 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if len(password) < SHORT_PASSWORD:
         warn(f"the master password is shorter than {SHORT_PASSWORD} characters")
     runner = projector()
-    with Ledger.create(s.db, password, actor=s.actor, projector=runner) as ledger:
-        _show_init(ReadModels(ledger.recorder, runner), created=True, as_json=as_json)
+    recorder = SQLiteRecorder(s.db, create=True, projector=runner)
+    with Ledger.initialize(recorder, password, actor=s.actor):
+        _show_init(ReadModels(recorder, runner), created=True, as_json=as_json)
 
 
 def _show_init(views: ReadModels, *, created: bool, as_json: bool) -> None:

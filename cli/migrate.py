@@ -14,8 +14,8 @@ from cli.context import DryRunOption, JsonOption, YesOption, confirm, open_ledge
 from cli.keys import rotation_document, show_rotation
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger import Ledger, MigrationResult
-from ledger.service import DEFAULT_BATCH_SIZE
-from ledger.service import Progress as ProgressCallback
+from ledger.migration import DEFAULT_BATCH_SIZE
+from ledger.migration import Progress as ProgressCallback
 from projections import DistributionReport
 
 BatchSizeOption = Annotated[

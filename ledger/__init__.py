@@ -22,10 +22,10 @@ from ledger.errors import (
     VersionError,
     WrongPasswordError,
 )
+from ledger.imports import ImportResult
+from ledger.migration import MigrationResult
 from ledger.service import (
-    ImportResult,
     Ledger,
-    MigrationResult,
     RotationResult,
     SecretInfo,
     SecretValue,

@@ -9,10 +9,14 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 from functools import singledispatchmethod
+from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.crypto import MAX_VERSION, MIN_VERSION
 from ledger.errors import InvalidInputError, VersionError
+
+if TYPE_CHECKING:
+    from ledger.store import StoredEvent
 
 MAX_NAME_LENGTH = 256
 #: Largest secret value, in bytes of UTF-8. Configuration secrets are small; a limit keeps
@@ -118,6 +122,12 @@ def secret_state(name: str, revision: int, head: ev.DomainEvent | None) -> Secre
     if isinstance(head, ev.SecretWritten | ev.SecretImported):
         return SecretState(name, revision, False, head.key_version, head.ciphertext, head.scheme)
     raise TypeError(f"{type(head).__name__} is not a secret event")
+
+
+def head_state(head: StoredEvent) -> SecretState:
+    """The state of the secret whose stream ends in ``head``."""
+    name = head.stream.removeprefix(ev.SECRET_STREAM_PREFIX)
+    return secret_state(name, head.stream_rev, head.decode())
 
 
 # -- decisions -------------------------------------------------------------------------

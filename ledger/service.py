@@ -10,19 +10,19 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ledger import crypto
+from ledger import crypto, imports
 from ledger import events as ev
 from ledger.domain import (
     KeyringState,
     SecretState,
     decide_rotation,
+    head_state,
     range_warning,
     secret_state,
     validate_name,
@@ -33,28 +33,32 @@ from ledger.errors import (
     IntegrityError,
     InvalidCiphertext,
     InvalidInputError,
-    KeyledgerError,
     LedgerFormatError,
     UnknownSecretError,
     VersionError,
     WrongPasswordError,
 )
+from ledger.imports import ImportResult
 from ledger.keyring import KeyMaterial, new_kdf, unlock_kek
+from ledger.migration import (
+    CONFLICT_RETRIES,
+    DEFAULT_BATCH_SIZE,
+    Migration,
+    MigrationResult,
+    Progress,
+)
 from ledger.store import (
     FORMAT_VERSION,
     KdfRecord,
     LedgerMeta,
     NewEvent,
     Projector,
+    Recorder,
     SQLiteRecorder,
     StoredEvent,
 )
 
 Clock = Callable[[], datetime]
-Progress = Callable[[int, int], None]
-
-DEFAULT_BATCH_SIZE = 1000
-_CONFLICT_RETRIES = 8
 
 
 def utc_now() -> datetime:
@@ -98,42 +102,6 @@ class RotationResult:
     warning: str | None
 
 
-@dataclass(slots=True)
-class MigrationResult:
-    target_version: int
-    run_id: str | None
-    dry_run: bool
-    migrated: int = 0
-    already_current: int = 0
-    failures: list[ev.MigrationFailure] = field(default_factory=list)
-    duration_seconds: float = 0.0
-    resumed: str | None = None
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    @property
-    def total(self) -> int:
-        return self.migrated + self.already_current + self.failed
-
-
-@dataclass(slots=True)
-class ImportEntryFailure:
-    name: str
-    reason: str
-
-
-@dataclass(slots=True)
-class ImportResult:
-    imported: int = 0
-    reencrypted: int = 0
-    stored_as_is: int = 0
-    created_versions: list[int] = field(default_factory=list)
-    failures: list[ImportEntryFailure] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-
 class Ledger:
     """An open ledger, unlocked with the master password.
 
@@ -142,7 +110,7 @@ class Ledger:
     """
 
     def __init__(
-        self, recorder: SQLiteRecorder, meta: LedgerMeta, kek: bytes, *,
+        self, recorder: Recorder, meta: LedgerMeta, kek: bytes, *,
         actor: str | None = None, clock: Clock = utc_now,
     ) -> None:
         self.recorder = recorder
@@ -162,19 +130,30 @@ class Ledger:
         clock: Clock = utc_now, kdf_iterations: int = crypto.KEK_ITERATIONS,
         projector: Projector | None = None, _allow_weak_kdf: bool = False,
     ) -> Ledger:
-        """Create a new ledger with key version 1 current.
+        """Create a new ledger file at ``path`` with key version 1 current.
 
         :raises LedgerFormatError: ``path`` already holds a ledger or another file.
-        :raises ValueError: the password is empty or the KDF is below the floor.
+        :raises InvalidInputError: the password is empty.
+        :raises ValueError: the KDF is below the floor.
         """
-        if not password:
-            raise InvalidInputError("the master password must not be empty")
         if kdf_iterations < crypto.KEK_ITERATIONS and not _allow_weak_kdf:
             raise ValueError(f"kdf_iterations must be at least {crypto.KEK_ITERATIONS}")
         recorder = SQLiteRecorder(path, create=True, projector=projector)
+        return cls.initialize(
+            recorder, password, actor=actor, clock=clock, kdf_iterations=kdf_iterations
+        )
+
+    @classmethod
+    def initialize(
+        cls, recorder: Recorder, password: str, *, actor: str | None = None,
+        clock: Clock = utc_now, kdf_iterations: int = crypto.KEK_ITERATIONS,
+    ) -> Ledger:
+        """Write a new ledger's first events into an empty ``recorder``; closes it on error."""
         try:
+            if not password:
+                raise InvalidInputError("the master password must not be empty")
             if recorder.is_initialized():
-                raise LedgerFormatError(f"{path} already holds a ledger")
+                raise LedgerFormatError("that file already holds a ledger")
             kdf, kek = new_kdf(password, kdf_iterations)
             meta = LedgerMeta(uuid.uuid4().hex, FORMAT_VERSION, kdf)
             data_key = crypto.generate_data_key()
@@ -211,7 +190,19 @@ class Ledger:
         :raises LedgerNotFoundError: no ledger at ``path``.
         :raises WrongPasswordError: the password does not open it; nothing was changed.
         """
-        recorder = SQLiteRecorder(path, projector=projector)
+        return cls.unlock(
+            SQLiteRecorder(path, projector=projector), password, actor=actor, clock=clock
+        )
+
+    @classmethod
+    def unlock(
+        cls, recorder: Recorder, password: str, *, actor: str | None = None,
+        clock: Clock = utc_now,
+    ) -> Ledger:
+        """Unlock the ledger behind ``recorder``; closes it if the password is wrong.
+
+        :raises WrongPasswordError: the password does not open it; nothing was changed.
+        """
         try:
             meta = recorder.read_meta()
             kek = unlock_kek(meta, password)
@@ -402,7 +393,7 @@ class Ledger:
         """Encrypt ``value`` under the current key and record it as the secret's new value."""
         validate_name(name)
         plaintext = validate_value(value)
-        for _ in range(_CONFLICT_RETRIES):
+        for _ in range(CONFLICT_RETRIES):
             keyring = self.keyring()
             version = keyring.require_current()
             state = self.secret(name)
@@ -434,7 +425,7 @@ class Ledger:
     def secrets(self) -> Iterator[SecretInfo]:
         """Every live secret, in name order, streamed from the ledger."""
         for stored in self._stream_heads():
-            state = _state_of(stored)
+            state = head_state(stored)
             if not state.deleted:
                 assert state.key_version is not None and state.scheme is not None
                 yield SecretInfo(state.name, state.key_version, state.revision, state.scheme)
@@ -445,262 +436,40 @@ class Ledger:
             yield from heads
             after = heads[-1].stream
 
-    # -- imports ------------------------------------------------------------------------
+    # -- imports and migration (see ledger.imports, ledger.migration) -----------------------
 
     def import_values(
         self, values: Mapping[str, str], *, source: Literal["json", "dotenv"],
         overwrite: bool = False,
     ) -> ImportResult:
-        """Encrypt and record many plaintext values in one transaction (all or nothing).
-
-        A name that already holds a live secret is skipped (listed in ``skipped``) unless
-        ``overwrite``: re-running an import never silently reverts a newer value.
-
-        :raises InvalidInputError: a name or value is invalid (named); nothing was written.
-        """
-        checked = [(name, _checked_entry(name, value)) for name, value in values.items()]
-        for _ in range(_CONFLICT_RETRIES):
-            keyring = self.keyring()
-            version = keyring.require_current()
-            key = self._keys.data_key(version)
-            result = ImportResult()
-            new = []
-            for name, plaintext in checked:
-                state = self.secret(name)
-                if not state.deleted and not overwrite:
-                    result.skipped.append(name)
-                    continue
-                token = crypto.encrypt_secret(key, version, name, plaintext)
-                new.append(NewEvent(
-                    ev.secret_stream(name), state.revision + 1,
-                    ev.SecretImported(name=name, key_version=version, ciphertext=token,
-                                      scheme=crypto.SCHEME_BOUND, source=source),
-                ))
-            try:
-                self._append(new, expect={ev.KEYRING_STREAM: keyring.revision})
-            except ConcurrencyError:
-                continue
-            result.imported = len(new)
-            return result
-        raise ConcurrencyError(["secrets being imported"])
+        """Encrypt and record many plaintext values at once; see :func:`ledger.imports.import_values`."""
+        return imports.import_values(self, values, source=source, overwrite=overwrite)
 
     def import_seed(
         self, tokens: Mapping[str, object], password: str, *,
         salt_template: str = crypto.SEED_SALT_TEMPLATE, legacy_version: int = 1,
         overwrite: bool = False,
     ) -> ImportResult:
-        """Import ciphertexts written by the guide's system under ``password``.
-
-        A version this ledger lacks becomes a key version holding the guide's derived key,
-        and its ciphertexts are kept as they are; where this ledger's version is another
-        key, the value is re-encrypted under the current version. Unreadable entries are
-        listed in the result with their reason; the others are imported. As with
-        :meth:`import_values`, existing secrets are skipped unless ``overwrite``.
-        """
-        if not 1 <= legacy_version <= crypto.MAX_VERSION:
-            raise InvalidInputError("--legacy-version must be 1-255")
-        if "{v}" not in salt_template:
-            raise InvalidInputError("the salt template must contain {v}")
-        seed_keys: dict[int, bytes] = {}
-
-        def seed_key(version: int) -> bytes:
-            if version not in seed_keys:
-                seed_keys[version] = crypto.derive_seed_key(password, version, salt_template)
-            return seed_keys[version]
-
-        opened: list[tuple[str, crypto.SeedPlaintext]] = []
-        result = ImportResult()
-        for name, token in tokens.items():
-            try:
-                validate_name(name)
-                if not isinstance(token, str):
-                    raise InvalidInputError("the ciphertext must be a string")
-                sp = crypto.open_seed_ciphertext_untrusted(token, seed_key, legacy_version)
-                validate_value(_utf8_untrusted(sp.plaintext))
-                opened.append((name, sp))
-            except (InvalidInputError, crypto.SeedDecodeError) as exc:
-                result.failures.append(ImportEntryFailure(name, str(exc)))
-        for _ in range(_CONFLICT_RETRIES):
-            try:
-                self._append_seed(opened, seed_key, result, overwrite)
-                return result
-            except ConcurrencyError:
-                result.imported = result.reencrypted = result.stored_as_is = 0
-                result.created_versions, result.skipped = [], []
-        raise ConcurrencyError(["secrets being imported"])
-
-    def _append_seed(
-        self, opened: list[tuple[str, crypto.SeedPlaintext]],
-        seed_key: Callable[[int], bytes], result: ImportResult, overwrite: bool,
-    ) -> None:
-        keyring = self.keyring()
-        current = keyring.require_current()
-        keyring_events: list[ev.DomainEvent] = []
-        wrapped: dict[int, bytes] = {}
-        secrets: list[NewEvent] = []
-        for name, sp in opened:
-            state = self.secret(name)
-            if not state.deleted and not overwrite:
-                result.skipped.append(name)
-                continue
-            version = sp.version
-            fp = crypto.fingerprint(seed_key(version))
-            if version not in keyring.versions and version not in wrapped:
-                keyring_events.append(
-                    ev.KeyVersionCreated(version=version, fingerprint=fp, origin="seed-import")
-                )
-                wrapped[version] = self._keys.wrap(version, seed_key(version))
-                result.created_versions.append(version)
-            same_key = version in wrapped or keyring.versions[version].fingerprint == fp
-            if same_key:
-                event = ev.SecretImported(
-                    name=name, key_version=version, ciphertext=sp.frame.encode(),
-                    scheme=crypto.SCHEME_SEED, source="seed", seed_version=version,
-                    legacy=sp.legacy,
-                )
-                result.stored_as_is += 1
-            else:
-                token = crypto.encrypt_secret(
-                    self._keys.data_key(current), current, name, sp.plaintext
-                )
-                event = ev.SecretImported(
-                    name=name, key_version=current, ciphertext=token,
-                    scheme=crypto.SCHEME_BOUND, source="seed", seed_version=version,
-                    legacy=sp.legacy, reencrypted=True,
-                )
-                result.reencrypted += 1
-            secrets.append(NewEvent(ev.secret_stream(name), state.revision + 1, event))
-        new = [
-            NewEvent(ev.KEYRING_STREAM, keyring.revision + i, e)
-            for i, e in enumerate(keyring_events, 1)
-        ]
-        self._append(
-            new + secrets, keys=wrapped or None,
-            expect=None if new else {ev.KEYRING_STREAM: keyring.revision},
+        """Import the old system's ciphertexts; see :func:`ledger.imports.import_seed`."""
+        return imports.import_seed(
+            self, tokens, password, salt_template=salt_template, legacy_version=legacy_version,
+            overwrite=overwrite,
         )
-        result.imported = len(secrets)
-        if new:
-            self._refresh_keyring()
-
-    # -- migration ----------------------------------------------------------------------
 
     def migrate(
         self, target_version: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
         dry_run: bool = False, progress: Progress | None = None,
     ) -> MigrationResult:
-        """Re-encrypt every live secret not yet under ``target_version`` (the current one).
+        """Re-encrypt every live secret not yet under the current key version.
 
-        Batches commit one by one, so a killed run loses at most one batch of work and a
-        re-run continues where it stopped. A secret written while the migration runs keeps
-        its new value: the migration's append checks each secret's revision and re-reads
-        the ones that changed. A secret that fails is reported and the rest go on.
+        Batched and resumable; a secret written meanwhile keeps its newer value; a secret
+        that fails is reported and the rest go on. See :mod:`ledger.migration`.
 
         :raises VersionError: ``target_version`` is not the current version.
         """
-        if batch_size < 1:
-            raise InvalidInputError("--batch-size must be at least 1")
-        keyring = self.keyring()
-        current = keyring.require_current()
-        target = current if target_version is None else target_version
-        if target != current:
-            raise VersionError(
-                f"migration target {target} is not the current key version ({current}); "
-                f"rotate first, or migrate to {current}"
-            )
-        started = time.perf_counter()
-        total = self.recorder.stream_count(ev.SECRET_STREAM_PREFIX)
-        result = MigrationResult(target, None, dry_run)
-        if not dry_run:
-            result.run_id = uuid.uuid4().hex[:16]
-            result.resumed = self._unfinished_run(target)
-            self._append([NewEvent(ev.migration_stream(result.run_id), 1, ev.MigrationStarted(
-                run_id=result.run_id, target_version=target, batch_size=batch_size,
-                candidates=total, resumes=result.resumed,
-            ))])
-        done = 0
-        after = ""
-        while heads := self.recorder.stream_heads(ev.SECRET_STREAM_PREFIX, after, batch_size):
-            after = heads[-1].stream
-            self._migrate_batch([_state_of(h) for h in heads], keyring, result)
-            done += len(heads)
-            if progress:
-                progress(done, total)
-        result.duration_seconds = round(time.perf_counter() - started, 6)
-        if result.run_id is not None:
-            self._append([NewEvent(ev.migration_stream(result.run_id), 2, ev.MigrationCompleted(
-                run_id=result.run_id, target_version=target, migrated=result.migrated,
-                already_current=result.already_current, failed=result.failed,
-                failures=tuple(result.failures), duration_seconds=result.duration_seconds,
-                status="success" if not result.failures else "partial",
-            ))])
-        return result
-
-    def _migrate_batch(
-        self, states: list[SecretState], keyring: KeyringState, result: MigrationResult
-    ) -> None:
-        target = keyring.require_current()
-        for _ in range(_CONFLICT_RETRIES):
-            events: list[NewEvent] = []
-            failures: list[ev.MigrationFailure] = []
-            already_current = 0
-            for state in states:
-                if state.deleted:
-                    continue
-                if state.key_version == target and state.scheme == crypto.SCHEME_BOUND:
-                    already_current += 1
-                    continue
-                try:
-                    events.append(self._migration_event(state, target, result.run_id))
-                except KeyledgerError as exc:
-                    failures.append(ev.MigrationFailure(name=state.name, error=str(exc)))
-            if events and not result.dry_run:
-                try:
-                    self._append(events, expect={ev.KEYRING_STREAM: keyring.revision})
-                except ConcurrencyError as exc:
-                    if ev.KEYRING_STREAM in exc.streams:
-                        raise VersionError(
-                            "the keyring changed during the migration (another rotation?); "
-                            "re-run migrate to continue"
-                        ) from None
-                    # Written meanwhile: re-read those secrets and decide the batch again,
-                    # so the newer value is kept and never overwritten by an older one.
-                    changed = set(exc.streams)
-                    states = [
-                        self.secret(s.name) if ev.secret_stream(s.name) in changed else s
-                        for s in states
-                    ]
-                    continue
-            result.migrated += len(events)
-            result.already_current += already_current
-            result.failures.extend(failures)
-            return
-        raise ConcurrencyError([ev.secret_stream(s.name) for s in states])
-
-    def _migration_event(self, state: SecretState, target: int, run_id: str | None) -> NewEvent:
-        assert state.key_version is not None
-        try:
-            plaintext = self._decrypt(state)
-        except InvalidCiphertext:
-            raise IntegrityError("decryption failed") from None
-        token = crypto.encrypt_secret(self._keys.data_key(target), target, state.name, plaintext)
-        return NewEvent(ev.secret_stream(state.name), state.revision + 1, ev.SecretMigrated(
-            name=state.name, run_id=run_id or "dry-run", from_version=state.key_version,
-            to_version=target, ciphertext=token, scheme=crypto.SCHEME_BOUND,
-        ))
-
-    def _unfinished_run(self, target: int) -> str | None:
-        """The latest run to ``target`` that never completed and no later run took over."""
-        unfinished: dict[str, int] = {}
-        taken_over: set[str] = set()
-        for head in self._stream_heads(ev.MIGRATION_STREAM_PREFIX):
-            started = self.recorder.read_stream(head.stream)[0].decode()
-            assert isinstance(started, ev.MigrationStarted)
-            if started.resumes:
-                taken_over.add(started.resumes)
-            if head.type == "MigrationStarted" and started.target_version == target:
-                unfinished[started.run_id] = head.seq
-        candidates = {run: seq for run, seq in unfinished.items() if run not in taken_over}
-        return max(candidates, key=candidates.__getitem__, default=None)
+        return Migration(
+            self, target_version, batch_size=batch_size, dry_run=dry_run, progress=progress
+        ).run()
 
     # -- appending ----------------------------------------------------------------------
 
@@ -714,23 +483,3 @@ class Ledger:
         )
 
 
-def _checked_entry(name: str, value: str) -> bytes:
-    """An import entry's value as bytes, or an error that names the entry (not the value)."""
-    try:
-        validate_name(name)
-        return validate_value(value)
-    except InvalidInputError as exc:
-        shown = name if len(name) <= 60 else name[:57] + "..."
-        raise InvalidInputError(f"entry {shown!r}: {exc}") from None
-
-
-def _utf8_untrusted(plaintext: bytes) -> str:
-    try:
-        return plaintext.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInputError("the decrypted value is not UTF-8 text") from None
-
-
-def _state_of(stored: StoredEvent) -> SecretState:
-    name = stored.stream.removeprefix(ev.SECRET_STREAM_PREFIX)
-    return secret_state(name, stored.stream_rev, stored.decode())

@@ -227,3 +227,21 @@ def test_recorder_refuses_to_open_missing_path(tmp_path: Path) -> None:
     """The recorder alone also refuses a missing file rather than creating one."""
     with pytest.raises(LedgerNotFoundError):
         SQLiteRecorder(tmp_path / "nope.db")
+
+
+def test_old_schema_versions_are_upcast_on_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row stored under an older schema version is lifted by its upcaster, not misread."""
+
+    class SecretRenamed(ev.DomainEvent):
+        SCHEMA_VERSION = 2
+        name: str
+        new_name: str
+
+    monkeypatch.setitem(ev.EVENT_TYPES, "SecretRenamed", SecretRenamed)
+    monkeypatch.setitem(
+        ev.UPCASTERS, ("SecretRenamed", 1), lambda d: {"name": d["old"], "new_name": d["new"]}
+    )
+    assert ev.from_payload("SecretRenamed", 1, '{"old": "a", "new": "b"}') == SecretRenamed(
+        name="a", new_name="b"
+    )
+    assert ev.to_payload(SecretRenamed(name="a", new_name="b"))[1] == 2

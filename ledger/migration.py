@@ -1,0 +1,176 @@
+"""Migration: re-encrypt every live secret under the current key version, in batches.
+
+Each batch is one transaction, so a killed run loses at most one batch of work and a
+re-run continues where it stopped (recording which run it ``resumes``). Each batch's
+append checks every secret's revision: a secret written meanwhile is re-read and decided
+again, so a newer value is never overwritten by an older one.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ledger import crypto
+from ledger import events as ev
+from ledger.domain import KeyringState, SecretState, head_state
+from ledger.errors import (
+    ConcurrencyError,
+    IntegrityError,
+    InvalidCiphertext,
+    InvalidInputError,
+    KeyledgerError,
+    VersionError,
+)
+from ledger.store import NewEvent
+
+if TYPE_CHECKING:
+    from ledger.service import Ledger
+
+Progress = Callable[[int, int], None]
+
+DEFAULT_BATCH_SIZE = 1000
+CONFLICT_RETRIES = 8
+
+
+@dataclass(slots=True)
+class MigrationResult:
+    target_version: int
+    run_id: str | None
+    dry_run: bool
+    migrated: int = 0
+    already_current: int = 0
+    failures: list[ev.MigrationFailure] = field(default_factory=list)
+    duration_seconds: float = 0.0
+    resumed: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def total(self) -> int:
+        return self.migrated + self.already_current + self.failed
+
+
+class Migration:
+    """One run of ``migrate`` against an open ledger."""
+
+    def __init__(
+        self, ledger: Ledger, target_version: int | None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+        dry_run: bool = False, progress: Progress | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise InvalidInputError("--batch-size must be at least 1")
+        self.ledger = ledger
+        self.keyring: KeyringState = ledger.keyring()
+        current = self.keyring.require_current()
+        target = current if target_version is None else target_version
+        if target != current:
+            raise VersionError(
+                f"migration target {target} is not the current key version ({current}); "
+                f"rotate first, or migrate to {current}"
+            )
+        self.batch_size = batch_size
+        self.progress = progress
+        self.result = MigrationResult(target, None, dry_run)
+
+    def run(self) -> MigrationResult:
+        ledger, result = self.ledger, self.result
+        started = time.perf_counter()
+        total = ledger.recorder.stream_count(ev.SECRET_STREAM_PREFIX)
+        if not result.dry_run:
+            result.run_id = uuid.uuid4().hex[:16]
+            result.resumed = self._unfinished_run()
+            ledger._append([NewEvent(ev.migration_stream(result.run_id), 1, ev.MigrationStarted(
+                run_id=result.run_id, target_version=result.target_version,
+                batch_size=self.batch_size, candidates=total, resumes=result.resumed,
+            ))])
+        done = 0
+        after = ""
+        while heads := ledger.recorder.stream_heads(ev.SECRET_STREAM_PREFIX, after, self.batch_size):
+            after = heads[-1].stream
+            self._batch([head_state(h) for h in heads])
+            done += len(heads)
+            if self.progress:
+                self.progress(done, total)
+        result.duration_seconds = round(time.perf_counter() - started, 6)
+        if result.run_id is not None:
+            ledger._append([NewEvent(ev.migration_stream(result.run_id), 2, ev.MigrationCompleted(
+                run_id=result.run_id, target_version=result.target_version,
+                migrated=result.migrated, already_current=result.already_current,
+                failed=result.failed, failures=tuple(result.failures),
+                duration_seconds=result.duration_seconds,
+                status="success" if not result.failures else "partial",
+            ))])
+        return result
+
+    def _batch(self, states: list[SecretState]) -> None:
+        target, result = self.result.target_version, self.result
+        for _ in range(CONFLICT_RETRIES):
+            events: list[NewEvent] = []
+            failures: list[ev.MigrationFailure] = []
+            already_current = 0
+            for state in states:
+                if state.deleted:
+                    continue
+                if state.key_version == target and state.scheme == crypto.SCHEME_BOUND:
+                    already_current += 1
+                    continue
+                try:
+                    events.append(self._event(state))
+                except KeyledgerError as exc:
+                    failures.append(ev.MigrationFailure(name=state.name, error=str(exc)))
+            if events and not result.dry_run:
+                try:
+                    self.ledger._append(events, expect={ev.KEYRING_STREAM: self.keyring.revision})
+                except ConcurrencyError as exc:
+                    if ev.KEYRING_STREAM in exc.streams:
+                        raise VersionError(
+                            "the keyring changed during the migration (another rotation?); "
+                            "re-run migrate to continue"
+                        ) from None
+                    # Written meanwhile: re-read those secrets and decide the batch again,
+                    # so the newer value is kept and never overwritten by an older one.
+                    changed = set(exc.streams)
+                    states = [
+                        self.ledger.secret(s.name) if ev.secret_stream(s.name) in changed else s
+                        for s in states
+                    ]
+                    continue
+            result.migrated += len(events)
+            result.already_current += already_current
+            result.failures.extend(failures)
+            return
+        raise ConcurrencyError([ev.secret_stream(s.name) for s in states])
+
+    def _event(self, state: SecretState) -> NewEvent:
+        assert state.key_version is not None
+        target = self.result.target_version
+        try:
+            plaintext = self.ledger._decrypt(state)
+        except InvalidCiphertext:
+            raise IntegrityError("decryption failed") from None
+        token = crypto.encrypt_secret(self.ledger._keys.data_key(target), target, state.name, plaintext)
+        return NewEvent(ev.secret_stream(state.name), state.revision + 1, ev.SecretMigrated(
+            name=state.name, run_id=self.result.run_id or "dry-run", from_version=state.key_version,
+            to_version=target, ciphertext=token, scheme=crypto.SCHEME_BOUND,
+        ))
+
+    def _unfinished_run(self) -> str | None:
+        """The latest run to this target that never completed and no later run took over."""
+        unfinished: dict[str, int] = {}
+        taken_over: set[str] = set()
+        recorder = self.ledger.recorder
+        for head in self.ledger._stream_heads(ev.MIGRATION_STREAM_PREFIX):
+            started = recorder.read_stream(head.stream)[0].decode()
+            assert isinstance(started, ev.MigrationStarted)
+            if started.resumes:
+                taken_over.add(started.resumes)
+            if head.type == "MigrationStarted" and started.target_version == self.result.target_version:
+                unfinished[started.run_id] = head.seq
+        candidates = {run: seq for run, seq in unfinished.items() if run not in taken_over}
+        return max(candidates, key=candidates.__getitem__, default=None)
