@@ -31,3 +31,7 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+
+# Sizes: BENCH_SIZES=1000,10000 (default) or larger; results go in docs/benchmarks.md.
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py

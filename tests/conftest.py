@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_support import OTHER_VALUE, VALUE
+from cli_support import PASSWORD as CLI_PASSWORD
 from hypothesis import HealthCheck, settings
 
 from ledger import Ledger
@@ -42,3 +44,30 @@ def ledger(db_path: Path) -> Iterator[Ledger]:
 def views(ledger: Ledger) -> ReadModels:
     runner = ledger.recorder.projector
     return ReadModels(ledger.recorder, runner)  # type: ignore[arg-type]
+
+
+# -- the in-process CLI suite (tests/test_cli_*.py; helpers in cli_support.py) -----------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """An empty ledger (key version 1 current) at ``tmp_path/keyledger.db``."""
+    path = tmp_path / "keyledger.db"
+    create_test_ledger(path, CLI_PASSWORD).close()
+    return path
+
+
+@pytest.fixture
+def filled(db: Path) -> Path:
+    """The ledger with two secrets on key version 1."""
+    with Ledger.open(db, CLI_PASSWORD, actor="setup@test") as ledger:
+        ledger.set("db_password", VALUE)
+        ledger.set("api_token", OTHER_VALUE)
+    return db
+
+
+@pytest.fixture
+def tty(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Make the CLI believe stdin is a terminal, so it prompts instead of refusing."""
+    monkeypatch.setattr("cli.context.stdin_is_tty", lambda: True)
+    yield

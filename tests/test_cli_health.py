@@ -1,0 +1,115 @@
+"""``keyledger health-check`` and ``rebuild-projections``.
+
+In-process through typer's CliRunner; helpers in ``cli_support``, fixtures in ``conftest``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from cli_support import NEW_PASSWORD, document, head, invoke, plant_undecryptable
+
+# -- health-check ----------------------------------------------------------------------
+
+
+def test_health_check_healthy(filled: Path) -> None:
+    """A sound ledger with the right password is healthy: exit 0 and no failing check."""
+    result = invoke(filled, "health-check", "--json")
+    assert result.exit_code == 0, result.stdout
+    doc = document(result)
+    assert doc["healthy"] is True
+    assert doc["checks"] and all(set(c) == {"name", "status", "detail"} for c in doc["checks"])
+    statuses = {c["name"]: c["status"] for c in doc["checks"]}
+    assert statuses["master_password"] == "ok"
+    assert statuses["secrets"] == "ok"
+    assert "fail" not in statuses.values()
+    human = invoke(filled, "health-check")
+    assert human.exit_code == 0
+    assert "🏥" in human.stdout and "✅ Healthy" in human.stdout
+
+
+def test_health_check_pending_migration_only_warns(filled: Path) -> None:
+    """Secrets on an old version make the secrets check warn, yet the exit is still 0."""
+    assert invoke(filled, "rotate", "--yes").exit_code == 0
+    result = invoke(filled, "health-check", "--json")
+    assert result.exit_code == 0
+    statuses = {c["name"]: c["status"] for c in document(result)["checks"]}
+    assert statuses["secrets"] == "warn"
+    assert document(result)["healthy"] is True
+
+
+@pytest.mark.parametrize("password", ["wrong password entirely", None])
+def test_health_check_wrong_or_missing_password_is_unhealthy(
+    filled: Path, password: str | None
+) -> None:
+    """A wrong or missing master password is 'not healthy': exit 1, master_password failing."""
+    before = head(filled)
+    result = invoke(filled, "health-check", "--json", password=password)
+    assert result.exit_code == 1
+    doc = document(result)
+    assert doc["healthy"] is False
+    assert {"name": "master_password", "status": "fail"}.items() <= doc["checks"][0].items()
+    human = invoke(filled, "health-check", password=password)
+    assert human.exit_code == 1 and "❌ Not healthy" in human.stdout
+    assert head(filled) == before
+
+
+def test_health_check_undecryptable_secret_is_unhealthy(filled: Path) -> None:
+    """A stored secret that no longer decrypts fails the round-trip check: exit 1."""
+    plant_undecryptable(filled)
+    result = invoke(filled, "health-check", "--json")
+    assert result.exit_code == 1
+    statuses = {c["name"]: c["status"] for c in document(result)["checks"]}
+    assert statuses["round_trip"] == "fail"
+
+
+def test_health_check_missing_ledger_is_unhealthy(tmp_path: Path) -> None:
+    """health-check on a path with no ledger is unhealthy (exit 1) and creates no file."""
+    path = tmp_path / "absent.db"
+    result = invoke(path, "health-check", "--json")
+    assert result.exit_code == 1
+    assert document(result)["healthy"] is False
+    assert not path.exists()
+
+
+def test_health_check_kdf_advice_is_actionable(db: Path) -> None:
+    """The weak-KDF warning says to run rekey-master; after rekey-master it is gone."""
+    first = document(invoke(db, "health-check", "--json"))
+    kdf = [c for c in first["checks"] if c["name"] == "kdf"]
+    assert kdf and kdf[0]["status"] == "warn" and "rekey-master" in kdf[0]["detail"]
+    rekey = invoke(db, "rekey-master", "--yes", env={"ENCRYPTION_NEW_MASTER_PASSWORD": NEW_PASSWORD})
+    assert rekey.exit_code == 0, rekey.stderr
+    after = document(invoke(db, "health-check", "--json", password=NEW_PASSWORD))
+    assert [c for c in after["checks"] if c["name"] == "kdf"] == []
+
+
+# -- rebuild-projections ---------------------------------------------------------------
+
+
+def test_rebuild_projections_repairs_damaged_read_models(filled: Path) -> None:
+    """After the read models lose rows, health-check fails; rebuild-projections restores them."""
+    assert document(invoke(filled, "report", "--json"))["total_secrets"] == 2
+    with closing(sqlite3.connect(filled)) as conn:
+        conn.execute("DELETE FROM proj_secrets")
+        conn.commit()
+    before = head(filled)
+    assert document(invoke(filled, "report", "--json"))["total_secrets"] == 0
+    assert invoke(filled, "health-check").exit_code == 1
+    result = invoke(filled, "rebuild-projections", "--json", password=None)
+    assert result.exit_code == 0, result.stderr
+    doc = document(result)
+    assert doc["events_replayed"] == before[0]
+    assert (doc["seq"], doc["head_hash"]) == (before[1], before[2])
+    assert document(invoke(filled, "report", "--json"))["total_secrets"] == 2
+    assert invoke(filled, "health-check").exit_code == 0
+    assert head(filled) == before
+
+
+def test_rebuild_projections_human_output(filled: Path) -> None:
+    """rebuild-projections reports the number of events replayed."""
+    result = invoke(filled, "rebuild-projections")
+    assert result.exit_code == 0
+    assert f"✅ Rebuilt the read models from {head(filled)[0]} events" in result.stdout
