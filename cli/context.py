@@ -12,9 +12,11 @@ from typing import Annotated
 import typer
 
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
+from ledger.service import default_origin
 from projections import ReadModels, projector
 
 PASSWORD_ENV = "ENCRYPTION_MASTER_PASSWORD"
+CLI_ORIGIN = default_origin("keyledger-cli")
 NEW_PASSWORD_ENV = "ENCRYPTION_NEW_MASTER_PASSWORD"
 
 # Options reused across commands.
@@ -78,7 +80,7 @@ def open_ledger(
     password = master_password() if password is None else password
     runner = projector()
     recorder = SQLiteRecorder(s.db, projector=runner)
-    ledger = Ledger.unlock(recorder, password, actor=s.actor)
+    ledger = Ledger.unlock(recorder, password, actor=s.actor, origin=CLI_ORIGIN)
     try:
         return ledger, ReadModels(recorder, runner)
     except BaseException:

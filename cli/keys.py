@@ -9,6 +9,7 @@ from rich import box
 from rich.table import Table
 
 from cli.context import (
+    CLI_ORIGIN,
     DryRunOption,
     JsonOption,
     YesOption,
@@ -49,7 +50,7 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
         warn(f"the master password is shorter than {SHORT_PASSWORD} characters")
     runner = projector()
     recorder = SQLiteRecorder(s.db, create=True, projector=runner)
-    with Ledger.initialize(recorder, password, actor=s.actor):
+    with Ledger.initialize(recorder, password, actor=s.actor, origin=CLI_ORIGIN):
         _show_init(ReadModels(recorder, runner), created=True, as_json=as_json)
 
 

@@ -22,6 +22,7 @@ def event_hash(
     schema_version: int,
     occurred_at: str,
     actor: str,
+    origin: str,
     payload: str,
 ) -> str:
     """SHA-256 over the row's position, its predecessor's hash and its canonical content.
@@ -30,7 +31,8 @@ def event_hash(
     the same input by shifting text between fields.
     """
     material = json.dumps(
-        [seq, prev_hash, stream, stream_rev, type_name, schema_version, occurred_at, actor, payload],
+        [seq, prev_hash, stream, stream_rev, type_name, schema_version, occurred_at, actor, origin,
+         payload],
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -47,7 +49,7 @@ def first_broken_link(rows: Iterable[StoredEvent], prev_hash: str = GENESIS_HASH
         if row.seq != expected_seq or row.prev_hash != prev_hash:
             return expected_seq if row.seq != expected_seq else row.seq
         digest = event_hash(row.seq, row.prev_hash, row.stream, row.stream_rev, row.type,
-                            row.schema_version, row.occurred_at, row.actor, row.payload)
+                            row.schema_version, row.occurred_at, row.actor, row.origin, row.payload)
         if digest != row.hash:
             return row.seq
         prev_hash, expected_seq = digest, expected_seq + 1

@@ -74,6 +74,11 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname() or 'localhost'}"
 
 
+def default_origin(program: str = "python-api") -> str:
+    """Where an event comes from: this host and the program acting (PCI DSS 10.2.2's origin)."""
+    return f"{socket.gethostname() or 'localhost'} {program} pid {os.getpid()}"
+
+
 def format_time(moment: datetime) -> str:
     """UTC, ISO-8601, microseconds, ``Z``: sortable as text."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -111,10 +116,11 @@ class Ledger:
 
     def __init__(
         self, recorder: Recorder, meta: LedgerMeta, kek: bytes, *,
-        actor: str | None = None, clock: Clock = utc_now,
+        actor: str | None = None, clock: Clock = utc_now, origin: str | None = None,
     ) -> None:
         self.recorder = recorder
         self.actor = actor or default_actor()
+        self.origin = origin or default_origin()
         self.clock = clock
         self._meta = meta
         self._kek = kek
@@ -128,7 +134,8 @@ class Ledger:
     def create(
         cls, path: str | os.PathLike[str], password: str, *, actor: str | None = None,
         clock: Clock = utc_now, kdf_iterations: int = crypto.KEK_ITERATIONS,
-        projector: Projector | None = None, _allow_weak_kdf: bool = False,
+        projector: Projector | None = None, origin: str | None = None,
+        _allow_weak_kdf: bool = False,
     ) -> Ledger:
         """Create a new ledger file at ``path`` with key version 1 current.
 
@@ -140,13 +147,15 @@ class Ledger:
             raise ValueError(f"kdf_iterations must be at least {crypto.KEK_ITERATIONS}")
         recorder = SQLiteRecorder(path, create=True, projector=projector)
         return cls.initialize(
-            recorder, password, actor=actor, clock=clock, kdf_iterations=kdf_iterations
+            recorder, password, actor=actor, clock=clock, kdf_iterations=kdf_iterations,
+            origin=origin,
         )
 
     @classmethod
     def initialize(
         cls, recorder: Recorder, password: str, *, actor: str | None = None,
         clock: Clock = utc_now, kdf_iterations: int = crypto.KEK_ITERATIONS,
+        origin: str | None = None,
     ) -> Ledger:
         """Write a new ledger's first events into an empty ``recorder``; closes it on error."""
         try:
@@ -173,17 +182,17 @@ class Ledger:
             wrapped = crypto.wrap_data_key(kek, data_key, meta.ledger_id, 1)
             recorder.initialize(
                 meta, first, {1: wrapped}, actor=actor or default_actor(),
-                occurred_at=format_time(clock()),
+                occurred_at=format_time(clock()), origin=origin or default_origin(),
             )
         except BaseException:
             recorder.close()
             raise
-        return cls(recorder, meta, kek, actor=actor, clock=clock)
+        return cls(recorder, meta, kek, actor=actor, clock=clock, origin=origin)
 
     @classmethod
     def open(
         cls, path: str | os.PathLike[str], password: str, *, actor: str | None = None,
-        clock: Clock = utc_now, projector: Projector | None = None,
+        clock: Clock = utc_now, projector: Projector | None = None, origin: str | None = None,
     ) -> Ledger:
         """Open an existing ledger.
 
@@ -191,13 +200,14 @@ class Ledger:
         :raises WrongPasswordError: the password does not open it; nothing was changed.
         """
         return cls.unlock(
-            SQLiteRecorder(path, projector=projector), password, actor=actor, clock=clock
+            SQLiteRecorder(path, projector=projector), password, actor=actor, clock=clock,
+            origin=origin,
         )
 
     @classmethod
     def unlock(
         cls, recorder: Recorder, password: str, *, actor: str | None = None,
-        clock: Clock = utc_now,
+        clock: Clock = utc_now, origin: str | None = None,
     ) -> Ledger:
         """Unlock the ledger behind ``recorder``; closes it if the password is wrong.
 
@@ -206,7 +216,7 @@ class Ledger:
         try:
             meta = recorder.read_meta()
             kek = unlock_kek(meta, password)
-            return cls(recorder, meta, kek, actor=actor, clock=clock)
+            return cls(recorder, meta, kek, actor=actor, clock=clock, origin=origin)
         except BaseException:
             recorder.close()
             raise
@@ -479,6 +489,7 @@ class Ledger:
     ) -> list[StoredEvent]:
         return self.recorder.append(
             list(events), actor=self.actor, occurred_at=format_time(self.clock()),
+            origin=self.origin,
             keys=keys, kdf=kdf, expect=expect,
         )
 

@@ -68,6 +68,7 @@ class StoredEvent:
     payload: str
     occurred_at: str
     actor: str
+    origin: str
     prev_hash: str
     hash: str
 
@@ -105,7 +106,7 @@ class Recorder(Protocol):
 
     def initialize(
         self, meta: LedgerMeta, events: Sequence[NewEvent], keys: dict[int, bytes], *,
-        actor: str, occurred_at: str,
+        actor: str, occurred_at: str, origin: str = "",
     ) -> list[StoredEvent]: ...
 
     def is_initialized(self) -> bool: ...
@@ -115,7 +116,7 @@ class Recorder(Protocol):
     def read_wrapped_keys(self) -> dict[int, bytes | None]: ...
 
     def append(
-        self, events: Sequence[NewEvent], *, actor: str, occurred_at: str,
+        self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
         keys: dict[int, bytes] | None = None, kdf: KdfRecord | None = None,
         expect: Mapping[str, int] | None = None,
     ) -> list[StoredEvent]: ...
@@ -136,7 +137,8 @@ class Recorder(Protocol):
 
 
 _EVENT_COLUMNS = (
-    "seq, stream, stream_rev, type, schema_version, payload, occurred_at, actor, prev_hash, hash"
+    "seq, stream, stream_rev, type, schema_version, payload, occurred_at, actor, origin, "
+    "prev_hash, hash"
 )
 
 _TRIGGERS = [
@@ -204,7 +206,7 @@ class SQLiteRecorder:
 
     def initialize(
         self, meta: LedgerMeta, events: Sequence[NewEvent], keys: dict[int, bytes], *,
-        actor: str, occurred_at: str,
+        actor: str, occurred_at: str, origin: str = "",
     ) -> list[StoredEvent]:
         """Create the schema and append the first events, all in one transaction."""
         with self.write_transaction():
@@ -215,7 +217,7 @@ class SQLiteRecorder:
                 """CREATE TABLE events (
                     seq INTEGER PRIMARY KEY, stream TEXT NOT NULL, stream_rev INTEGER NOT NULL,
                     type TEXT NOT NULL, schema_version INTEGER NOT NULL, payload TEXT NOT NULL,
-                    occurred_at TEXT NOT NULL, actor TEXT NOT NULL,
+                    occurred_at TEXT NOT NULL, actor TEXT NOT NULL, origin TEXT NOT NULL,
                     prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
                     UNIQUE (stream, stream_rev))"""
             )
@@ -237,7 +239,7 @@ class SQLiteRecorder:
             self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
             if self.projector is not None:
                 self.projector.setup(self.conn)
-            return self._append_locked(events, actor, occurred_at, keys, None)
+            return self._append_locked(events, actor, occurred_at, origin, keys, None)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -307,7 +309,7 @@ class SQLiteRecorder:
     # -- writes ------------------------------------------------------------------------
 
     def append(
-        self, events: Sequence[NewEvent], *, actor: str, occurred_at: str,
+        self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
         keys: dict[int, bytes] | None = None, kdf: KdfRecord | None = None,
         expect: Mapping[str, int] | None = None,
     ) -> list[StoredEvent]:
@@ -322,10 +324,10 @@ class SQLiteRecorder:
         """
         with self.write_transaction():
             self._check_revisions(events, expect or {})
-            return self._append_locked(events, actor, occurred_at, keys, kdf)
+            return self._append_locked(events, actor, occurred_at, origin, keys, kdf)
 
     def _append_locked(
-        self, events: Sequence[NewEvent], actor: str, occurred_at: str,
+        self, events: Sequence[NewEvent], actor: str, occurred_at: str, origin: str,
         keys: dict[int, bytes] | None, kdf: KdfRecord | None,
     ) -> list[StoredEvent]:
         seq, prev_hash = self.head()
@@ -335,20 +337,20 @@ class SQLiteRecorder:
             type_name, schema_version, payload = ev.to_payload(new.event)
             digest = event_hash(
                 seq, prev_hash, new.stream, new.stream_rev, type_name, schema_version,
-                occurred_at, actor, payload,
+                occurred_at, actor, origin, payload,
             )
             stored.append(
                 StoredEvent(
                     seq, new.stream, new.stream_rev, type_name, schema_version, payload,
-                    occurred_at, actor, prev_hash, digest,
+                    occurred_at, actor, origin, prev_hash, digest,
                 )
             )
             prev_hash = digest
         self.conn.executemany(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (s.seq, s.stream, s.stream_rev, s.type, s.schema_version, s.payload,
-                 s.occurred_at, s.actor, s.prev_hash, s.hash)
+                 s.occurred_at, s.actor, s.origin, s.prev_hash, s.hash)
                 for s in stored
             ],
         )

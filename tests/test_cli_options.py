@@ -105,3 +105,15 @@ def test_every_command_has_help_with_json_option_and_example(db: Path, command: 
     assert result.exit_code == 0
     assert "--json" in result.stdout
     assert "Example" in result.stdout
+
+
+def test_cli_records_its_origin(db: Path) -> None:
+    """Events written by the CLI name the host and the program as their origin."""
+    import socket
+    import sqlite3
+    from contextlib import closing
+
+    assert invoke(db, "rotate", "--yes").exit_code == 0
+    with closing(sqlite3.connect(db)) as conn:
+        origin = conn.execute("SELECT origin FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    assert origin.startswith(f"{socket.gethostname()} keyledger-cli pid ")

@@ -135,6 +135,7 @@ def test_first_events_record_init(ledger: Ledger) -> None:
         version=1, fingerprint=ledger.keyring().versions[1].fingerprint, origin="generated"
     )
     assert rows[0].actor == "tester@example" and rows[0].occurred_at.endswith("Z")
+    assert " python-api pid " in rows[0].origin
 
 
 def test_missing_file_is_not_found(tmp_path: Path) -> None:
@@ -211,7 +212,7 @@ def test_stored_event_decodes_through_the_mapper() -> None:
     """A row's type, schema version and payload give back the event that was stored."""
     event = ev.SecretDeleted(name="x")
     type_name, version, payload = ev.to_payload(event)
-    row = StoredEvent(1, "secret:x", 1, type_name, version, payload, WHEN, "a", GENESIS_HASH, "h")
+    row = StoredEvent(1, "secret:x", 1, type_name, version, payload, WHEN, "a", "o", GENESIS_HASH, "h")
     assert row.decode() == event
 
 
