@@ -22,6 +22,7 @@ from cli.context import (
 )
 from cli.output import console, emit_json, handles_errors, warn
 from ledger import Ledger, LedgerFormatError, RotationResult
+from ledger.domain import range_warning
 from ledger.store import SQLiteRecorder
 from projections import KeyringInfo, ReadModels, projector
 
@@ -141,15 +142,29 @@ def rotate(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        result = ledger.rotate(
-            new_version, reason=reason, dry_run=dry_run,
-            confirm=lambda v: confirm(f"Are you sure you want to rotate to version {v}?", yes),
-        )
-        show_rotation(result, as_json=as_json)
+        ask = ConfirmRotation("Are you sure you want to rotate to version {v}?", yes)
+        result = ledger.rotate(new_version, reason=reason, dry_run=dry_run, confirm=ask)
+        show_rotation(result, as_json=as_json, warned=ask.warned)
 
 
-def show_rotation(result: RotationResult, *, as_json: bool) -> None:
-    if result.warning:
+class ConfirmRotation:
+    """The confirm step of a rotation: warn about the version's range first, then ask."""
+
+    def __init__(self, question: str, yes: bool) -> None:
+        self.question = question
+        self.yes = yes
+        self.warned = False
+
+    def __call__(self, version: int) -> None:
+        warning = range_warning(version)
+        if warning:
+            warn(warning)
+            self.warned = True
+        confirm(self.question.format(v=version), self.yes)
+
+
+def show_rotation(result: RotationResult, *, as_json: bool, warned: bool = False) -> None:
+    if result.warning and not warned:
         warn(result.warning)
     if as_json:
         emit_json(rotation_document(result))

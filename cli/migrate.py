@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from cli.context import DryRunOption, JsonOption, YesOption, confirm, open_ledger, open_read_models
-from cli.keys import rotation_document, show_rotation
+from cli.keys import ConfirmRotation, rotation_document, show_rotation
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger import Ledger, MigrationResult
 from ledger.migration import DEFAULT_BATCH_SIZE
@@ -172,19 +172,15 @@ def full_rotation(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        rotation = ledger.rotate(
-            new_version, reason=reason, dry_run=dry_run,
-            confirm=lambda v: confirm(
-                f"Rotate to version {v} and re-encrypt every secret under it?", yes
-            ),
-        )
+        ask = ConfirmRotation("Rotate to version {v} and re-encrypt every secret under it?", yes)
+        rotation = ledger.rotate(new_version, reason=reason, dry_run=dry_run, confirm=ask)
         if dry_run:
             pending = views.report().total_secrets
             if as_json:
                 emit_json({"rotation": rotation_document(rotation),
                            "migration": {"would_migrate": pending, "dry_run": True}})
             else:
-                show_rotation(rotation, as_json=False)
+                show_rotation(rotation, as_json=False, warned=ask.warned)
                 console.print(f"🔍 Dry run: would then migrate {pending} secret(s)")
             return
         migration = _run_migration(ledger, None, batch_size, False, as_json)

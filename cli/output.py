@@ -60,7 +60,14 @@ def fail(message: str, *, code: int = EXIT_FAILED, as_json: bool = False) -> NoR
 
 
 def usage_error(message: str, *, as_json: bool) -> NoReturn:
-    """A command line that does not parse: one line, exit 2 (``fail`` for the rest)."""
+    """A command line that does not parse: one line, exit 2 (``fail`` for the rest).
+
+    Stray arguments are not echoed: the usual one is a value typed where ``--value`` (or
+    better, stdin) belonged, and stderr ends up in logs.
+    """
+    if message.startswith("Got unexpected extra argument"):
+        message = ("unexpected extra argument(s), not shown as they may be a secret; "
+                   "pass values on stdin")
     try:
         fail(f"{message.strip()} (see --help)", code=EXIT_USAGE, as_json=as_json)
     except typer.Exit as done:

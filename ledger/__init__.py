@@ -29,6 +29,7 @@ from ledger.service import (
     RotationResult,
     SecretInfo,
     SecretValue,
+    VersionReport,
     default_actor,
 )
 from ledger.store import Projector, SQLiteRecorder, StoredEvent
@@ -54,6 +55,7 @@ __all__ = [
     "StoredEvent",
     "UnknownSecretError",
     "VersionError",
+    "VersionReport",
     "WrongPasswordError",
     "default_actor",
 ]

@@ -14,9 +14,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from ledger.errors import LedgerFormatError
+
 # Streams group events for optimistic concurrency: one per secret, one for the keyring.
 LEDGER_STREAM = "ledger"
 KEYRING_STREAM = "keyring"
+# Refusals live apart from the keyring so that recording one never disturbs a writer or
+# a migration that checked the keyring's revision.
+REJECTIONS_STREAM = "rejections"
 SECRET_STREAM_PREFIX = "secret:"
 MIGRATION_STREAM_PREFIX = "migration:"
 
@@ -155,7 +160,7 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
 
-class UnknownEventError(ValueError):
+class UnknownEventError(LedgerFormatError):
     """A row names an event type or schema version this code does not know."""
 
 
@@ -169,7 +174,10 @@ def from_payload(type_name: str, schema_version: int, payload: str) -> DomainEve
     """The event a stored row describes, upcast to the current schema version."""
     cls = EVENT_TYPES.get(type_name)
     if cls is None:
-        raise UnknownEventError(f"unknown event type {type_name!r}")
+        raise UnknownEventError(
+            f"the ledger holds an event of type {type_name!r}, unknown to this keyledger: "
+            "upgrade keyledger"
+        )
     if schema_version > cls.SCHEMA_VERSION:
         raise UnknownEventError(
             f"{type_name} schema v{schema_version} is newer than this keyledger knows"

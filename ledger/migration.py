@@ -1,7 +1,9 @@
 """Migration: re-encrypt every live secret under the current key version, in batches.
 
 Each batch is one transaction, so a killed run loses at most one batch of work and a
-re-run continues where it stopped (recording which run it ``resumes``). Each batch's
+re-run continues where it stopped (recording which run it ``resumes``). A run records
+itself (``MigrationStarted``, in the transaction of its first re-encrypted batch) only
+when it has something to record: a migrate with nothing to do appends nothing. Each batch's
 append checks every secret's revision: a secret written meanwhile is re-read and decided
 again, so a newer value is never overwritten by an older one.
 """
@@ -77,18 +79,20 @@ class Migration:
         self.batch_size = batch_size
         self.progress = progress
         self.result = MigrationResult(target, None, dry_run)
+        self._started: NewEvent | None = None  # appended with the first batch that needs it
+        self._recorded = False
 
     def run(self) -> MigrationResult:
         ledger, result = self.ledger, self.result
         started = time.perf_counter()
         total = ledger.recorder.stream_count(ev.SECRET_STREAM_PREFIX)
         if not result.dry_run:
-            result.run_id = uuid.uuid4().hex[:16]
-            result.resumed = self._unfinished_run()
-            ledger._append([NewEvent(ev.migration_stream(result.run_id), 1, ev.MigrationStarted(
-                run_id=result.run_id, target_version=result.target_version,
-                batch_size=self.batch_size, candidates=total, resumes=result.resumed,
-            ))])
+            run_id = uuid.uuid4().hex[:16]
+            resumes = self._unfinished_run()
+            self._started = NewEvent(ev.migration_stream(run_id), 1, ev.MigrationStarted(
+                run_id=run_id, target_version=result.target_version,
+                batch_size=self.batch_size, candidates=total, resumes=resumes,
+            ))
         done = 0
         after = ""
         while heads := ledger.recorder.stream_heads(ev.SECRET_STREAM_PREFIX, after, self.batch_size):
@@ -98,15 +102,27 @@ class Migration:
             if self.progress:
                 self.progress(done, total)
         result.duration_seconds = round(time.perf_counter() - started, 6)
-        if result.run_id is not None:
-            ledger._append([NewEvent(ev.migration_stream(result.run_id), 2, ev.MigrationCompleted(
-                run_id=result.run_id, target_version=result.target_version,
+        if self._started is not None and (self._recorded or result.failures):
+            started_event = self._started.event
+            assert isinstance(started_event, ev.MigrationStarted)
+            completed = NewEvent(self._started.stream, 2, ev.MigrationCompleted(
+                run_id=started_event.run_id, target_version=result.target_version,
                 migrated=result.migrated, already_current=result.already_current,
                 failed=result.failed, failures=tuple(result.failures),
                 duration_seconds=result.duration_seconds,
                 status="success" if not result.failures else "partial",
-            ))])
+            ))
+            ledger._append(([] if self._recorded else [self._started]) + [completed])
+            self._mark_recorded()
         return result
+
+    def _mark_recorded(self) -> None:
+        assert self._started is not None
+        started_event = self._started.event
+        assert isinstance(started_event, ev.MigrationStarted)
+        self._recorded = True
+        self.result.run_id = started_event.run_id
+        self.result.resumed = started_event.resumes
 
     def _batch(self, states: list[SecretState]) -> None:
         target, result = self.result.target_version, self.result
@@ -125,8 +141,11 @@ class Migration:
                 except KeyledgerError as exc:
                     failures.append(ev.MigrationFailure(name=state.name, error=str(exc)))
             if events and not result.dry_run:
+                opening = [] if self._recorded or self._started is None else [self._started]
                 try:
-                    self.ledger._append(events, expect={ev.KEYRING_STREAM: self.keyring.revision})
+                    self.ledger._append(
+                        opening + events, expect={ev.KEYRING_STREAM: self.keyring.revision}
+                    )
                 except ConcurrencyError as exc:
                     if ev.KEYRING_STREAM in exc.streams:
                         raise VersionError(
@@ -141,6 +160,8 @@ class Migration:
                         for s in states
                     ]
                     continue
+                if opening:
+                    self._mark_recorded()
             result.migrated += len(events)
             result.already_current += already_current
             result.failures.extend(failures)
@@ -156,9 +177,16 @@ class Migration:
             raise IntegrityError("decryption failed") from None
         token = crypto.encrypt_secret(self.ledger._keys.data_key(target), target, state.name, plaintext)
         return NewEvent(ev.secret_stream(state.name), state.revision + 1, ev.SecretMigrated(
-            name=state.name, run_id=self.result.run_id or "dry-run", from_version=state.key_version,
+            name=state.name, run_id=self._run_id(), from_version=state.key_version,
             to_version=target, ciphertext=token, scheme=crypto.SCHEME_BOUND,
         ))
+
+    def _run_id(self) -> str:
+        if self._started is None:
+            return "dry-run"
+        started_event = self._started.event
+        assert isinstance(started_event, ev.MigrationStarted)
+        return started_event.run_id
 
     def _unfinished_run(self) -> str | None:
         """The latest run to this target that never completed and no later run took over."""

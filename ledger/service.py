@@ -100,6 +100,14 @@ class SecretInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionReport:
+    total_secrets: int
+    current_version: int | None
+    needing_migration: int
+    distribution: dict[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class RotationResult:
     from_version: int | None
     to_version: int
@@ -244,10 +252,15 @@ class Ledger:
         return self._keyring
 
     def _refresh_keyring(self) -> None:
+        # One snapshot: a rekey-master committing between these reads must not pair the
+        # new KDF parameters with the old wrapped keys (or the other way round).
+        with self.recorder.snapshot():
+            rows = self.recorder.read_stream(ev.KEYRING_STREAM)
+            meta = self.recorder.read_meta()
+            wrapped = self.recorder.read_wrapped_keys()
         state = KeyringState()
-        for stored in self.recorder.read_stream(ev.KEYRING_STREAM):
+        for stored in rows:
             state.apply(stored.decode(), stored.occurred_at)
-        meta = self.recorder.read_meta()
         if not crypto.kek_matches(self._kek, meta.kdf.kek_check):
             raise WrongPasswordError(
                 "the master password of this ledger was changed by another process; "
@@ -256,9 +269,7 @@ class Ledger:
         self._meta = meta
         self._keyring = state
         fingerprints = {v.version: v.fingerprint for v in state.versions.values()}
-        self._keys = KeyMaterial(
-            self._kek, meta.ledger_id, self.recorder.read_wrapped_keys(), fingerprints
-        )
+        self._keys = KeyMaterial(self._kek, meta.ledger_id, wrapped, fingerprints)
 
     def check_keys(self) -> list[int]:
         """Unwrap every key version and check its fingerprint; the versions checked.
@@ -302,10 +313,8 @@ class Ledger:
             )
         except VersionError as exc:
             if not dry_run and new_version is not None:
-                self._append(
-                    [NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, ev.KeyRotationRejected(
-                        requested_version=new_version, reason=str(exc),
-                    ))]
+                self._record_rejection(
+                    ev.KeyRotationRejected(requested_version=new_version, reason=str(exc))
                 )
             raise
         result = RotationResult(keyring.current, version, dry_run, range_warning(version))
@@ -440,6 +449,21 @@ class Ledger:
                 assert state.key_version is not None and state.scheme is not None
                 yield SecretInfo(state.name, state.key_version, state.revision, state.scheme)
 
+    def report(self) -> VersionReport:
+        """How many live secrets sit on each key version, folded from the events.
+
+        Reads every secret's head event, so it costs time in proportion to the number of
+        secrets; the CLI's ``report`` reads the same figures from the read models.
+        """
+        current = self.keyring().current
+        distribution: dict[int, int] = {}
+        up_to_date = 0
+        for info in self.secrets():
+            distribution[info.key_version] = distribution.get(info.key_version, 0) + 1
+            up_to_date += info.key_version == current and info.scheme == crypto.SCHEME_BOUND
+        total = sum(distribution.values())
+        return VersionReport(total, current, total - up_to_date, dict(sorted(distribution.items())))
+
     def _stream_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> Iterator[StoredEvent]:
         after = ""
         while heads := self.recorder.stream_heads(prefix, after, DEFAULT_BATCH_SIZE):
@@ -480,6 +504,16 @@ class Ledger:
         return Migration(
             self, target_version, batch_size=batch_size, dry_run=dry_run, progress=progress
         ).run()
+
+    def _record_rejection(self, event: ev.DomainEvent) -> None:
+        for _ in range(CONFLICT_RETRIES):
+            head = self.recorder.stream_head(ev.REJECTIONS_STREAM)
+            try:
+                self._append([NewEvent(ev.REJECTIONS_STREAM, (head.stream_rev if head else 0) + 1,
+                                       event)])
+                return
+            except ConcurrencyError:
+                continue
 
     # -- appending ----------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from ledger.errors import (
 )
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1 was a pre-release layout without events.origin; never shipped
 BUSY_TIMEOUT_MS = 2_000
 LOCK_RETRY_SECONDS = 30.0
 
@@ -133,6 +133,8 @@ class Recorder(Protocol):
 
     def head(self) -> tuple[int, str]: ...
 
+    def snapshot(self) -> contextlib.AbstractContextManager[object]: ...
+
     def close(self) -> None: ...
 
 
@@ -187,6 +189,11 @@ class SQLiteRecorder:
             )
         if app_id != APPLICATION_ID:
             raise LedgerFormatError(f"{self.path} is not a keyledger ledger")
+        if version < FORMAT_VERSION:
+            raise LedgerFormatError(
+                f"{self.path} has ledger format {version}, written by a pre-release keyledger; "
+                "re-create it (export the values with the pre-release tool, then import)"
+            )
         if version > FORMAT_VERSION:
             raise LedgerFormatError(
                 f"{self.path} has ledger format {version}; this keyledger reads up to "
@@ -402,7 +409,7 @@ class SQLiteRecorder:
             raise
 
     @contextlib.contextmanager
-    def read_transaction(self) -> Iterator[sqlite3.Connection]:
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for several reads (WAL readers never block the writer)."""
         self.conn.execute("BEGIN")
         try:
@@ -466,7 +473,7 @@ def check_tail(recorder: SQLiteRecorder, tail: int = 1000) -> list[str]:
     """Cheap consistency checks for ``health-check``; the problems found, or [].
 
     SQLite's quick_check, a gapless seq, and the hash links of the last ``tail`` rows.
-    The full chain is verified by ``audit verify``.
+    Verifying the whole chain is a longer job, kept out of the health check.
     """
     conn = recorder.conn
     problems = []

@@ -313,3 +313,15 @@ def test_full_rotation_with_failures_exits_1(filled: Path) -> None:
     result = invoke(filled, "full-rotation", "--yes", "--json")
     assert result.exit_code == 1
     assert [f["name"] for f in document(result)["migration"]["failures"]] == ["broken"]
+
+
+def test_range_warning_comes_before_the_question(capsys: pytest.CaptureFixture[str]) -> None:
+    """The reserved-range warning is shown before the operator is asked, not after."""
+    from cli.keys import ConfirmRotation
+    from ledger import ConfirmationRequired
+
+    ask = ConfirmRotation("Rotate to {v}?", yes=False)
+    with pytest.raises(ConfirmationRequired, match="Rotate to 200"):
+        ask(200)  # no terminal here: refused at the question, after the warning
+    assert "outside the ranges" in capsys.readouterr().err
+    assert ask.warned

@@ -285,3 +285,11 @@ def test_usage_error_under_json_prints_one_error_document(tmp_path: Path) -> Non
     result = run(tmp_path / "keyledger.db", "rotate", "--new-version", "abc", "--json")
     assert result.returncode == 2
     assert json.loads(result.stdout)["ok"] is False
+
+
+def test_stray_arguments_are_not_echoed(tmp_path: Path) -> None:
+    """A value typed without --value is refused without printing it to stderr."""
+    result = run(tmp_path / "keyledger.db", "secrets", "set", "db_password", "hunter2-SECRET")
+    assert result.returncode == 2
+    assert "hunter2-SECRET" not in result.stderr + result.stdout
+    assert "not shown" in one_line(result.stderr)

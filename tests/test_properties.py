@@ -101,6 +101,10 @@ class LedgerMachine(RuleBasedStateMachine):
         report = views.report()
         assert report.total_secrets == len(self.model)
         assert report.current_version == self.ledger.keyring().current
+        folded = self.ledger.report()  # from the events, not the read models
+        assert (folded.total_secrets, folded.current_version, folded.needing_migration,
+                folded.distribution) == (report.total_secrets, report.current_version,
+                                         report.needing_migration, report.distribution)
 
     def teardown(self) -> None:
         try:

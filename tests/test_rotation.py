@@ -259,3 +259,37 @@ def test_migration_started_records_how_many_secrets_it_examines(ledger: Ledger) 
     ledger.migrate()
     started = [e.decode() for e in ledger.recorder.read_events() if e.type == "MigrationStarted"]
     assert [s.candidates for s in started] == [3]  # type: ignore[attr-defined]
+
+
+def test_a_migrate_with_nothing_to_do_appends_nothing(ledger: Ledger) -> None:
+    """When every secret is already current, migrate records no run (cron-friendly)."""
+    ledger.set("a", "1")
+    head = ledger.recorder.head()
+    result = ledger.migrate()
+    assert (result.already_current, result.migrated, result.run_id) == (1, 0, None)
+    assert ledger.recorder.head() == head
+
+
+def test_a_run_is_recorded_with_its_first_batch(ledger: Ledger) -> None:
+    """MigrationStarted lands in the same transaction as the first re-encrypted batch."""
+    for i in range(3):
+        ledger.set(f"s{i}", str(i))
+    ledger.rotate()
+    before = ledger.recorder.head()[0]
+    result = ledger.migrate(batch_size=2)
+    rows = [r for r in ledger.recorder.read_events() if r.seq > before]
+    assert [r.type for r in rows] == [
+        "MigrationStarted", "SecretMigrated", "SecretMigrated", "SecretMigrated", "MigrationCompleted",
+    ]
+    assert rows[0].hash == rows[1].prev_hash and rows[0].occurred_at == rows[1].occurred_at
+    assert result.run_id == rows[0].stream.removeprefix("migration:")
+
+
+def test_a_refused_rotation_does_not_disturb_a_migration(ledger: Ledger, db_path: Path) -> None:
+    """Recording KeyRotationRejected leaves the keyring revision alone, so writers carry on."""
+    ledger.set("a", "1")
+    revision = ledger.keyring().revision
+    with Ledger.open(db_path, PASSWORD) as other, pytest.raises(VersionError):
+        other.rotate(1)
+    assert ledger.keyring().revision == revision
+    assert ledger.recorder.stream_head("rejections") is not None
