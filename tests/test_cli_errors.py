@@ -8,6 +8,8 @@ In-process through typer's CliRunner; helpers in ``cli_support``, fixtures in ``
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,19 @@ def test_values_and_password_never_printed_outside_get(filled: Path, tmp_path: P
         shown = result.stdout + result.stderr
         for hidden in (VALUE, OTHER_VALUE, "imported-hidden-value-77", PASSWORD):
             assert hidden not in shown, (args, hidden)
+
+
+def test_an_event_type_from_a_newer_keyledger_is_one_clear_line(db: Path) -> None:
+    """A ledger holding an event this keyledger does not know says 'upgrade', without a traceback."""
+    with closing(sqlite3.connect(db)) as conn:
+        seq, prev = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        conn.execute(
+            "INSERT INTO events (seq, stream, stream_rev, type, schema_version, payload, occurred_at,"
+            " actor, origin, prev_hash, hash) VALUES (?, 'future', 1, 'FutureEvent', 1, '{}',"
+            " '2030-01-01T00:00:00.000000Z', 'x', 'y', ?, 'h')", (seq + 1, prev),
+        )
+        conn.commit()
+    for args in (("info",), ("secrets", "set", "x", "--value", "v")):
+        result = invoke(db, *args)
+        assert result.exit_code == 1
+        assert "upgrade keyledger" in error_line(result)
