@@ -11,7 +11,7 @@ from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors
 from ledger import KeyledgerError, Ledger, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
-from ledger.store import check_tail
+from ledger.integrity import check_chain
 from projections import ReadModels
 
 Status = Literal["ok", "warn", "fail"]
@@ -99,7 +99,7 @@ def _check_secrets(ledger: Ledger, views: ReadModels, health: Health) -> None:
 
 
 def _check_ledger(views: ReadModels, health: Health) -> None:
-    problems = check_tail(views.recorder) + views.problems()
+    problems = check_chain(views.recorder, tail=1000).problems + views.problems()
     seq, head = views.position()
     if problems:
         health.add("ledger", "fail", "; ".join(problems))

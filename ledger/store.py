@@ -33,7 +33,7 @@ from typing import Protocol
 import sqlite_utils
 
 from ledger import events as ev
-from ledger.chain import GENESIS_HASH, event_hash, first_broken_link
+from ledger.chain import GENESIS_HASH, event_hash
 from ledger.errors import (
     ConcurrencyError,
     LedgerBusyError,
@@ -467,27 +467,3 @@ def _create_private_file(path: Path) -> None:
             os.chmod(path, 0o600)
         return
     os.close(fd)
-
-
-def check_tail(recorder: SQLiteRecorder, tail: int = 1000) -> list[str]:
-    """Cheap consistency checks for ``health-check``; the problems found, or [].
-
-    SQLite's quick_check, a gapless seq, and the hash links of the last ``tail`` rows.
-    Verifying the whole chain is a longer job, kept out of the health check.
-    """
-    conn = recorder.conn
-    problems = []
-    quick = conn.execute("PRAGMA quick_check").fetchone()[0]
-    if quick != "ok":
-        problems.append(f"SQLite quick_check: {quick}")
-    count, top = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
-    if count != top:
-        problems.append(f"event seq is not gapless ({count} rows, last seq {top})")
-    start = max(0, top - tail)
-    prev = conn.execute("SELECT hash FROM events WHERE seq = ?", (start,)).fetchone()
-    broken = first_broken_link(
-        recorder.read_events(start), prev[0] if prev else GENESIS_HASH, start + 1
-    )
-    if broken is not None:
-        problems.append(f"hash chain broken at seq {broken}")
-    return problems

@@ -12,7 +12,8 @@ import pytest
 from ledger import ConcurrencyError, Ledger, LedgerFormatError, LedgerNotFoundError, WrongPasswordError
 from ledger import events as ev
 from ledger.chain import GENESIS_HASH, first_broken_link
-from ledger.store import FORMAT_VERSION, NewEvent, SQLiteRecorder, StoredEvent, check_tail
+from ledger.integrity import check_chain
+from ledger.store import FORMAT_VERSION, NewEvent, SQLiteRecorder, StoredEvent
 from ledger.testing import create_test_ledger, ledger_files
 
 PASSWORD = "pw"
@@ -196,16 +197,17 @@ def test_weak_kdf_needs_an_explicit_opt_in(tmp_path: Path) -> None:
         Ledger.create(tmp_path / "l.db", PASSWORD, kdf_iterations=1000)
 
 
-def test_check_tail_spots_a_rewritten_row(ledger: Ledger) -> None:
-    """A row edited behind the triggers' back breaks the chain that check_tail verifies."""
+def test_check_chain_spots_a_rewritten_row(ledger: Ledger) -> None:
+    """A row edited behind the triggers' back breaks the chain, in full and tail checks."""
     ledger.set("a", "1")
-    assert check_tail(ledger.recorder) == []
+    assert check_chain(ledger.recorder).ok and check_chain(ledger.recorder, tail=10).ok
     conn = sqlite3.connect(ledger.recorder.path)
     conn.execute("DROP TRIGGER events_no_update")
     conn.execute("UPDATE events SET actor = 'mallory' WHERE seq = 2")
     conn.commit()
     conn.close()
-    assert any("seq 2" in p for p in check_tail(ledger.recorder))
+    for report in (check_chain(ledger.recorder), check_chain(ledger.recorder, tail=10)):
+        assert not report.ok and report.first_bad_seq == 2
 
 
 def test_stored_event_decodes_through_the_mapper() -> None:
