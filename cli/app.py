@@ -14,6 +14,7 @@ from typer._click.exceptions import ClickException
 from cli import health, keys, migrate, secrets
 from cli.context import Settings
 from cli.output import EXIT_FAILED, usage_error
+from ledger.store import LOCK_RETRY_SECONDS, Durability
 
 app = typer.Typer(
     name="keyledger",
@@ -37,6 +38,17 @@ def root(
         typer.Option("--actor", envvar="KEYLEDGER_ACTOR",
                      help="Who is acting, for the audit trail (default: user@host)."),
     ] = None,
+    durability: Annotated[
+        Durability,
+        typer.Option("--durability", envvar="KEYLEDGER_DURABILITY",
+                     help="full: every commit survives power loss (fsync); normal: the last "
+                          "commits may be lost on power loss, never on a crash."),
+    ] = "full",
+    lock_timeout: Annotated[
+        float,
+        typer.Option("--lock-timeout", envvar="KEYLEDGER_LOCK_TIMEOUT", min=0,
+                     help="Seconds to wait for another writer before giving up."),
+    ] = LOCK_RETRY_SECONDS,
 ) -> None:
     """keyledger keeps secrets encrypted under versioned keys and records every change.
 
@@ -44,7 +56,7 @@ def root(
 
     Example:  keyledger --db /srv/app/keyledger.db report
     """
-    ctx.obj = Settings(db=db, actor=actor)
+    ctx.obj = Settings(db=db, actor=actor, durability=durability, lock_timeout=lock_timeout)
 
 
 app.command("init")(keys.init)

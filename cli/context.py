@@ -13,6 +13,7 @@ import typer
 
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.service import default_origin
+from ledger.store import LOCK_RETRY_SECONDS, Durability, Projector
 from projections import ReadModels, projector
 
 PASSWORD_ENV = "ENCRYPTION_MASTER_PASSWORD"
@@ -35,6 +36,13 @@ DryRunOption = Annotated[
 class Settings:
     db: Path
     actor: str | None
+    durability: Durability = "full"
+    lock_timeout: float = LOCK_RETRY_SECONDS
+
+    def recorder(self, *, create: bool = False, projector: Projector | None = None) -> SQLiteRecorder:
+        """The ledger file, opened with this invocation's durability and lock timeout."""
+        return SQLiteRecorder(self.db, create=create, projector=projector,
+                              durability=self.durability, lock_timeout=self.lock_timeout)
 
 
 def settings(ctx: typer.Context) -> Settings:
@@ -79,7 +87,7 @@ def open_ledger(
     s = settings(ctx)
     password = master_password() if password is None else password
     runner = projector()
-    recorder = SQLiteRecorder(s.db, projector=runner)
+    recorder = s.recorder(projector=runner)
     ledger = Ledger.unlock(recorder, password, actor=s.actor, origin=CLI_ORIGIN)
     try:
         return ledger, ReadModels(recorder, runner)
@@ -90,7 +98,13 @@ def open_ledger(
 
 def open_read_models(ctx: typer.Context) -> ReadModels:
     """The read models alone: no password needed, as they hold no plaintext."""
-    return ReadModels.open(settings(ctx).db)
+    runner = projector()
+    recorder = settings(ctx).recorder(projector=runner)
+    try:
+        return ReadModels(recorder, runner)
+    except BaseException:
+        recorder.close()
+        raise
 
 
 def confirm(question: str, yes: bool) -> None:

@@ -23,7 +23,6 @@ from cli.context import (
 from cli.output import console, emit_json, handles_errors, warn
 from ledger import Ledger, LedgerFormatError, RotationResult
 from ledger.domain import range_warning
-from ledger.store import SQLiteRecorder
 from projections import KeyringInfo, ReadModels, projector
 
 SHORT_PASSWORD = 12
@@ -37,7 +36,7 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """
     s = settings(ctx)
     if s.db.exists() and s.db.stat().st_size > 0:
-        recorder = SQLiteRecorder(s.db)
+        recorder = s.recorder()
         initialized = recorder.is_initialized()
         recorder.close()
         if not initialized:
@@ -50,7 +49,7 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if len(password) < SHORT_PASSWORD:
         warn(f"the master password is shorter than {SHORT_PASSWORD} characters")
     runner = projector()
-    recorder = SQLiteRecorder(s.db, create=True, projector=runner)
+    recorder = s.recorder(create=True, projector=runner)
     with Ledger.initialize(recorder, password, actor=s.actor, origin=CLI_ORIGIN):
         _show_init(ReadModels(recorder, runner), created=True, as_json=as_json)
 

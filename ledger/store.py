@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import sqlite_utils
 
@@ -150,15 +150,28 @@ _TRIGGERS = [
 ]
 
 
+Durability = Literal["full", "normal"]
+
+
 class SQLiteRecorder:
-    """The event store in one SQLite file (WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE``)."""
+    """The event store in one SQLite file (WAL, ``BEGIN IMMEDIATE``).
+
+    ``durability="full"`` (``synchronous=FULL``, the default) makes every commit survive
+    power loss; ``"normal"`` may lose the last commits on power loss (never on a process
+    crash) in exchange for fewer fsyncs. ``lock_timeout`` bounds how long a writer waits
+    for another one before :class:`LedgerBusyError`.
+    """
 
     def __init__(
         self, path: str | os.PathLike[str], *, create: bool = False,
-        projector: Projector | None = None,
+        projector: Projector | None = None, durability: Durability = "full",
+        lock_timeout: float = LOCK_RETRY_SECONDS,
     ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         self.path = Path(path)
         self.projector = projector
+        self.lock_timeout = lock_timeout
         if create:
             _create_private_file(self.path)
         elif not self.path.exists():
@@ -168,7 +181,7 @@ class SQLiteRecorder:
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._check_format(allow_empty=create)
             self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
-            self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.execute(f"PRAGMA synchronous = {durability.upper()}")
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self.conn.close()
@@ -421,7 +434,7 @@ class SQLiteRecorder:
     def _retry_locked(self, statement: Callable[[], object]) -> None:
         # busy_timeout already waits inside SQLite; this adds a bounded, jittered retry
         # so a long migration in another process delays us rather than failing us.
-        deadline = time.monotonic() + LOCK_RETRY_SECONDS
+        deadline = time.monotonic() + self.lock_timeout
         delay = 0.01
         while True:
             try:
@@ -433,7 +446,7 @@ class SQLiteRecorder:
                 if time.monotonic() >= deadline:
                     raise LedgerBusyError(
                         f"{self.path} stayed locked by another writer for "
-                        f"{LOCK_RETRY_SECONDS:.0f}s; try again"
+                        f"{self.lock_timeout:g}s; try again"
                     ) from None
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)

@@ -117,3 +117,34 @@ def test_cli_records_its_origin(db: Path) -> None:
     with closing(sqlite3.connect(db)) as conn:
         origin = conn.execute("SELECT origin FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
     assert origin.startswith(f"{socket.gethostname()} keyledger-cli pid ")
+
+
+def test_lock_timeout_bounds_the_wait_for_another_writer(db: Path) -> None:
+    """A writer held off by another process's lock gives up after --lock-timeout, with one line."""
+    import sqlite3
+    import time
+
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        result = invoke(db, "--lock-timeout", "0.5", "secrets", "set", "a", "--value", "v")
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 1
+    assert "stayed locked by another writer for 0.5s" in error_line(result)
+    assert waited < 20  # bounded: busy_timeout plus the retry budget, not forever
+
+
+def test_durability_option_sets_synchronous(db: Path) -> None:
+    """--durability normal trades the last commits on power loss for fewer fsyncs; full is default."""
+    from ledger.store import SQLiteRecorder
+
+    for choice, level in (("full", 2), ("normal", 1)):
+        recorder = SQLiteRecorder(db, durability=choice)  # type: ignore[arg-type]
+        assert recorder.conn.execute("PRAGMA synchronous").fetchone()[0] == level
+        recorder.close()
+    assert invoke(db, "--durability", "normal", "secrets", "set", "a", "--value", "v").exit_code == 0
+    assert invoke(db, "--durability", "fast", "info").exit_code == 2
