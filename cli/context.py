@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from cli.output import warn
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.service import default_origin
 from ledger.store import LOCK_RETRY_SECONDS, Durability, Projector
@@ -90,7 +91,7 @@ def open_ledger(
     recorder = s.recorder(projector=runner)
     ledger = Ledger.unlock(recorder, password, actor=s.actor, origin=CLI_ORIGIN)
     try:
-        return ledger, ReadModels(recorder, runner)
+        return ledger, _checked(ReadModels(recorder, runner))
     except BaseException:
         ledger.close()
         raise
@@ -101,10 +102,17 @@ def open_read_models(ctx: typer.Context) -> ReadModels:
     runner = projector()
     recorder = settings(ctx).recorder(projector=runner)
     try:
-        return ReadModels(recorder, runner)
+        return _checked(ReadModels(recorder, runner))
     except BaseException:
         recorder.close()
         raise
+
+
+def _checked(views: ReadModels) -> ReadModels:
+    if views.repaired:
+        warn(f"the read models disagreed with the ledger ({'; '.join(views.repaired)}); "
+             "rebuilt them from the events. Someone may have edited the file: check it.")
+    return views
 
 
 def confirm(question: str, yes: bool) -> None:

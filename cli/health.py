@@ -99,7 +99,10 @@ def _check_secrets(ledger: Ledger, views: ReadModels, health: Health) -> None:
 
 
 def _check_ledger(views: ReadModels, health: Health) -> None:
-    problems = check_chain(views.recorder, tail=1000).problems + views.problems()
+    problems = check_chain(views.recorder, tail=1000).problems + views.problems(deep=True)
+    if views.repaired:
+        problems.append("the read models disagreed with the events when opened "
+                        f"({'; '.join(views.repaired)}) and were rebuilt")
     seq, head = views.position()
     if problems:
         health.add("ledger", "fail", "; ".join(problems))

@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import os
 
-from ledger.events import SECRET_STREAM_PREFIX
+from ledger.domain import KeyringState
+from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
 from ledger.store import SQLiteRecorder
 from projections.base import Projection, ProjectionRunner
-from projections.keys import KeyProjection, KeyringInfo, KeyVersionInfo, keyring_info
+from projections.keys import (
+    KeyProjection,
+    KeyringInfo,
+    KeyVersionInfo,
+    keyring_info,
+    keyring_problems,
+)
 from projections.migrations import MigrationProjection, MigrationRun, migration_runs
 from projections.secrets import (
     DistributionReport,
@@ -26,6 +33,7 @@ from projections.secrets import (
     SecretRow,
     distribution_report,
     list_secrets,
+    secret_problems,
 )
 
 __all__ = [
@@ -52,7 +60,16 @@ class ReadModels:
     def __init__(self, recorder: SQLiteRecorder, runner: ProjectionRunner | None = None) -> None:
         self.recorder = recorder
         self.runner = runner or projector()
-        self.runner.refresh(recorder)
+        #: What the quick checks found wrong when opened; the read models were then rebuilt
+        #: from the events, so every answer below is the events' truth. A checkpoint that
+        #: does not match its event is checked before catching up, which would otherwise
+        #: apply events twice.
+        self.repaired = self._checkpoint_problems()
+        if not self.repaired:
+            self.runner.refresh(recorder)
+            self.repaired = self.problems()
+        if self.repaired:
+            self.rebuild()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ReadModels:
@@ -93,16 +110,43 @@ class ReadModels:
     def migration_runs(self) -> list[MigrationRun]:
         return migration_runs(self.recorder.conn)
 
-    def problems(self) -> list[str]:
-        """Ways the read models disagree with the ledger's events, or []."""
-        found = []
-        if not self.runner.is_current(self.recorder):
+    def problems(self, *, deep: bool = False) -> list[str]:
+        """Ways the read models disagree with the ledger's events, or [].
+
+        The quick checks (run every time the read models are opened) compare the
+        checkpoint with the event it names, the keyring tables with the keyring's events,
+        and the secret rows and run rows with the counts and streams kept beside them.
+        ``deep`` also checks every secret row against its own event (``health-check``).
+        """
+        conn, recorder = self.recorder.conn, self.recorder
+        found = self._checkpoint_problems()
+        if not found and self.position()[0] < recorder.head()[0]:
             found.append("read models are behind the ledger")
-        streams = self.recorder.stream_count(SECRET_STREAM_PREFIX)
-        rows = self.recorder.conn.execute("SELECT count(*) FROM proj_secrets").fetchone()[0]
+        streams = recorder.stream_count(SECRET_STREAM_PREFIX)
+        rows = conn.execute("SELECT count(*) FROM proj_secrets").fetchone()[0]
         if rows != streams:
             found.append(f"read models know {rows} secrets, the ledger {streams}")
+        runs = conn.execute("SELECT count(*) FROM proj_migration_runs").fetchone()[0]
+        if runs != recorder.stream_count(MIGRATION_STREAM_PREFIX):
+            found.append("migration runs disagree with the ledger")
+        found += keyring_problems(conn, self._keyring_from_events())
+        found += secret_problems(conn, deep=deep)
         return found
+
+    def _checkpoint_problems(self) -> list[str]:
+        seq, last_hash = self.position()
+        head_seq, _ = self.recorder.head()
+        if seq > head_seq:
+            return [f"read models claim seq {seq}, past the ledger's last event {head_seq}"]
+        if seq and next(self.recorder.read_events(seq - 1)).hash != last_hash:
+            return [f"the read models' checkpoint does not match event {seq}"]
+        return []
+
+    def _keyring_from_events(self) -> KeyringState:
+        state = KeyringState()
+        for stored in self.recorder.read_stream(KEYRING_STREAM):
+            state.apply(stored.decode(), stored.occurred_at)
+        return state
 
     def rebuild(self) -> int:
         """Rebuild every read model from the events alone; the number of events replayed."""

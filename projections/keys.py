@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from functools import singledispatchmethod
 
 from ledger import events as ev
-from ledger.domain import version_range
+from ledger.domain import KeyringState, version_range
 from ledger.store import StoredEvent
+from projections.secrets import live_counts
 
 ACTIVE = "active"
 DECRYPT_ONLY = "decrypt-only"
@@ -127,11 +128,7 @@ def keyring_info(conn: sqlite3.Connection) -> KeyringInfo:
     current, iterations = conn.execute(
         "SELECT current_version, kdf_iterations FROM proj_keyring WHERE id = 1"
     ).fetchone()
-    per_version = dict(
-        conn.execute(
-            "SELECT key_version, count(*) FROM proj_secrets WHERE deleted = 0 GROUP BY key_version"
-        ).fetchall()
-    )
+    per_version = live_counts(conn)
     rows = conn.execute(
         """SELECT version, created_at, rotated_at, status, origin, algorithm, fingerprint,
                   encryptions FROM proj_key_versions ORDER BY version"""
@@ -145,3 +142,25 @@ def keyring_info(conn: sqlite3.Connection) -> KeyringInfo:
         for r in rows
     ]
     return KeyringInfo(current, iterations, versions)
+
+
+def keyring_problems(conn: sqlite3.Connection, keyring: KeyringState) -> list[str]:
+    """Ways the key read models disagree with the keyring stream folded afresh (small)."""
+    current = conn.execute("SELECT current_version FROM proj_keyring WHERE id = 1").fetchone()
+    rows = {
+        r[0]: (r[1], r[2], r[3], r[4])
+        for r in conn.execute(
+            "SELECT version, created_at, rotated_at, status, fingerprint FROM proj_key_versions"
+        )
+    }
+    expected = {
+        v.version: (v.created_at, v.rotated_at,
+                    ACTIVE if v.version == keyring.current else DECRYPT_ONLY, v.fingerprint)
+        for v in keyring.versions.values()
+    }
+    found = []
+    if current is None or current[0] != keyring.current:
+        found.append("the read models name another current key version than the events")
+    if rows != expected:
+        found.append("key version rows disagree with the keyring's events")
+    return found

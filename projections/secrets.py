@@ -12,8 +12,15 @@ from ledger.store import StoredEvent
 
 
 class SecretProjection:
+    """``proj_secrets`` (one row per secret ever written) and ``proj_secret_counts``.
+
+    The counts (live secrets per key version and scheme) are kept by this code as rows
+    change, not derived by SQL, so they answer ``report`` without a scan and a row
+    edited behind keyledger's back shows up as a disagreement between the two tables.
+    """
+
     name = "secrets"
-    tables = ("proj_secrets",)
+    tables = ("proj_secrets", "proj_secret_counts")
 
     def create(self, conn: sqlite3.Connection) -> None:
         conn.execute(
@@ -23,7 +30,12 @@ class SecretProjection:
                 deleted INTEGER NOT NULL DEFAULT 0)"""
         )
         conn.execute(
-            "CREATE INDEX IF NOT EXISTS proj_secrets_version ON proj_secrets (key_version, deleted)"
+            "CREATE INDEX IF NOT EXISTS proj_secrets_live ON proj_secrets (deleted, key_version, scheme)"
+        )
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS proj_secret_counts (
+                key_version INTEGER NOT NULL, scheme TEXT NOT NULL, live INTEGER NOT NULL,
+                PRIMARY KEY (key_version, scheme))"""
         )
 
     @singledispatchmethod
@@ -51,6 +63,13 @@ class SecretProjection:
         conn: sqlite3.Connection, stored: StoredEvent, name: str, version: int | None,
         ciphertext: str | None, scheme: str | None,
     ) -> None:
+        before = conn.execute(
+            "SELECT key_version, scheme FROM proj_secrets WHERE name = ? AND deleted = 0", (name,)
+        ).fetchone()
+        if before is not None:
+            _count(conn, before[0], before[1], -1)
+        if version is not None and scheme is not None:
+            _count(conn, version, scheme, +1)
         conn.execute(
             """INSERT INTO proj_secrets
                (name, key_version, revision, ciphertext, scheme, updated_at, updated_seq, deleted)
@@ -62,6 +81,14 @@ class SecretProjection:
             (name, version, stored.stream_rev, ciphertext, scheme, stored.occurred_at, stored.seq,
              int(ciphertext is None)),
         )
+
+
+def _count(conn: sqlite3.Connection, version: int, scheme: str, delta: int) -> None:
+    conn.execute(
+        """INSERT INTO proj_secret_counts (key_version, scheme, live) VALUES (?, ?, ?)
+           ON CONFLICT (key_version, scheme) DO UPDATE SET live = live + excluded.live""",
+        (version, scheme, delta),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +116,62 @@ def list_secrets(conn: sqlite3.Connection) -> list[SecretRow]:
     return [SecretRow(*row) for row in rows]
 
 
-def distribution_report(conn: sqlite3.Connection, current: int | None) -> DistributionReport:
-    distribution = dict(
-        conn.execute(
-            """SELECT key_version, count(*) FROM proj_secrets WHERE deleted = 0
-               GROUP BY key_version ORDER BY key_version"""
-        ).fetchall()
+def live_counts(conn: sqlite3.Connection) -> dict[int, int]:
+    """Live secrets per key version, from the maintained counts."""
+    rows = conn.execute(
+        """SELECT key_version, sum(live) FROM proj_secret_counts GROUP BY key_version
+           HAVING sum(live) != 0 ORDER BY key_version"""
     )
-    up_to_date = conn.execute(
-        "SELECT count(*) FROM proj_secrets WHERE deleted = 0 AND key_version = ? AND scheme = ?",
+    return {version: int(live) for version, live in rows}
+
+
+def distribution_report(conn: sqlite3.Connection, current: int | None) -> DistributionReport:
+    distribution = live_counts(conn)
+    row = conn.execute(
+        "SELECT live FROM proj_secret_counts WHERE key_version = ? AND scheme = ?",
         (current, SCHEME_BOUND),
-    ).fetchone()[0]
+    ).fetchone()
     total = sum(distribution.values())
-    return DistributionReport(total, current, total - up_to_date, distribution)
+    return DistributionReport(total, current, total - (row[0] if row else 0), distribution)
+
+
+def secret_problems(conn: sqlite3.Connection, *, deep: bool = False) -> list[str]:
+    """Ways ``proj_secrets`` disagrees with its counts, or (``deep``) with the events.
+
+    The quick check compares the rows with the counts kept beside them, an index scan.
+    The deep check joins every row to the event it claims to come from, which must be
+    its stream's latest, and compares name, revision, version and ciphertext.
+    """
+    found = []
+    counted = {
+        (v, s): n for v, s, n in conn.execute(
+            "SELECT key_version, scheme, live FROM proj_secret_counts WHERE live != 0"
+        )
+    }
+    actual = {
+        (v, s): n for v, s, n in conn.execute(
+            """SELECT key_version, scheme, count(*) FROM proj_secrets WHERE deleted = 0
+               GROUP BY key_version, scheme"""
+        )
+    }
+    if counted != actual:
+        found.append("secret rows disagree with their per-version counts")
+    if deep:
+        bad = conn.execute(
+            """SELECT p.name FROM proj_secrets p
+               LEFT JOIN streams s ON s.stream = 'secret:' || p.name
+               LEFT JOIN events e ON e.seq = p.updated_seq
+               WHERE s.head_seq IS NOT p.updated_seq OR e.seq IS NULL
+                  OR e.stream_rev IS NOT p.revision
+                  OR (p.deleted = 1) != (e.type = 'SecretDeleted')
+                  OR (p.deleted = 0 AND (
+                        json_extract(e.payload, '$.ciphertext') IS NOT p.ciphertext
+                     OR json_extract(e.payload, '$.scheme') IS NOT p.scheme
+                     OR coalesce(json_extract(e.payload, '$.to_version'),
+                                 json_extract(e.payload, '$.key_version')) IS NOT p.key_version))
+               LIMIT 3"""
+        ).fetchall()
+        if bad:
+            names = ", ".join(repr(r[0]) for r in bad)
+            found.append(f"secret rows disagree with their events (first: {names})")
+    return found

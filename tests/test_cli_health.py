@@ -89,15 +89,26 @@ def test_health_check_kdf_advice_is_actionable(db: Path) -> None:
 # -- rebuild-projections ---------------------------------------------------------------
 
 
-def test_rebuild_projections_repairs_damaged_read_models(filled: Path) -> None:
-    """After the read models lose rows, health-check fails; rebuild-projections restores them."""
+def test_damaged_read_models_are_reported_and_rebuilt(filled: Path) -> None:
+    """Rows deleted behind keyledger's back: health-check fails once, reports never serve the loss."""
     assert document(invoke(filled, "report", "--json"))["total_secrets"] == 2
-    with closing(sqlite3.connect(filled)) as conn:
-        conn.execute("DELETE FROM proj_secrets")
-        conn.commit()
+
+    def damage() -> None:
+        with closing(sqlite3.connect(filled)) as conn:
+            conn.execute("DELETE FROM proj_secrets")
+            conn.commit()
+
+    damage()
     before = head(filled)
-    assert document(invoke(filled, "report", "--json"))["total_secrets"] == 0
-    assert invoke(filled, "health-check").exit_code == 1
+    checked = invoke(filled, "health-check", "--json")
+    assert checked.exit_code == 1
+    ledger_check = next(c for c in document(checked)["checks"] if c["name"] == "ledger")
+    assert ledger_check["status"] == "fail" and "rebuilt" in ledger_check["detail"]
+    assert invoke(filled, "health-check").exit_code == 0  # repaired from the events
+    damage()
+    report = invoke(filled, "report", "--json")
+    assert document(report)["total_secrets"] == 2
+    assert "rebuilt them from the events" in report.stderr
     result = invoke(filled, "rebuild-projections", "--json", password=None)
     assert result.exit_code == 0, result.stderr
     doc = document(result)

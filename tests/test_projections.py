@@ -1,0 +1,70 @@
+"""Read models: rebuilt from events, checked against them, repaired when edited."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from ledger import Ledger
+from projections import ReadModels
+
+EDITS = {
+    "a secret moved to another version": "UPDATE proj_secrets SET key_version = 7 WHERE name = 'a'",
+    "a secret row deleted": "DELETE FROM proj_secrets WHERE name = 'b'",
+    "a deleted secret revived": "UPDATE proj_secrets SET deleted = 0, key_version = 1, scheme = 'bound-v1'"
+                                " WHERE name = 'gone'",
+    "the current version changed": "UPDATE proj_keyring SET current_version = 9",
+    "a key version's dates changed": "UPDATE proj_key_versions SET rotated_at = NULL",
+    "a key version added": "INSERT INTO proj_key_versions VALUES (42, 'x', NULL, 'active', 'generated',"
+                           " 'f', 'AES-256-GCM', 0)",
+    "the counts changed": "UPDATE proj_secret_counts SET live = live + 5",
+    "the checkpoint moved": "UPDATE proj_checkpoint SET last_seq = last_seq - 1",
+    "a migration run removed": "DELETE FROM proj_migration_runs",
+}
+
+
+@pytest.fixture
+def filled(ledger: Ledger) -> Ledger:
+    for name in ("a", "b", "c", "gone"):
+        ledger.set(name, name)
+    ledger.delete("gone")
+    ledger.rotate()
+    ledger.migrate(batch_size=2)
+    return ledger
+
+
+def edit(path: Path, sql: str) -> None:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(sql)
+        conn.commit()
+
+
+@pytest.mark.parametrize("what", sorted(EDITS))
+def test_edited_read_models_are_caught_on_open_and_rebuilt(filled: Ledger, db_path: Path, what: str) -> None:
+    """Every naive edit of a read-model table is caught when opened, and the answers come from the events."""
+    truth = ReadModels(filled.recorder)
+    expected = (truth.report(), truth.keyring(), truth.secrets(), truth.migration_runs())
+    edit(db_path, EDITS[what])
+    with ReadModels.open(db_path) as views:
+        assert views.repaired, what
+        assert (views.report(), views.keyring(), views.secrets(), views.migration_runs()) == expected
+        assert views.problems(deep=True) == []
+
+
+def test_a_consistent_forgery_needs_the_deep_check(filled: Ledger, db_path: Path) -> None:
+    """A row rewritten with a plausible ciphertext escapes the quick check, not the deep one."""
+    other = filled.secret("c").ciphertext
+    edit(db_path, f"UPDATE proj_secrets SET ciphertext = '{other}' WHERE name = 'a'")
+    with ReadModels.open(db_path) as views:
+        assert views.repaired == []
+        problems = views.problems(deep=True)
+    assert problems and "'a'" in problems[0]
+
+
+def test_untouched_read_models_pass_every_check(filled: Ledger) -> None:
+    """A ledger nobody tampered with has no problems, quick or deep."""
+    views = ReadModels(filled.recorder)
+    assert views.repaired == [] and views.problems(deep=True) == []
