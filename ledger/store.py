@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-import sqlite_utils
-
 from ledger import events as ev
 from ledger.chain import GENESIS_HASH, event_hash
 from ledger.errors import (
@@ -229,6 +227,8 @@ class SQLiteRecorder:
         actor: str, occurred_at: str, origin: str = "",
     ) -> list[StoredEvent]:
         """Create the schema and append the first events, all in one transaction."""
+        import sqlite_utils  # only creating a ledger needs it; keeps every other command's start-up lean
+
         with self.write_transaction():
             db = sqlite_utils.Database(self.conn)
             db.create_table("meta", {"key": str, "value": str}, pk="key", not_null={"value"})
