@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck pytest bench clean
+.PHONY: install demo test lint typecheck pytest bench crash-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("keyledger needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -31,6 +31,12 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+
+# SIGKILL soak beyond the suite's 20 rounds: ROUNDS=200 by default; a failing round prints
+# its seed and a replay command.
+ROUNDS ?= 200
+crash-soak: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/crash_support.py --rounds $(ROUNDS)
 
 # Sizes: BENCH_SIZES=1000,10000 (default) or larger; results go in docs/benchmarks.md.
 bench: $(STAMP)

@@ -70,6 +70,8 @@ def _password(env: str, prompt: str, confirm: bool) -> str:
     if value is not None:
         if not value:
             raise WrongPasswordError(f"{env} is set but empty")
+        if not _is_utf8(value):
+            raise WrongPasswordError(f"{env} is not valid UTF-8 text")
         return value
     if not stdin_is_tty():
         raise WrongPasswordError(f"{env} is not set (and there is no terminal to ask on)")
@@ -79,6 +81,14 @@ def _password(env: str, prompt: str, confirm: bool) -> str:
     if not value:
         raise WrongPasswordError("the password is empty")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 arrive as surrogates
+        return False
+    return True
 
 
 def open_ledger(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import typer
 
 from cli.context import JsonOption, open_ledger, open_read_models
-from cli.output import EXIT_FAILED, console, emit_json, handles_errors
+from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_reason
 from ledger import KeyledgerError, Ledger, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
 from ledger.integrity import check_chain
@@ -54,8 +56,8 @@ def health_check(ctx: typer.Context, as_json: JsonOption = False) -> None:
         health.add("master_password", "fail", str(exc))
         _finish(health, as_json)
         return
-    except KeyledgerError as exc:
-        health.add("ledger", "fail", str(exc))
+    except (KeyledgerError, sqlite3.Error) as exc:
+        health.add("ledger", "fail", _reason(exc))
         _finish(health, as_json)
         return
     with ledger, views:
@@ -63,23 +65,33 @@ def health_check(ctx: typer.Context, as_json: JsonOption = False) -> None:
         if ledger.kdf_iterations < KEK_ITERATIONS:
             health.add("kdf", "warn", f"KDF iterations {ledger.kdf_iterations} are below "
                        f"{KEK_ITERATIONS}; run rekey-master to raise them")
-        _check_keys(ledger, health)
-        _check_secrets(ledger, views, health)
-        _check_ledger(views, health)
+        _guarded(health, "current_key", lambda: _check_keys(ledger, health))
+        _guarded(health, "secrets", lambda: _check_secrets(views, health))
+        _guarded(health, "round_trip", lambda: _check_round_trip(ledger, views, health))
+        _guarded(health, "ledger", lambda: _check_ledger(views, health))
     _finish(health, as_json)
 
 
-def _check_keys(ledger: Ledger, health: Health) -> None:
+def _guarded(health: Health, name: str, check: Callable[[], None]) -> None:
+    """Run one check; a fault in it fails that check instead of ending the health check."""
     try:
-        versions = ledger.check_keys()
-        current = ledger.keyring().require_current()
-        health.add("current_key", "ok", f"current version {current}; "
-                   f"{len(versions)} available version(s) open and match their fingerprints")
-    except KeyledgerError as exc:
-        health.add("current_key", "fail", str(exc))
+        check()
+    except (KeyledgerError, sqlite3.Error) as exc:
+        health.add(name, "fail", _reason(exc))
 
 
-def _check_secrets(ledger: Ledger, views: ReadModels, health: Health) -> None:
+def _reason(exc: Exception) -> str:
+    return sqlite_reason(exc) if isinstance(exc, sqlite3.Error) else str(exc)
+
+
+def _check_keys(ledger: Ledger, health: Health) -> None:
+    versions = ledger.check_keys()
+    current = ledger.keyring().require_current()
+    health.add("current_key", "ok", f"current version {current}; "
+               f"{len(versions)} available version(s) open and match their fingerprints")
+
+
+def _check_secrets(views: ReadModels, health: Health) -> None:
     report = views.report()
     if report.needing_migration:
         health.add("secrets", "warn", f"{report.total_secrets} secrets; "
@@ -87,15 +99,15 @@ def _check_secrets(ledger: Ledger, views: ReadModels, health: Health) -> None:
                    f"{report.current_version}")
     else:
         health.add("secrets", "ok", f"{report.total_secrets} secrets, all on the current version")
-    try:
-        ledger.self_test()
-        sample = views.secrets()[:SAMPLE_SECRETS]
-        for row in sample:
-            ledger.get(row.name)
-        health.add("round_trip", "ok", "encryption/decryption working correctly "
-                   f"({len(sample)} stored secret(s) decrypted)")
-    except KeyledgerError as exc:
-        health.add("round_trip", "fail", str(exc))
+
+
+def _check_round_trip(ledger: Ledger, views: ReadModels, health: Health) -> None:
+    ledger.self_test()
+    sample = views.secrets()[:SAMPLE_SECRETS]
+    for row in sample:
+        ledger.get(row.name)
+    health.add("round_trip", "ok", "encryption/decryption working correctly "
+               f"({len(sample)} stored secret(s) decrypted)")
 
 
 def _check_ledger(views: ReadModels, health: Health) -> None:

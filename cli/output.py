@@ -91,7 +91,7 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         except errors.KeyledgerError as exc:
             fail(str(exc), as_json=as_json)
         except sqlite3.Error as exc:
-            fail(f"ledger file error: {_sqlite_reason(exc)}", as_json=as_json)
+            fail(f"ledger file error: {sqlite_reason(exc)}", as_json=as_json)
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), as_json=as_json)
         except KeyboardInterrupt:
@@ -100,7 +100,9 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _sqlite_reason(exc: sqlite3.Error) -> str:
+def sqlite_reason(exc: sqlite3.Error) -> str:
+    """SQLite's complaint in our words; its own text may quote a damaged row, so it is
+    shown only after dropping everything but printable ASCII."""
     text = str(exc)
     if "readonly" in text or "read-only" in text:
         return "the ledger file is read-only; nothing was changed"
@@ -108,4 +110,9 @@ def _sqlite_reason(exc: sqlite3.Error) -> str:
         return "the disk is full; nothing was changed"
     if "locked" in text or "busy" in text:
         return "the ledger is locked by another process; try again"
-    return text
+    if "Could not decode" in text:
+        return "the ledger file is damaged: a stored row is not valid text"
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return "the ledger file is damaged (SQLite: database disk image is malformed)"
+    printable = "".join(ch for ch in text if " " <= ch <= "~")
+    return printable[:120] + ("..." if len(printable) > 120 else "")

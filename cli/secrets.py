@@ -212,7 +212,7 @@ def _show_import(result: ImportResult, as_json: bool) -> None:
         if result.skipped:
             console.print(f"⏭️  Skipped {len(result.skipped)} existing secret(s) "
                           "(--overwrite replaces them): " + ", ".join(result.skipped), markup=False)
-        for failure in result.failures:
-            err_console.print(f"❌ {failure.name}: {failure.reason}", markup=False)
+        for failure in result.failures:  # names come from the file: shown escaped
+            err_console.print(f"❌ {failure.name!r}: {failure.reason}", markup=False)
     if result.failures:
         raise typer.Exit(EXIT_FAILED)

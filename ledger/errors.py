@@ -19,6 +19,10 @@ class LedgerFormatError(KeyledgerError):
     """The file is not a keyledger ledger, or was written by a newer keyledger."""
 
 
+class LedgerReadOnlyError(KeyledgerError):
+    """The ledger file (or its directory) cannot be written by this process."""
+
+
 class LedgerBusyError(KeyledgerError):
     """Another process held the write lock for longer than the retry budget."""
 

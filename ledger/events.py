@@ -164,6 +164,10 @@ class UnknownEventError(LedgerFormatError):
     """A row names an event type or schema version this code does not know."""
 
 
+class DamagedEventError(LedgerFormatError):
+    """A stored event's payload does not parse as the event its row names."""
+
+
 def to_payload(event: DomainEvent) -> tuple[str, int, str]:
     """``(type, schema_version, canonical JSON)`` for one event."""
     data = event.model_dump(mode="json")
@@ -182,10 +186,16 @@ def from_payload(type_name: str, schema_version: int, payload: str) -> DomainEve
         raise UnknownEventError(
             f"{type_name} schema v{schema_version} is newer than this keyledger knows"
         )
-    data: dict[str, Any] = json.loads(payload)
-    for version in range(schema_version, cls.SCHEMA_VERSION):
-        data = UPCASTERS[(type_name, version)](data)
-    return cls.model_validate(data)
+    try:
+        data: dict[str, Any] = json.loads(payload)
+        for version in range(schema_version, cls.SCHEMA_VERSION):
+            data = UPCASTERS[(type_name, version)](data)
+        return cls.model_validate(data)
+    except (ValueError, TypeError, KeyError, RecursionError):  # pydantic's errors are ValueErrors
+        # Never echo the payload: it is damaged, and may be anything.
+        raise DamagedEventError(
+            f"a stored {type_name} event is damaged: its payload does not parse"
+        ) from None
 
 
 def canonical_json(data: Any) -> str:

@@ -32,7 +32,7 @@ _DOUBLE_QUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 
 def read_text_untrusted(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # a BOM is not a name
     except UnicodeDecodeError:
         raise InvalidInputError(f"{path} is not valid UTF-8") from None
     except OSError as exc:
@@ -48,13 +48,31 @@ def detect_format(path: Path, text: str) -> ImportFormat:
 def parse_json_object_untrusted(path: Path, text: str) -> dict[str, object]:
     """A JSON object, or one clear error."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_names)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise InvalidInputError(f"{path} is nested too deeply to be an import file") from None
+    except _DuplicateName as dup:
+        raise InvalidInputError(f"{path}: the name {dup.name!r} appears more than once") from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"{path} must hold a JSON object of name -> value")
+    return data
+
+
+class _DuplicateName(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _no_duplicate_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    data: dict[str, object] = {}
+    for name, value in pairs:
+        if name in data:
+            raise _DuplicateName(name)
+        data[name] = value
     return data
 
 
@@ -82,6 +100,8 @@ def parse_dotenv_untrusted(path: Path, text: str) -> dict[str, str]:
         if match is None:
             raise InvalidInputError(f"{path}: line {number} is not KEY=value")
         name, rest = match.groups()
+        if name in values:
+            raise InvalidInputError(f"{path}: line {number} sets {name} a second time")
         values[name] = _dotenv_value(rest, path, number)
     return values
 

@@ -3,7 +3,8 @@
 Each batch is one transaction, so a killed run loses at most one batch of work and a
 re-run continues where it stopped (recording which run it ``resumes``). A run records
 itself (``MigrationStarted``, in the transaction of its first re-encrypted batch) only
-when it has something to record: a migrate with nothing to do appends nothing. Each batch's
+when it has something to record: a migrate with nothing to do appends nothing, unless it
+closes a killed run that had already finished its last batch. Each batch's
 append checks every secret's revision: a secret written meanwhile is re-read and decided
 again, so a newer value is never overwritten by an older one.
 """
@@ -102,9 +103,13 @@ class Migration:
             if self.progress:
                 self.progress(done, total)
         result.duration_seconds = round(time.perf_counter() - started, 6)
-        if self._started is not None and (self._recorded or result.failures):
-            started_event = self._started.event
-            assert isinstance(started_event, ev.MigrationStarted)
+        started_event = None if self._started is None else self._started.event
+        # Record the run if it changed anything, failed anything, or takes over an
+        # interrupted run (which would otherwise show as running for ever).
+        if isinstance(started_event, ev.MigrationStarted) and (
+            self._recorded or result.failures or started_event.resumes
+        ):
+            assert self._started is not None
             completed = NewEvent(self._started.stream, 2, ev.MigrationCompleted(
                 run_id=started_event.run_id, target_version=result.target_version,
                 migrated=result.migrated, already_current=result.already_current,

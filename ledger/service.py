@@ -373,6 +373,7 @@ class Ledger:
         :raises UnknownSecretError: no live secret has that name.
         :raises IntegrityError: its ciphertext does not decrypt under its recorded key.
         """
+        validate_name(name)
         state = self.secret(name)
         if state.deleted or state.ciphertext is None or state.key_version is None:
             raise UnknownSecretError(f"no secret named {name!r}")
@@ -435,6 +436,7 @@ class Ledger:
 
         :raises UnknownSecretError: no live secret has that name.
         """
+        validate_name(name)
         state = self.secret(name)
         if state.deleted:
             raise UnknownSecretError(f"no secret named {name!r}")

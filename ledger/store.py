@@ -37,6 +37,7 @@ from ledger.errors import (
     LedgerBusyError,
     LedgerFormatError,
     LedgerNotFoundError,
+    LedgerReadOnlyError,
 )
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
@@ -71,7 +72,10 @@ class StoredEvent:
     hash: str
 
     def decode(self) -> ev.DomainEvent:
-        return ev.from_payload(self.type, self.schema_version, self.payload)
+        try:
+            return ev.from_payload(self.type, self.schema_version, self.payload)
+        except ev.DamagedEventError as exc:
+            raise ev.DamagedEventError(f"event {self.seq}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,11 @@ class SQLiteRecorder:
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self.conn.close()
+            if "readonly" in str(exc) or "unable to open" in str(exc):
+                raise LedgerReadOnlyError(
+                    f"{self.path} is read-only for this user; keyledger needs write access to "
+                    "the file and its directory, even to read (SQLite's WAL)"
+                ) from None
             raise LedgerFormatError(f"{self.path} is not a keyledger ledger ({exc})") from None
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ To keep them current inside every append, pass ``projector=projector()`` when op
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from ledger.domain import KeyringState
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
@@ -136,11 +137,20 @@ class ReadModels:
     def _checkpoint_problems(self) -> list[str]:
         seq, last_hash = self.position()
         head_seq, _ = self.recorder.head()
+        if seq == 0 and self._has_rows():
+            return ["the read models' checkpoint is missing"]
         if seq > head_seq:
             return [f"read models claim seq {seq}, past the ledger's last event {head_seq}"]
         if seq and next(self.recorder.read_events(seq - 1)).hash != last_hash:
             return [f"the read models' checkpoint does not match event {seq}"]
         return []
+
+    def _has_rows(self) -> bool:
+        try:
+            row = self.recorder.conn.execute("SELECT 1 FROM proj_key_versions LIMIT 1").fetchone()
+        except sqlite3.OperationalError:  # no read models yet
+            return False
+        return row is not None
 
     def _keyring_from_events(self) -> KeyringState:
         state = KeyringState()

@@ -138,9 +138,9 @@ def distribution_report(conn: sqlite3.Connection, current: int | None) -> Distri
 def secret_problems(conn: sqlite3.Connection, *, deep: bool = False) -> list[str]:
     """Ways ``proj_secrets`` disagrees with its counts, or (``deep``) with the events.
 
-    The quick check compares the rows with the counts kept beside them, an index scan.
-    The deep check joins every row to the event it claims to come from, which must be
-    its stream's latest, and compares name, revision, version and ciphertext.
+    The quick check compares the rows with the counts kept beside them and each row's
+    name, revision and seq with its stream's head (index scans). The deep check also
+    reads every row's event and compares version, scheme and ciphertext.
     """
     found = []
     counted = {
@@ -156,6 +156,13 @@ def secret_problems(conn: sqlite3.Connection, *, deep: bool = False) -> list[str
     }
     if counted != actual:
         found.append("secret rows disagree with their per-version counts")
+    unmatched = conn.execute(
+        """SELECT count(*) FROM proj_secrets p LEFT JOIN streams s
+           ON s.stream = 'secret:' || p.name AND s.revision = p.revision AND s.head_seq = p.updated_seq
+           WHERE s.stream IS NULL"""
+    ).fetchone()[0]
+    if unmatched:
+        found.append(f"{unmatched} secret row(s) do not match their stream's latest event")
     if deep:
         bad = conn.execute(
             """SELECT p.name FROM proj_secrets p

@@ -293,3 +293,22 @@ def test_a_refused_rotation_does_not_disturb_a_migration(ledger: Ledger, db_path
         other.rotate(1)
     assert ledger.keyring().revision == revision
     assert ledger.recorder.stream_head("rejections") is not None
+
+
+def test_a_run_killed_after_its_last_batch_is_closed_by_the_next(ledger: Ledger, views: ReadModels) -> None:
+    """A run that migrated everything but died before completing is marked resumed, not left running."""
+    for i in range(3):
+        ledger.set(f"s{i}", str(i))
+    ledger.rotate()
+
+    def die_at_the_end(done: int, total: int) -> None:
+        if done == total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ledger.migrate(batch_size=10, progress=die_at_the_end)
+    assert [r.status for r in views.migration_runs()] == ["running"]
+    again = ledger.migrate()
+    assert (again.migrated, again.already_current) == (0, 3) and again.resumed is not None
+    assert [r.status for r in views.migration_runs()] == ["resumed", "success"]
+    assert ledger.migrate().run_id is None  # and after that, a no-op is quiet again
