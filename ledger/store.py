@@ -180,7 +180,9 @@ class SQLiteRecorder:
             raise LedgerNotFoundError(f"no ledger at {self.path} (run 'keyledger init' first)")
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # SQLite's own wait, capped by the caller's budget; _retry_locked does the rest.
+            busy_ms = int(min(BUSY_TIMEOUT_MS, lock_timeout * 1000))
+            self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             self._check_format(allow_empty=create)
             self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
             self.conn.execute(f"PRAGMA synchronous = {durability.upper()}")

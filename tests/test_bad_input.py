@@ -18,6 +18,7 @@ import resource
 import shutil
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,9 @@ from bad_input_support import (
     run_exe,
     scribble,
     truncate,
+)
+from bad_input_support import (
+    keyledger as exe_command,
 )
 from cli_support import NEW_PASSWORD, OTHER_VALUE, PASSWORD, VALUE, document, invoke
 from click.testing import Result
@@ -662,6 +666,14 @@ def read_only_ledger(template: Path) -> Iterator[tuple[Path, list[str], Callable
                     pytest.skip("chmod 0444 does not stop this user writing; cannot make a read-only ledger")
             except PermissionError:
                 pass
+        if prefix or preexec:
+            probe = subprocess.run(
+                [*prefix, *exe_command(), "--help"], capture_output=True,
+                stdin=subprocess.DEVNULL, timeout=60, preexec_fn=preexec,
+            )
+            if probe.returncode != 0:
+                pytest.skip("an unprivileged user cannot run keyledger from this checkout "
+                            "(a private directory); test_read_only_connection covers the mapping")
         yield db, prefix, preexec
     finally:
         os.chmod(folder, 0o755)
@@ -815,3 +827,25 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(
     result = invoke(ledger_copy, "secrets", "import", str(source), "--json")
     assert result.exit_code == 0, result.stderr
     assert invoke(ledger_copy, "secrets", "get", "a").stdout == "x\n"
+
+
+@pytest.mark.parametrize("args", [
+    ("secrets", "set", "new_one", "--value", "v"), ("rotate", "--yes"), ("secrets", "delete", "api_token"),
+    ("full-rotation", "--yes"),
+])
+def test_read_only_connection_fails_cleanly(
+    ledger_copy: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+) -> None:
+    """A ledger SQLite will only read (query_only, as for a read-only file): one line, no change."""
+    original = SQLiteRecorder.__init__
+
+    def read_only(self: SQLiteRecorder, *a: object, **kw: object) -> None:
+        original(self, *a, **kw)  # type: ignore[arg-type]
+        self.conn.execute("PRAGMA query_only = 1")
+
+    monkeypatch.setattr(SQLiteRecorder, "__init__", read_only)
+    before = ledger_state(ledger_copy)
+    line = refusal(invoke(ledger_copy, *args))
+    monkeypatch.undo()
+    assert "read-only" in line
+    assert ledger_state(ledger_copy) == before

@@ -135,7 +135,7 @@ def test_lock_timeout_bounds_the_wait_for_another_writer(db: Path) -> None:
         holder.close()
     assert result.exit_code == 1
     assert "stayed locked by another writer for 0.5s" in error_line(result)
-    assert waited < 20  # bounded: busy_timeout plus the retry budget, not forever
+    assert waited < 5  # SQLite's wait is capped by the budget too, not a fixed 2 s on top
 
 
 def test_durability_option_sets_synchronous(db: Path) -> None:
