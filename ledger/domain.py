@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import singledispatchmethod
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,11 @@ MAX_VALUE_BYTES = 64 * 1024
 
 REGULAR_VERSIONS = range(1, 21)
 EMERGENCY_VERSION = 99
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, ISO-8601, microseconds, ``Z``: sortable as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def version_range(version: int) -> str:
@@ -57,6 +63,16 @@ class KeyVersionState:
     origin: str
     created_at: str
     rotated_at: str | None = None
+    retired: bool = False
+    destroy_after: str | None = None
+    destroyed: bool = False
+
+
+ACTIVE = "active"
+DECRYPT_ONLY = "decrypt-only"
+RETIRED = "retired"
+SCHEDULED = "scheduled-for-destruction"
+DESTROYED = "destroyed"
 
 
 @dataclass(slots=True)
@@ -92,6 +108,50 @@ class KeyringState:
     def _(self, event: ev.MasterKeyRewrapped, occurred_at: str) -> None:
         for version, fp in event.fingerprints.items():
             self.versions[int(version)].fingerprint = fp
+
+    @_apply.register
+    def _(self, event: ev.KeyVersionRetired, occurred_at: str) -> None:
+        self.versions[event.version].retired = True
+
+    @_apply.register
+    def _(self, event: ev.KeyVersionReinstated, occurred_at: str) -> None:
+        self.versions[event.version].retired = False
+
+    @_apply.register
+    def _(self, event: ev.KeyDestructionScheduled, occurred_at: str) -> None:
+        self.versions[event.version].destroy_after = event.not_before
+
+    @_apply.register
+    def _(self, event: ev.KeyDestructionCancelled, occurred_at: str) -> None:
+        self.versions[event.version].destroy_after = None
+
+    @_apply.register
+    def _(self, event: ev.KeyVersionDestroyed, occurred_at: str) -> None:
+        state = self.versions[event.version]
+        state.destroyed, state.destroy_after = True, None
+
+    def status(self, version: int) -> str:
+        """active, decrypt-only, retired, scheduled-for-destruction or destroyed."""
+        state = self.versions[version]
+        if state.destroyed:
+            return DESTROYED
+        if state.destroy_after is not None:
+            return SCHEDULED
+        if state.retired:
+            return RETIRED
+        return ACTIVE if version == self.current else DECRYPT_ONLY
+
+    def require_usable(self, version: int) -> None:
+        """:raises VersionError: the version is unknown, retired or destroyed."""
+        if version not in self.versions:
+            raise VersionError(f"the ledger holds no key for version {version}")
+        status = self.status(version)
+        if status == DESTROYED:
+            raise VersionError(f"key version {version} was destroyed; what it encrypted is gone")
+        if status in (RETIRED, SCHEDULED):
+            raise VersionError(
+                f"key version {version} is retired; 'keyledger keys reinstate {version}' to use it"
+            )
 
     def require_current(self) -> int:
         if self.current is None:

@@ -64,6 +64,35 @@ class KeyRotated(DomainEvent):
     reason: str | None = None
 
 
+class KeyVersionRetired(DomainEvent):
+    """The version may no longer encrypt or decrypt (reversible)."""
+
+    version: int
+    reason: str | None = None
+    forced: bool = False  # retired although live secrets were still on it
+
+
+class KeyVersionReinstated(DomainEvent):
+    version: int
+    reason: str | None = None
+
+
+class KeyDestructionScheduled(DomainEvent):
+    version: int
+    not_before: str  # UTC ISO-8601; `keys destroy` run after this erases the key
+
+
+class KeyDestructionCancelled(DomainEvent):
+    version: int
+
+
+class KeyVersionDestroyed(DomainEvent):
+    """The wrapped data key was erased from the key table: crypto-shredding."""
+
+    version: int
+    reason: str | None = None
+
+
 class KeyRotationRejected(DomainEvent):
     requested_version: int
     reason: str
@@ -145,6 +174,11 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         KeyVersionCreated,
         KeyRotated,
         KeyRotationRejected,
+        KeyVersionRetired,
+        KeyVersionReinstated,
+        KeyDestructionScheduled,
+        KeyDestructionCancelled,
+        KeyVersionDestroyed,
         MasterKeyRewrapped,
         SecretWritten,
         SecretImported,

@@ -13,15 +13,16 @@ import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from ledger import crypto, imports
+from ledger import crypto, imports, lifecycle
 from ledger import events as ev
 from ledger.domain import (
     KeyringState,
     SecretState,
     decide_rotation,
+    format_time,
     head_state,
     range_warning,
     secret_state,
@@ -40,6 +41,7 @@ from ledger.errors import (
 )
 from ledger.imports import ImportResult
 from ledger.keyring import KeyMaterial, new_kdf, unlock_kek
+from ledger.lifecycle import LifecycleResult
 from ledger.migration import (
     CONFLICT_RETRIES,
     DEFAULT_BATCH_SIZE,
@@ -77,11 +79,6 @@ def default_actor() -> str:
 def default_origin(program: str = "python-api") -> str:
     """Where an event comes from: this host and the program acting (PCI DSS 10.2.2's origin)."""
     return f"{socket.gethostname() or 'localhost'} {program} pid {os.getpid()}"
-
-
-def format_time(moment: datetime) -> str:
-    """UTC, ISO-8601, microseconds, ``Z``: sortable as text."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +374,7 @@ class Ledger:
         state = self.secret(name)
         if state.deleted or state.ciphertext is None or state.key_version is None:
             raise UnknownSecretError(f"no secret named {name!r}")
+        self.keyring()  # a retirement by another process takes effect at once
         try:
             plaintext = self._decrypt(state)
         except InvalidCiphertext:
@@ -390,6 +388,7 @@ class Ledger:
 
         :raises IntegrityError: it does not decrypt under the key its version byte names.
         """
+        self.keyring()
         try:
             version = crypto.parse_frame_untrusted(ciphertext).version
             state = SecretState(name, 0, False, version, ciphertext, scheme)
@@ -401,6 +400,7 @@ class Ledger:
         assert state.key_version is not None and state.ciphertext is not None
         if state.key_version not in self._keyring.versions:
             self._refresh_keyring()
+        self._keyring.require_usable(state.key_version)
         key = self._keys.data_key(state.key_version)
         frame = crypto.parse_frame_untrusted(state.ciphertext)
         if frame.version != state.key_version:
@@ -517,10 +517,30 @@ class Ledger:
             except ConcurrencyError:
                 continue
 
+    # -- lifecycle (see ledger.lifecycle) --------------------------------------------------
+
+    def retire(self, version: int, *, force: bool = False, reason: str | None = None) -> LifecycleResult:
+        """Stop a version from encrypting or decrypting; see :func:`ledger.lifecycle.retire`."""
+        return lifecycle.retire(self, version, force=force, reason=reason)
+
+    def reinstate(self, version: int, *, reason: str | None = None) -> LifecycleResult:
+        """Undo :meth:`retire`."""
+        return lifecycle.reinstate(self, version, reason=reason)
+
+    def destroy(
+        self, version: int, *, after: timedelta | None = None, reason: str | None = None
+    ) -> LifecycleResult:
+        """Erase a retired version's key (crypto-shredding); see :func:`ledger.lifecycle.destroy`."""
+        return lifecycle.destroy(self, version, after=after, reason=reason)
+
+    def cancel_destroy(self, version: int) -> LifecycleResult:
+        """Cancel a scheduled destruction; the version stays retired."""
+        return lifecycle.cancel_destroy(self, version)
+
     # -- appending ----------------------------------------------------------------------
 
     def _append(
-        self, events: Iterable[NewEvent], *, keys: dict[int, bytes] | None = None,
+        self, events: Iterable[NewEvent], *, keys: Mapping[int, bytes | None] | None = None,
         kdf: KdfRecord | None = None, expect: Mapping[str, int] | None = None,
     ) -> list[StoredEvent]:
         return self.recorder.append(

@@ -119,9 +119,11 @@ class Recorder(Protocol):
 
     def append(
         self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
-        keys: dict[int, bytes] | None = None, kdf: KdfRecord | None = None,
+        keys: Mapping[int, bytes | None] | None = None, kdf: KdfRecord | None = None,
         expect: Mapping[str, int] | None = None,
     ) -> list[StoredEvent]: ...
+
+    def shred(self) -> None: ...
 
     def stream_head(self, stream: str) -> StoredEvent | None: ...
 
@@ -186,6 +188,8 @@ class SQLiteRecorder:
             self._check_format(allow_empty=create)
             self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
             self.conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+            # Freed content is overwritten with zeros, so an erased key leaves no copy behind.
+            self.conn.execute("PRAGMA secure_delete = ON")
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self.conn.close()
@@ -341,7 +345,7 @@ class SQLiteRecorder:
 
     def append(
         self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
-        keys: dict[int, bytes] | None = None, kdf: KdfRecord | None = None,
+        keys: Mapping[int, bytes | None] | None = None, kdf: KdfRecord | None = None,
         expect: Mapping[str, int] | None = None,
     ) -> list[StoredEvent]:
         """Append ``events`` atomically, with any key-table and KDF changes they describe.
@@ -359,7 +363,7 @@ class SQLiteRecorder:
 
     def _append_locked(
         self, events: Sequence[NewEvent], actor: str, occurred_at: str, origin: str,
-        keys: dict[int, bytes] | None, kdf: KdfRecord | None,
+        keys: Mapping[int, bytes | None] | None, kdf: KdfRecord | None,
     ) -> list[StoredEvent]:
         seq, prev_hash = self.head()
         stored: list[StoredEvent] = []
@@ -431,6 +435,12 @@ class SQLiteRecorder:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
+
+    def shred(self) -> None:
+        """Copy the WAL into the database file and truncate it, so overwritten or erased
+        content (a destroyed key) survives in neither file. Best effort while other
+        connections hold old snapshots open."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:

@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from functools import singledispatchmethod
 
 from ledger import events as ev
-from ledger.domain import KeyringState, version_range
+from ledger.domain import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED, SCHEDULED, KeyringState, version_range
 from ledger.store import StoredEvent
 from projections.secrets import live_counts
-
-ACTIVE = "active"
-DECRYPT_ONLY = "decrypt-only"
 
 
 class KeyProjection:
@@ -24,7 +21,8 @@ class KeyProjection:
             """CREATE TABLE IF NOT EXISTS proj_key_versions (
                 version INTEGER PRIMARY KEY, created_at TEXT NOT NULL, rotated_at TEXT,
                 status TEXT NOT NULL, origin TEXT NOT NULL, fingerprint TEXT NOT NULL,
-                algorithm TEXT NOT NULL, encryptions INTEGER NOT NULL DEFAULT 0)"""
+                algorithm TEXT NOT NULL, encryptions INTEGER NOT NULL DEFAULT 0,
+                destroy_after TEXT, destroyed_at TEXT)"""
         )
         conn.execute(
             """CREATE TABLE IF NOT EXISTS proj_keyring (
@@ -68,6 +66,26 @@ class KeyProjection:
         )
 
     @apply.register
+    def _(self, event: ev.KeyVersionRetired, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        _set(conn, event.version, status=RETIRED)
+
+    @apply.register
+    def _(self, event: ev.KeyVersionReinstated, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        _set(conn, event.version, status=DECRYPT_ONLY)  # the current version is never retired
+
+    @apply.register
+    def _(self, event: ev.KeyDestructionScheduled, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        _set(conn, event.version, status=SCHEDULED, destroy_after=event.not_before)
+
+    @apply.register
+    def _(self, event: ev.KeyDestructionCancelled, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        _set(conn, event.version, status=RETIRED, destroy_after=None)
+
+    @apply.register
+    def _(self, event: ev.KeyVersionDestroyed, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+        _set(conn, event.version, status=DESTROYED, destroy_after=None, destroyed_at=stored.occurred_at)
+
+    @apply.register
     def _(self, event: ev.KeyRotationRejected, stored: StoredEvent, conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE proj_keyring SET rejections = rejections + 1")
 
@@ -99,6 +117,12 @@ class KeyProjection:
         )
 
 
+def _set(conn: sqlite3.Connection, version: int, **columns: object) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in columns)  # names are ours, never input
+    conn.execute(f"UPDATE proj_key_versions SET {assignments} WHERE version = ?",
+                 (*columns.values(), version))
+
+
 @dataclass(frozen=True, slots=True)
 class KeyVersionInfo:
     version: int
@@ -111,6 +135,8 @@ class KeyVersionInfo:
     fingerprint: str
     encryptions: int
     secrets: int
+    destroy_after: str | None = None
+    destroyed_at: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +147,8 @@ class KeyringInfo:
 
     @property
     def available_versions(self) -> list[int]:
-        return [v.version for v in self.versions]
+        """Versions that can decrypt now (active or decrypt-only)."""
+        return [v.version for v in self.versions if v.status in (ACTIVE, DECRYPT_ONLY)]
 
 
 def keyring_info(conn: sqlite3.Connection) -> KeyringInfo:
@@ -131,13 +158,13 @@ def keyring_info(conn: sqlite3.Connection) -> KeyringInfo:
     per_version = live_counts(conn)
     rows = conn.execute(
         """SELECT version, created_at, rotated_at, status, origin, algorithm, fingerprint,
-                  encryptions FROM proj_key_versions ORDER BY version"""
+                  encryptions, destroy_after, destroyed_at FROM proj_key_versions ORDER BY version"""
     ).fetchall()
     versions = [
         KeyVersionInfo(
             version=r[0], created_at=r[1], rotated_at=r[2], status=r[3], range=version_range(r[0]),
             origin=r[4], algorithm=r[5], fingerprint=r[6], encryptions=r[7],
-            secrets=per_version.get(r[0], 0),
+            secrets=per_version.get(r[0], 0), destroy_after=r[8], destroyed_at=r[9],
         )
         for r in rows
     ]
@@ -154,8 +181,7 @@ def keyring_problems(conn: sqlite3.Connection, keyring: KeyringState) -> list[st
         )
     }
     expected = {
-        v.version: (v.created_at, v.rotated_at,
-                    ACTIVE if v.version == keyring.current else DECRYPT_ONLY, v.fingerprint)
+        v.version: (v.created_at, v.rotated_at, keyring.status(v.version), v.fingerprint)
         for v in keyring.versions.values()
     }
     found = []

@@ -18,8 +18,8 @@ EDITS = {
                                 " WHERE name = 'gone'",
     "the current version changed": "UPDATE proj_keyring SET current_version = 9",
     "a key version's dates changed": "UPDATE proj_key_versions SET rotated_at = NULL",
-    "a key version added": "INSERT INTO proj_key_versions VALUES (42, 'x', NULL, 'active', 'generated',"
-                           " 'f', 'AES-256-GCM', 0)",
+    "a key version added": "INSERT INTO proj_key_versions (version, created_at, status, origin, fingerprint,"
+                           " algorithm) VALUES (42, 'x', 'active', 'generated', 'f', 'AES-256-GCM')",
     "the counts changed": "UPDATE proj_secret_counts SET live = live + 5",
     "the checkpoint moved": "UPDATE proj_checkpoint SET last_seq = last_seq - 1",
     "a migration run removed": "DELETE FROM proj_migration_runs",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import sqlite3
 import tempfile
@@ -41,6 +42,7 @@ class LedgerMachine(RuleBasedStateMachine):
         )
         self.model: dict[str, str] = {}
         self.history: list[tuple[str, str, str, str]] = []  # name, token, scheme, plaintext
+        self.destroyed: set[int] = set()
 
     @rule(name=NAMES, value=VALUES)
     def set_secret(self, name: str, value: str) -> None:
@@ -76,6 +78,19 @@ class LedgerMachine(RuleBasedStateMachine):
         assert result.failed == 0
         assert result.total == len(self.model)
 
+    @rule(data=st.data())
+    def retire_and_destroy_an_empty_old_version(self, data: st.DataObject) -> None:
+        keyring = self.ledger.keyring()
+        in_use = set(self.ledger.report().distribution)
+        candidates = sorted(v for v in keyring.versions
+                            if v != keyring.current and v not in in_use and v not in self.destroyed)
+        if not candidates:
+            return
+        version = data.draw(st.sampled_from(candidates))
+        self.ledger.retire(version)
+        assert self.ledger.destroy(version).status == "destroyed"
+        self.destroyed.add(version)
+
     @rule(new_password=PASSWORDS)
     def rekey_master(self, new_password: str) -> None:
         self.ledger.rekey_master(new_password, kdf_iterations=TEST_KDF_ITERATIONS, _allow_weak_kdf=True)
@@ -91,9 +106,13 @@ class LedgerMachine(RuleBasedStateMachine):
         assert read_all(self.ledger) == self.model
 
     @invariant()
-    def every_ciphertext_ever_written_still_decrypts(self) -> None:
+    def every_ciphertext_ever_written_decrypts_unless_its_key_was_destroyed(self) -> None:
         for name, token, scheme, plaintext in self.history:
-            assert self.ledger.open_ciphertext(name, token, scheme) == plaintext
+            if int(base64.b64decode(token)[0]) in self.destroyed:
+                with pytest.raises(VersionError, match="destroyed"):
+                    self.ledger.open_ciphertext(name, token, scheme)
+            else:
+                assert self.ledger.open_ciphertext(name, token, scheme) == plaintext
 
     @invariant()
     def report_matches_the_model(self) -> None:

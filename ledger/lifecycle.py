@@ -1,0 +1,150 @@
+"""Key lifecycle beyond rotation: retire, reinstate, and destroy (crypto-shredding).
+
+A retired version may neither encrypt nor decrypt, like a version below Vault's
+``min_decryption_version``, but reversibly. Destroying a retired version with no live
+secret erases its wrapped data key from the key table, so everything ever encrypted under
+it, in the ledger's history and in any backup taken afterwards, is unreadable; the event
+that records it keeps the key's fingerprint. Destruction may be scheduled after a waiting
+period and cancelled until then, as AWS KMS does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from ledger import events as ev
+from ledger.domain import DESTROYED, RETIRED, SCHEDULED, KeyringState, format_time
+from ledger.errors import InvalidInputError, VersionError
+from ledger.store import NewEvent
+
+if TYPE_CHECKING:
+    from ledger.service import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleResult:
+    version: int
+    status: str
+    live_secrets: int
+    destroy_after: str | None = None
+
+
+def _known(keyring: KeyringState, version: int) -> None:
+    if version not in keyring.versions:
+        raise InvalidInputError(f"the ledger has no key version {version}")
+
+
+def live_secrets_on(ledger: Ledger, version: int) -> int:
+    """How many live secrets are stored under ``version`` (reads every secret's head)."""
+    return ledger.report().distribution.get(version, 0)
+
+
+def retire(
+    ledger: Ledger, version: int, *, force: bool = False, reason: str | None = None
+) -> LifecycleResult:
+    """Stop ``version`` from encrypting or decrypting.
+
+    :raises VersionError: it is the current version, already retired or destroyed, or
+        (without ``force``) live secrets are still on it.
+    """
+    keyring = ledger.keyring()
+    _known(keyring, version)
+    if version == keyring.current:
+        raise VersionError(f"key version {version} is the current one; rotate first")
+    status = keyring.status(version)
+    if status in (RETIRED, SCHEDULED, DESTROYED):
+        raise VersionError(f"key version {version} is already {status}")
+    live = live_secrets_on(ledger, version)
+    if live and not force:
+        raise VersionError(
+            f"{live} live secret(s) are still on key version {version}; migrate them first "
+            "(or --force, leaving them unreadable until the version is reinstated)"
+        )
+    _append_keyring(
+        ledger, keyring, ev.KeyVersionRetired(version=version, reason=reason, forced=bool(live))
+    )
+    return LifecycleResult(version, RETIRED, live)
+
+
+def reinstate(ledger: Ledger, version: int, *, reason: str | None = None) -> LifecycleResult:
+    """Let a retired version decrypt (and, if current, encrypt) again."""
+    keyring = ledger.keyring()
+    _known(keyring, version)
+    status = keyring.status(version)
+    if status == SCHEDULED:
+        raise VersionError(f"key version {version} is scheduled for destruction; "
+                           f"'keyledger keys cancel-destroy {version}' first")
+    if status != RETIRED:
+        raise VersionError(f"key version {version} is {status}, not retired")
+    _append_keyring(ledger, keyring, ev.KeyVersionReinstated(version=version, reason=reason))
+    return LifecycleResult(version, ledger.keyring().status(version), live_secrets_on(ledger, version))
+
+
+def destroy(
+    ledger: Ledger, version: int, *, after: timedelta | None = None, reason: str | None = None,
+) -> LifecycleResult:
+    """Erase a retired version's data key now, or schedule it ``after`` a waiting period.
+
+    A scheduled destruction happens when ``destroy`` is called again once the waiting
+    period is over.
+
+    :raises VersionError: the version is not retired, still holds live secrets, is
+        already destroyed, or its waiting period is not over.
+    """
+    keyring = ledger.keyring()
+    _known(keyring, version)
+    state = keyring.versions[version]
+    status = keyring.status(version)
+    if status == DESTROYED:
+        raise VersionError(f"key version {version} is already destroyed")
+    if status not in (RETIRED, SCHEDULED):
+        raise VersionError(f"key version {version} is {status}; retire it before destroying it")
+    live = live_secrets_on(ledger, version)
+    if live:
+        raise VersionError(f"{live} live secret(s) are still on key version {version}; "
+                           "migrate or delete them first")
+    now = ledger.clock()
+    if after is not None:
+        if state.destroy_after is not None:
+            raise VersionError(f"key version {version} is already scheduled for destruction "
+                               f"after {state.destroy_after}")
+        not_before = format_time(now + after)
+        _append_keyring(
+            ledger, keyring, ev.KeyDestructionScheduled(version=version, not_before=not_before)
+        )
+        return LifecycleResult(version, SCHEDULED, 0, not_before)
+    if state.destroy_after is not None and format_time(now) < state.destroy_after:
+        raise VersionError(f"key version {version} is scheduled for destruction after "
+                           f"{state.destroy_after}; not before")
+    _append_keyring(ledger, keyring, ev.KeyVersionDestroyed(version=version, reason=reason),
+                    keys={version: None})
+    ledger.recorder.shred()
+    return LifecycleResult(version, DESTROYED, 0)
+
+
+def cancel_destroy(ledger: Ledger, version: int) -> LifecycleResult:
+    keyring = ledger.keyring()
+    _known(keyring, version)
+    if keyring.status(version) != SCHEDULED:
+        raise VersionError(f"key version {version} is not scheduled for destruction")
+    _append_keyring(ledger, keyring, ev.KeyDestructionCancelled(version=version))
+    return LifecycleResult(version, RETIRED, 0)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``2w`` as a timedelta (a waiting period or a policy age)."""
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise InvalidInputError(f"{text!r} is not a duration like 7d, 12h, 30m or 2w")
+    return timedelta(**{units[unit]: int(number)})
+
+
+def _append_keyring(
+    ledger: Ledger, keyring: KeyringState, event: ev.DomainEvent,
+    keys: dict[int, bytes | None] | None = None,
+) -> None:
+    ledger._append([NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=keys)
+    ledger._refresh_keyring()
