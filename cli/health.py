@@ -11,6 +11,7 @@ import typer
 
 from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_reason
+from cli.policy import due_report
 from ledger import KeyledgerError, Ledger, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
 from ledger.integrity import check_chain
@@ -68,6 +69,7 @@ def health_check(ctx: typer.Context, as_json: JsonOption = False) -> None:
         _guarded(health, "current_key", lambda: _check_keys(ledger, health))
         _guarded(health, "secrets", lambda: _check_secrets(views, health))
         _guarded(health, "round_trip", lambda: _check_round_trip(ledger, views, health))
+        _guarded(health, "rotation", lambda: _check_rotation(views, health))
         _guarded(health, "ledger", lambda: _check_ledger(views, health))
     _finish(health, as_json)
 
@@ -108,6 +110,16 @@ def _check_round_trip(ledger: Ledger, views: ReadModels, health: Health) -> None
         ledger.get(row.name)
     health.add("round_trip", "ok", "encryption/decryption working correctly "
                f"({len(sample)} stored secret(s) decrypted)")
+
+
+def _check_rotation(views: ReadModels, health: Health) -> None:
+    report = due_report(views)
+    if report.due:
+        health.add("rotation", "warn", "rotation is due: " + "; ".join(report.reasons))
+    elif report.warnings:
+        health.add("rotation", "warn", "; ".join(report.warnings))
+    else:
+        health.add("rotation", "ok", f"key version {report.current_version} is within the policy")
 
 
 def _check_ledger(views: ReadModels, health: Health) -> None:

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from cli.context import DryRunOption, JsonOption, YesOption, confirm, open_ledger, open_read_models
 from cli.keys import ConfirmRotation, rotation_document, show_rotation
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
+from cli.policy import due_report
 from ledger import Ledger, MigrationResult
 from ledger.migration import DEFAULT_BATCH_SIZE
 from ledger.migration import Progress as ProgressCallback
@@ -160,18 +161,35 @@ def full_rotation(
     new_version: Annotated[int | None, typer.Option(help="Version to rotate to.")] = None,
     reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
     batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    if_due: Annotated[bool, typer.Option(
+        "--if-due", help="Only when the rotation policy says rotation is due (see `due`).")] = False,
     dry_run: DryRunOption = False,
     yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Rotate to a new key version, then migrate every secret onto it.
 
+    With --if-due it does nothing (exit 0) unless rotation is due, and picks the next
+    version itself: a cron line needs no date arithmetic.
+
     Examples:
       keyledger full-rotation --dry-run
       keyledger full-rotation --reason "quarterly" --yes
+      0 3 * * *  keyledger full-rotation --if-due --yes --json >> /var/log/keyledger.jsonl
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
+        if if_due:
+            report = due_report(views)
+            if not report.due:
+                if as_json:
+                    emit_json({"due": False, "rotation": None, "migration": None,
+                               "warnings": report.warnings})
+                else:
+                    console.print(f"✅ No rotation due (key version {report.current_version}); "
+                                  "nothing was changed")
+                return
+            reason = reason or "due: " + "; ".join(report.reasons)
         ask = ConfirmRotation("Rotate to version {v} and re-encrypt every secret under it?", yes)
         rotation = ledger.rotate(new_version, reason=reason, dry_run=dry_run, confirm=ask)
         if dry_run:

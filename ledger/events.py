@@ -22,6 +22,7 @@ KEYRING_STREAM = "keyring"
 # Refusals live apart from the keyring so that recording one never disturbs a writer or
 # a migration that checked the keyring's revision.
 REJECTIONS_STREAM = "rejections"
+POLICY_STREAM = "policy"
 SECRET_STREAM_PREFIX = "secret:"
 MIGRATION_STREAM_PREFIX = "migration:"
 
@@ -91,6 +92,14 @@ class KeyVersionDestroyed(DomainEvent):
 
     version: int
     reason: str | None = None
+
+
+class RotationPolicySet(DomainEvent):
+    """When rotation falls due: the current key's age, or its encryption count."""
+
+    max_age_seconds: int
+    warn_seconds: int
+    max_encryptions: int
 
 
 class KeyRotationRejected(DomainEvent):
@@ -179,6 +188,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         KeyDestructionScheduled,
         KeyDestructionCancelled,
         KeyVersionDestroyed,
+        RotationPolicySet,
         MasterKeyRewrapped,
         SecretWritten,
         SecretImported,

@@ -133,6 +133,14 @@ def cancel_destroy(ledger: Ledger, version: int) -> LifecycleResult:
     return LifecycleResult(version, RETIRED, 0)
 
 
+def describe_duration(seconds: int) -> str:
+    """The inverse of :func:`parse_duration`, rounded down: ``90d``, ``12h``, ``30m``."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def parse_duration(text: str) -> timedelta:
     """``90d``, ``12h``, ``30m``, ``2w`` as a timedelta (a waiting period or a policy age)."""
     units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
