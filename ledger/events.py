@@ -23,6 +23,7 @@ KEYRING_STREAM = "keyring"
 # a migration that checked the keyring's revision.
 REJECTIONS_STREAM = "rejections"
 POLICY_STREAM = "policy"
+BACKUP_STREAM = "backups"
 SECRET_STREAM_PREFIX = "secret:"
 MIGRATION_STREAM_PREFIX = "migration:"
 
@@ -100,6 +101,24 @@ class RotationPolicySet(DomainEvent):
     max_age_seconds: int
     warn_seconds: int
     max_encryptions: int
+
+
+class BackupTaken(DomainEvent):
+    """A verified copy of the ledger (up to ``events``) was written to ``file_name``."""
+
+    file_name: str
+    events: int
+    head_hash: str
+    sha256: str
+
+
+class LedgerRestored(DomainEvent):
+    """The ledger was replaced by a backup; recorded as the first event after it."""
+
+    file_name: str
+    events_before: int
+    events_restored: int
+    forced: bool = False
 
 
 class KeyRotationRejected(DomainEvent):
@@ -189,6 +208,8 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         KeyDestructionCancelled,
         KeyVersionDestroyed,
         RotationPolicySet,
+        BackupTaken,
+        LedgerRestored,
         MasterKeyRewrapped,
         SecretWritten,
         SecretImported,

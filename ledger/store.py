@@ -436,6 +436,20 @@ class SQLiteRecorder:
                 self.conn.execute("ROLLBACK")
             raise
 
+    def backup_to(self, path: Path, *, overwrite: bool = False) -> None:
+        """Copy this database to ``path`` in one step: a consistent snapshot even while
+        other processes write. A new file is created 0600; ``overwrite`` replaces an
+        existing database's content in one transaction."""
+        if not overwrite:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        dest = sqlite3.connect(path)
+        try:
+            self._retry_locked(lambda: self.conn.backup(dest))
+            dest.execute("PRAGMA journal_mode = WAL")
+        finally:
+            dest.close()
+
     def shred(self) -> None:
         """Copy the WAL into the database file and truncate it, so overwritten or erased
         content (a destroyed key) survives in neither file. Best effort while other

@@ -1,0 +1,100 @@
+"""Backup commands: backup, verify-backup, restore."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
+from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
+from ledger import Ledger
+from ledger.backup import record_restore, restore, take_backup, verify_backup
+
+BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
+
+
+@handles_errors
+def backup(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Where to write the copy (new file).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Write a consistent copy of the ledger while writers run, verify it, and record it.
+
+    The copy holds ciphertexts and wrapped keys, never plaintext, and opens with the
+    master password in force when it was taken.
+
+    Example:  keyledger backup --out /backup/keyledger-$(date +%F).db
+    """
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        result = take_backup(ledger, out)
+    if as_json:
+        emit_json({"path": result.path, "events": result.events, "head_hash": result.head,
+                   "sha256": result.sha256, "bytes": result.bytes})
+    else:
+        console.print(f"✅ Backed up {result.events} events to {result.path} "
+                      f"({result.bytes:,} bytes, sha256 {result.sha256[:16]}…); the copy verifies")
+
+
+@handles_errors
+def verify_backup_command(ctx: typer.Context, file: BackupFile, as_json: JsonOption = False) -> None:
+    """Check a backup: its hash chain and, with the master password, that every secret decrypts.
+
+    Without ENCRYPTION_MASTER_PASSWORD only the chain is checked. Exit 1 if anything fails.
+
+    Example:  keyledger verify-backup /backup/keyledger-2026-11-28.db --json
+    """
+    password = os.environ.get("ENCRYPTION_MASTER_PASSWORD") or None
+    report = verify_backup(file, password)
+    if as_json:
+        emit_json({"ok": report.ok, "path": report.path, "events": report.chain.events,
+                   "head_hash": report.chain.head, "chain_ok": report.chain.ok,
+                   "first_bad_seq": report.chain.first_bad_seq, "secrets": report.secrets,
+                   "decrypted": report.decrypted, "versions": report.versions,
+                   "failures": report.failures})
+    else:
+        mark = "✅" if report.chain.ok else "❌"
+        console.print(f"{mark} Chain: {report.chain.events} events, head {report.chain.head[:16]}"
+                      + ("" if report.chain.ok else f"; {'; '.join(report.chain.problems)}"))
+        if report.decrypted is None:
+            console.print("⚠️  Values not checked (ENCRYPTION_MASTER_PASSWORD is not set)")
+        else:
+            console.print(f"🔐 {report.decrypted} of {report.secrets} secrets decrypt; key versions "
+                          f"{report.versions}")
+        for failure in report.failures:
+            err_console.print(f"❌ {failure}", markup=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@handles_errors
+def restore_command(
+    ctx: typer.Context, file: BackupFile,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a ledger whose history is not a prefix of the backup's.")] = False,
+    # Not the shared --yes/--force option: here --force means something stronger.
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the ledger with a backup, then record the restore in it.
+
+    Refused when the ledger has events the backup lacks (it would lose them) unless --force.
+
+    Example:  keyledger restore /backup/keyledger-2026-11-28.db --yes
+    """
+    s = settings(ctx)
+    password = master_password()
+    Ledger.open(file, password).close()  # the password must open the backup: else change nothing
+    confirm(f"Replace {s.db} with {file}?", yes)
+    before, after = restore(file, s.db, force=force)
+    with Ledger.open(s.db, password, actor=s.actor, origin=CLI_ORIGIN) as restored:
+        record_restore(restored, file, before, after, force)
+    if as_json:
+        emit_json({"restored_from": str(file), "events_before": before, "events_restored": after,
+                   "forced": force})
+    else:
+        console.print(f"✅ Restored {s.db} from {file}: {after} events (it had {before})")

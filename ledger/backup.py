@@ -1,0 +1,145 @@
+"""Backups: a consistent copy while writers run, its verification, and restoring one.
+
+The copy is SQLite's online backup of the whole file in one step (a consistent snapshot
+even while other processes write), made private (0600) and verified (hash chain and
+SQLite's integrity check) before the live ledger records a ``BackupTaken`` event.
+Restoring refuses to replace a ledger whose history is not a prefix of the backup's,
+so a stale backup cannot silently roll back newer events, unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ledger import events as ev
+from ledger.errors import IntegrityError, InvalidInputError, KeyledgerError, LedgerFormatError
+from ledger.integrity import ChainReport, check_chain
+from ledger.store import NewEvent, SQLiteRecorder
+
+if TYPE_CHECKING:
+    from ledger.service import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    path: str
+    events: int
+    head: str
+    sha256: str
+    bytes: int
+
+
+@dataclass(slots=True)
+class BackupReport:
+    """What a backup holds and whether it checks out."""
+
+    path: str
+    chain: ChainReport
+    secrets: int = 0
+    versions: list[int] = field(default_factory=list)
+    decrypted: int | None = None  # None: no password given, values not checked
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.failures
+
+
+def take_backup(ledger: Ledger, out: Path) -> BackupResult:
+    """Copy the ledger to ``out`` (which must not exist), verify the copy, record it.
+
+    :raises IntegrityError: the copy does not verify (it is removed).
+    """
+    if out.exists():
+        raise InvalidInputError(f"{out} exists; a backup never overwrites a file")
+    recorder = ledger.recorder
+    assert isinstance(recorder, SQLiteRecorder)
+    recorder.backup_to(out)
+    copy = SQLiteRecorder(out)
+    try:
+        report = check_chain(copy)
+    finally:
+        copy.close()
+    if not report.ok:
+        out.unlink(missing_ok=True)
+        raise IntegrityError(f"the backup did not verify ({'; '.join(report.problems)}); removed")
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    result = BackupResult(str(out), report.events, report.head, digest, out.stat().st_size)
+    head = recorder.stream_head(ev.BACKUP_STREAM)
+    ledger._append([NewEvent(ev.BACKUP_STREAM, (head.stream_rev if head else 0) + 1, ev.BackupTaken(
+        file_name=out.name, events=report.events, head_hash=report.head, sha256=digest,
+    ))])
+    return result
+
+
+def verify_backup(path: Path, password: str | None) -> BackupReport:
+    """Check a backup's chain and, given the master password, that every secret decrypts."""
+    from ledger.service import Ledger
+
+    if not path.exists():
+        raise InvalidInputError(f"no backup at {path}")
+    recorder = SQLiteRecorder(path)
+    try:
+        report = BackupReport(str(path), check_chain(recorder))
+    finally:
+        recorder.close()
+    if password is None:
+        return report
+    with Ledger.open(path, password) as backup:
+        report.versions = sorted(backup.keyring().versions)
+        report.decrypted = 0
+        for info in backup.secrets():
+            report.secrets += 1
+            try:
+                backup.get(info.name)
+                report.decrypted += 1
+            except KeyledgerError as exc:
+                report.failures.append(f"{info.name!r}: {exc}")
+    return report
+
+
+def record_restore(ledger: Ledger, backup_path: Path, before: int, after: int, forced: bool) -> None:
+    """Append ``LedgerRestored`` to a ledger just restored."""
+    head = ledger.recorder.stream_head(ev.BACKUP_STREAM)
+    ledger._append([NewEvent(ev.BACKUP_STREAM, (head.stream_rev if head else 0) + 1, ev.LedgerRestored(
+        file_name=backup_path.name, events_before=before, events_restored=after, forced=forced,
+    ))])
+
+
+def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[int, int]:
+    """Replace the ledger at ``target`` with the backup; ``(events before, events after)``.
+
+    :raises IntegrityError: the backup does not verify.
+    :raises LedgerFormatError: the target's history is not a prefix of the backup's
+        (it has events the backup lacks), unless ``force``.
+    """
+    source = SQLiteRecorder(backup_path)
+    try:
+        chain = check_chain(source)
+        if not chain.ok:
+            raise IntegrityError(f"the backup does not verify: {'; '.join(chain.problems)}")
+        before = 0
+        if target.exists() and target.stat().st_size > 0:
+            live = SQLiteRecorder(target)
+            try:
+                before, live_head = live.head()
+            finally:
+                live.close()
+            backup_at = next(source.read_events(before - 1), None) if before else None
+            is_prefix = before <= chain.events and (before == 0 or (
+                backup_at is not None and backup_at.hash == live_head))
+            if not is_prefix and not force:
+                raise LedgerFormatError(
+                    f"the ledger's history (to seq {before}) is not a prefix of the backup's "
+                    f"(to seq {chain.events}); restoring would lose or rewrite events. "
+                    "--force to replace it anyway"
+                )
+        source.backup_to(target, overwrite=target.exists())
+        return before, chain.events
+    finally:
+        source.close()
+
+

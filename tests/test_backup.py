@@ -1,0 +1,126 @@
+"""Backups: a consistent copy while writers run, verified, restorable, and shred-proof."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from cli_support import PASSWORD as CLI_PASSWORD
+from cli_support import document, error_line, invoke
+from conftest import PASSWORD
+
+from ledger import Ledger, LedgerFormatError, VersionError
+from ledger.backup import restore, take_backup, verify_backup
+from ledger.testing import create_test_ledger, read_all
+from projections import ReadModels, projector
+
+
+def test_backup_is_private_verified_and_recorded(ledger: Ledger, tmp_path: Path) -> None:
+    """The copy is 0600, its chain verifies, every secret decrypts, and the live ledger records it."""
+    ledger.set("a", "1")
+    out = tmp_path / "b.db"
+    result = take_backup(ledger, out)
+    assert out.stat().st_mode & 0o777 == 0o600
+    report = verify_backup(out, PASSWORD)
+    assert report.ok and (report.secrets, report.decrypted) == (1, 1)
+    assert report.chain.events == result.events == ledger.recorder.head()[0] - 1
+    assert ledger.recorder.stream_head("backups").type == "BackupTaken"  # type: ignore[union-attr]
+    with pytest.raises(Exception, match="never overwrites"):
+        take_backup(ledger, out)
+
+
+def test_a_backup_taken_during_a_migration_restores_and_reads_everything(tmp_path: Path) -> None:
+    """A copy made while another thread migrates is consistent: it verifies and every value reads back."""
+    path = tmp_path / "live.db"
+    with create_test_ledger(path, PASSWORD, projector=projector()) as ledger:
+        values = {f"s{i:04}": f"value {i}" for i in range(400)}
+        ledger.import_values(values, source="json")
+        ledger.rotate()
+    backups: list[Path] = []
+
+    def back_up_during() -> None:
+        with Ledger.open(path, PASSWORD) as other:
+            for n in range(3):
+                target = tmp_path / f"during-{n}.db"
+                take_backup(other, target)
+                backups.append(target)
+
+    with Ledger.open(path, PASSWORD, projector=projector()) as migrating:
+        thread = threading.Thread(target=back_up_during)
+        thread.start()
+        migrating.migrate(batch_size=5)
+        thread.join()
+    for copy in backups:
+        assert verify_backup(copy, PASSWORD).ok
+        restored = tmp_path / f"restored-{copy.name}"
+        restore(copy, restored)
+        with Ledger.open(restored, PASSWORD, projector=projector()) as back:
+            assert read_all(back) == values
+            assert ReadModels(back.recorder).problems(deep=True) == []
+            back.migrate()  # finishing the interrupted migration works on the restored copy
+            assert back.report().needing_migration == 0
+
+
+def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, db_path: Path, tmp_path: Path) -> None:
+    """Restoring an older backup over a ledger that moved on is refused; --force does it."""
+    ledger.set("a", "old")
+    out = tmp_path / "b.db"
+    take_backup(ledger, out)
+    ledger.set("a", "new")
+    ledger.close()
+    with pytest.raises(LedgerFormatError, match="not a prefix"):
+        restore(out, db_path)
+    with Ledger.open(db_path, PASSWORD) as still:
+        assert still.get("a").value == "new"
+    restore(out, db_path, force=True)
+    with Ledger.open(db_path, PASSWORD) as back:
+        assert back.get("a").value == "old"
+
+
+def test_a_later_backup_cannot_decrypt_a_destroyed_version(ledger: Ledger, tmp_path: Path) -> None:
+    """After destroy, a backup holds no key for the version: its old ciphertexts stay unreadable."""
+    ledger.set("a", "1")
+    first = ledger.secret("a").ciphertext
+    with closing(sqlite3.connect(ledger.recorder.path)) as conn:  # type: ignore[attr-defined]
+        wrapped = conn.execute("SELECT wrapped FROM keys WHERE version = 1").fetchone()[0]
+    ledger.rotate()
+    ledger.migrate()
+    ledger.retire(1)
+    ledger.destroy(1)
+    out = tmp_path / "after.db"
+    take_backup(ledger, out)
+    assert wrapped not in out.read_bytes()
+    with Ledger.open(out, PASSWORD) as backup:
+        assert backup.get("a").value == "1"
+        assert first is not None
+        with pytest.raises(VersionError, match="destroyed"):
+            backup.open_ciphertext("a", first)
+
+
+def test_backup_verify_and_restore_through_the_cli(tmp_path: Path) -> None:
+    """backup, verify-backup and restore work from the command line, with JSON results."""
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        ledger.set("a", "1")
+    out = tmp_path / "copy.db"
+    taken = document(invoke(db, "backup", "--out", str(out), "--json"))
+    assert taken["events"] >= 4 and len(taken["sha256"]) == 64
+    checked = invoke(db, "verify-backup", str(out), "--json")
+    assert checked.exit_code == 0 and document(checked)["decrypted"] == 1
+    chain_only = invoke(db, "verify-backup", str(out), "--json", password=None)
+    assert chain_only.exit_code == 0 and document(chain_only)["decrypted"] is None
+    assert invoke(db, "secrets", "set", "a", "--value", "2").exit_code == 0
+    refused = invoke(db, "restore", str(out), "--yes")
+    assert refused.exit_code == 1 and "not a prefix" in error_line(refused)
+    wrong = invoke(db, "restore", str(out), "--yes", "--force", password="wrong password")
+    assert wrong.exit_code == 1
+    assert invoke(db, "secrets", "get", "a").stdout == "2\n"  # a wrong password changed nothing
+    done = invoke(db, "restore", str(out), "--yes", "--force", "--json")
+    assert done.exit_code == 0, done.stderr
+    assert invoke(db, "secrets", "get", "a").stdout == "1\n"
+    with closing(sqlite3.connect(db)) as conn:
+        last = conn.execute("SELECT type FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    assert last == "LedgerRestored"
