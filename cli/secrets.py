@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cli.context import JsonOption, master_password, open_ledger, open_read_models, stdin_is_tty
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
-from ledger import ImportResult, InvalidInputError
+from ledger import ImportResult, InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
 from ledger.imports import parse_seed_untrusted, parse_values_untrusted
 
@@ -113,6 +113,59 @@ def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
         mark = "" if r.key_version == current and r.scheme == "bound-v1" else " ⚠️"
         table.add_row(r.name, f"{r.key_version}{mark}", str(r.revision), r.updated_at)
     console.print(table)
+
+
+@app.command("reset")
+@handles_errors
+def reset_secret(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace a secret's value to repair it (a corrupted ciphertext, say); recorded as a reset.
+
+    The new value is read from stdin, like secrets set. The secret must exist (or have existed).
+
+    Example:  keyledger secrets reset db_password --reason "ciphertext corrupted" < new_password.txt
+    """
+    value = _read_value()
+    ledger, views = open_ledger(ctx)
+    with ledger, views:
+        state = ledger.reset(name, value, reason=reason)
+    if as_json:
+        emit_json({"name": name, "version": state.key_version, "revision": state.revision})
+    else:
+        console.print(f"✅ Reset {name} (revision {state.revision}, key version {state.key_version})",
+                      markup=False)
+
+
+@app.command("restore")
+@handles_errors
+def restore_secret(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    from_backup: Annotated[Path, typer.Option(
+        "--from-backup", dir_okay=False, help="The backup to take the value from.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Bring one secret's value back from a backup, as a new revision (history is kept).
+
+    The backup must open with the same master password.
+
+    Example:  keyledger secrets restore db_password --from-backup /backup/keyledger-2026-11-01.db
+    """
+    password = master_password()
+    with Ledger.open(from_backup, password) as backup:
+        ledger, views = open_ledger(ctx, password)
+        with ledger, views:
+            state = ledger.restore_from_backup(name, backup, backup_file=from_backup.name)
+    if as_json:
+        emit_json({"name": name, "version": state.key_version, "revision": state.revision,
+                   "backup_file": from_backup.name})
+    else:
+        console.print(f"✅ Restored {name} from {from_backup.name} (now revision {state.revision})",
+                      markup=False)
 
 
 @app.command("delete")

@@ -142,6 +142,19 @@ class SecretWritten(DomainEvent):
     scheme: str
 
 
+class SecretReset(SecretWritten):
+    """An operator replaced a secret's value to repair it (``secrets reset``)."""
+
+    reason: str | None = None
+
+
+class SecretRestored(SecretWritten):
+    """A secret's value was brought back from a backup, re-encrypted under the current key."""
+
+    backup_file: str
+    backup_revision: int
+
+
 class SecretImported(DomainEvent):
     name: str
     key_version: int
@@ -212,6 +225,8 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         LedgerRestored,
         MasterKeyRewrapped,
         SecretWritten,
+        SecretReset,
+        SecretRestored,
         SecretImported,
         SecretMigrated,
         SecretDeleted,

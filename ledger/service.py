@@ -411,6 +411,11 @@ class Ledger:
 
     def set(self, name: str, value: str) -> SecretState:
         """Encrypt ``value`` under the current key and record it as the secret's new value."""
+        return self._write(name, value, ev.SecretWritten)
+
+    def _write(
+        self, name: str, value: str, make: Callable[..., ev.SecretWritten]
+    ) -> SecretState:
         validate_name(name)
         plaintext = validate_value(value)
         for _ in range(CONFLICT_RETRIES):
@@ -418,7 +423,7 @@ class Ledger:
             version = keyring.require_current()
             state = self.secret(name)
             token = crypto.encrypt_secret(self._keys.data_key(version), version, name, plaintext)
-            event = ev.SecretWritten(
+            event = make(
                 name=name, key_version=version, ciphertext=token, scheme=crypto.SCHEME_BOUND
             )
             try:
@@ -430,6 +435,25 @@ class Ledger:
                 continue
             return SecretState(name, state.revision + 1, False, version, token, event.scheme)
         raise ConcurrencyError([ev.secret_stream(name)])
+
+    def reset(self, name: str, value: str, *, reason: str | None = None) -> SecretState:
+        """Replace an existing secret's value to repair it (the old repair script, recorded).
+
+        :raises UnknownSecretError: no secret of that name was ever written.
+        """
+        if self.secret(name).revision == 0:
+            raise UnknownSecretError(f"no secret named {name!r} to reset")
+        return self._write(name, value, lambda **f: ev.SecretReset(**f, reason=reason))
+
+    def restore_from_backup(self, name: str, backup: Ledger, *, backup_file: str) -> SecretState:
+        """Bring back ``name``'s value from an open ``backup`` ledger, as a new event here.
+
+        :raises UnknownSecretError: the backup holds no live secret of that name.
+        """
+        secret = backup.get(name)
+        revision = backup.secret(name).revision
+        return self._write(name, secret.value, lambda **f: ev.SecretRestored(
+            **f, backup_file=backup_file, backup_revision=revision))
 
     def delete(self, name: str) -> None:
         """Record that the secret is gone; its history stays in the ledger.

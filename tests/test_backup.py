@@ -124,3 +124,51 @@ def test_backup_verify_and_restore_through_the_cli(tmp_path: Path) -> None:
     with closing(sqlite3.connect(db)) as conn:
         last = conn.execute("SELECT type FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
     assert last == "LedgerRestored"
+
+
+def test_a_secret_restored_from_a_backup_is_a_new_revision(ledger: Ledger, tmp_path: Path) -> None:
+    """secrets restore brings one value back under the current key; the history stays intact."""
+    ledger.set("a", "good")
+    out = tmp_path / "b.db"
+    take_backup(ledger, out)
+    ledger.set("a", "broken")
+    ledger.rotate()
+    with Ledger.open(out, PASSWORD) as backup:
+        state = ledger.restore_from_backup("a", backup, backup_file=out.name)
+    assert (ledger.get("a").value, state.key_version, state.revision) == ("good", 2, 3)
+    types = [e.type for e in ledger.recorder.read_stream("secret:a")]
+    assert types == ["SecretWritten", "SecretWritten", "SecretRestored"]
+    restored = ledger.recorder.read_stream("secret:a")[-1].decode()
+    assert (restored.backup_file, restored.backup_revision) == ("b.db", 1)  # type: ignore[attr-defined]
+
+
+def test_reset_repairs_a_secret_and_says_so(ledger: Ledger) -> None:
+    """secrets reset writes a SecretReset event with its reason; unknown names are refused."""
+    from ledger import UnknownSecretError
+
+    ledger.set("a", "old")
+    ledger.reset("a", "new", reason="ciphertext corrupted")
+    assert ledger.get("a").value == "new"
+    event = ledger.recorder.read_stream("secret:a")[-1].decode()
+    assert type(event).__name__ == "SecretReset" and event.reason == "ciphertext corrupted"  # type: ignore[attr-defined]
+    with pytest.raises(UnknownSecretError):
+        ledger.reset("never-written", "x")
+    views = ReadModels(ledger.recorder)  # read models treat resets and restores as writes
+    assert views.problems(deep=True) == [] and views.report().total_secrets == 1
+
+
+def test_secrets_reset_and_restore_through_the_cli(tmp_path: Path) -> None:
+    """secrets reset (value on stdin) and secrets restore --from-backup work from the command line."""
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        ledger.set("a", "1")
+    out = tmp_path / "copy.db"
+    assert invoke(db, "backup", "--out", str(out)).exit_code == 0
+    reset = invoke(db, "secrets", "reset", "a", "--reason", "drill", "--json", stdin="2\n")
+    assert reset.exit_code == 0 and document(reset)["revision"] == 2
+    assert invoke(db, "secrets", "get", "a").stdout == "2\n"
+    restored = invoke(db, "secrets", "restore", "a", "--from-backup", str(out), "--json")
+    assert restored.exit_code == 0 and document(restored)["revision"] == 3
+    assert invoke(db, "secrets", "get", "a").stdout == "1\n"
+    missing = invoke(db, "secrets", "restore", "zzz", "--from-backup", str(out))
+    assert missing.exit_code == 1 and "zzz" in error_line(missing)
