@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import shutil
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +72,15 @@ def seed_encrypt(
 @functools.lru_cache(maxsize=64)
 def _seed_key(password: str, version: int, salt_template: str) -> bytes:
     return crypto.derive_seed_key(password, version, salt_template)
+
+
+def keyledger_command() -> list[str]:
+    """The argv prefix that runs the ``keyledger`` CLI installed beside this interpreter
+    (or, if the script is missing, the same entry point through ``python -c``)."""
+    found = shutil.which("keyledger", path=str(Path(sys.executable).parent))
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from cli.app import main; main()"]
 
 
 def read_all(ledger: Ledger) -> dict[str, str]:

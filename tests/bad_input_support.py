@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import shutil
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from cli_support import PASSWORD
 from click.testing import Result
 
 from ledger import Ledger
-from ledger.testing import read_all
+from ledger.testing import keyledger_command, read_all
 
 TIMEOUT = 60
 MAX_LINE = 300
@@ -127,12 +125,7 @@ def foreign_sqlite(path: Path, *, with_meta: bool = False) -> None:
 # -- the real executable -----------------------------------------------------------------
 
 
-def keyledger() -> list[str]:
-    """The installed console script next to this interpreter, or the same entry point via -c."""
-    found = shutil.which("keyledger", path=str(Path(sys.executable).parent))
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from cli.app import main; main()"]
+keyledger = keyledger_command
 
 
 def child_env(db: Path, **extra: str) -> dict[str, str]:

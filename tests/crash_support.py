@@ -44,7 +44,7 @@ from typing import Literal
 from ledger import Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
 from ledger.integrity import check_chain
-from ledger.testing import create_test_ledger, read_all
+from ledger.testing import create_test_ledger, keyledger_command, read_all
 from projections import ReadModels, projector
 
 PASSWORD = "crash-harness master password 5a9c"
@@ -86,12 +86,7 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def keyledger() -> list[str]:
-    """The installed console script next to this interpreter, or the same entry point via -c."""
-    found = shutil.which("keyledger", path=str(Path(sys.executable).parent))
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from cli.app import main; main()"]
+keyledger = keyledger_command
 
 
 def environment(db: Path, command: Command) -> dict[str, str]:

@@ -6,11 +6,9 @@ import json
 import os
 import pty
 import select
-import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -19,19 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from ledger.testing import create_test_ledger, ledger_files
+from ledger.testing import create_test_ledger, keyledger_command, ledger_files
 
 PASSWORD = "subprocess master password e41d"
 VALUE = "tour-plaintext-value-0c7a93"
 TIMEOUT = 60
 
 
-def keyledger() -> list[str]:
-    """The installed console script next to this interpreter, or the same entry point via -c."""
-    found = shutil.which("keyledger", path=str(Path(sys.executable).parent))
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from cli.app import main; main()"]
+keyledger = keyledger_command
 
 
 def environment(db: Path, **extra: str) -> dict[str, str]:

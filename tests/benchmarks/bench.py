@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger.crypto import derive_seed_key
+from ledger.testing import keyledger_command
 
 PASSWORD = "benchmark master password, not secret"
 GUIDE_SAMPLE = int(os.environ.get("BENCH_GUIDE_SAMPLE", "20"))
@@ -41,9 +40,7 @@ class Row:
         return f"{self.items / self.seconds:,.0f}/s" if self.items and self.seconds else "-"
 
 
-def keyledger() -> list[str]:
-    found = shutil.which("keyledger", path=str(Path(sys.executable).parent))
-    return [found] if found else [sys.executable, "-c", "from cli.app import main; main()"]
+keyledger = keyledger_command
 
 
 def run_cli(db: Path, *args: str) -> tuple[float, float, str]:
