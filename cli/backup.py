@@ -10,7 +10,7 @@ import typer
 
 from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
-from ledger import Ledger
+from ledger import KeyledgerError, Ledger, WrongPasswordError
 from ledger.backup import record_restore, restore, take_backup, verify_backup
 
 BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
@@ -88,7 +88,18 @@ def restore_command(
     """
     s = settings(ctx)
     password = master_password()
-    Ledger.open(file, password).close()  # the password must open the backup: else change nothing
+    # The password must open the backup, and the ledger it replaces (else an old password
+    # could roll back a rekey): otherwise nothing changes. A ledger too damaged to open
+    # at all may be replaced with --force.
+    Ledger.open(file, password).close()
+    if s.db.exists() and s.db.stat().st_size > 0:
+        try:
+            Ledger.open(s.db, password).close()
+        except WrongPasswordError:
+            raise
+        except KeyledgerError:
+            if not force:
+                raise
     confirm(f"Replace {s.db} with {file}?", yes)
     before, after = restore(file, s.db, force=force)
     with Ledger.open(s.db, password, actor=s.actor, origin=CLI_ORIGIN) as restored:

@@ -14,7 +14,7 @@ from cli.context import DryRunOption, JsonOption, YesOption, confirm, open_ledge
 from cli.keys import ConfirmRotation, rotation_document, show_rotation
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from cli.policy import due_report
-from ledger import Ledger, MigrationResult
+from ledger import ConcurrencyError, Ledger, MigrationResult
 from ledger.migration import DEFAULT_BATCH_SIZE
 from ledger.migration import Progress as ProgressCallback
 from projections import DistributionReport
@@ -179,8 +179,8 @@ def full_rotation(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
+        report = due_report(views)
         if if_due:
-            report = due_report(views)
             if not report.due:
                 if as_json:
                     emit_json({"due": False, "rotation": None, "migration": None,
@@ -191,7 +191,18 @@ def full_rotation(
                 return
             reason = reason or "due: " + "; ".join(report.reasons)
         ask = ConfirmRotation("Rotate to version {v} and re-encrypt every secret under it?", yes)
-        rotation = ledger.rotate(new_version, reason=reason, dry_run=dry_run, confirm=ask)
+        try:
+            rotation = ledger.rotate(new_version, reason=reason, dry_run=dry_run, confirm=ask,
+                                     expect_current=report.current_version if if_due else None)
+        except ConcurrencyError:
+            if not if_due:
+                raise
+            # Another process (a second cron) rotated since `due` was read: the work is done.
+            if as_json:
+                emit_json({"due": False, "rotation": None, "migration": None, "warnings": []})
+            else:
+                console.print("✅ Another process rotated meanwhile; nothing to do")
+            return
         if dry_run:
             pending = views.report().total_secrets
             if as_json:

@@ -101,6 +101,24 @@ def verify_backup(path: Path, password: str | None) -> BackupReport:
     return report
 
 
+def _history_is_kept(live: SQLiteRecorder, backup: SQLiteRecorder, backup_events: int) -> bool:
+    """Whether restoring ``backup`` over ``live`` loses nothing but the record of backups.
+
+    True when the live history is a prefix of the backup's, or when the backup's history
+    is a prefix of the live one and every live event past it is a ``BackupTaken`` (the
+    copy cannot contain the event that records it).
+    """
+    live_seq, live_hash = live.head()
+    if live_seq <= backup_events:
+        at = next(backup.read_events(live_seq - 1), None) if live_seq else None
+        return live_seq == 0 or (at is not None and at.hash == live_hash)
+    backup_head = backup.head()[1]
+    at = next(live.read_events(backup_events - 1), None) if backup_events else None
+    if backup_events and (at is None or at.hash != backup_head):
+        return False
+    return all(row.type == "BackupTaken" for row in live.read_events(backup_events))
+
+
 def record_restore(ledger: Ledger, backup_path: Path, before: int, after: int, forced: bool) -> None:
     """Append ``LedgerRestored`` to a ledger just restored."""
     head = ledger.recorder.stream_head(ev.BACKUP_STREAM)
@@ -125,12 +143,10 @@ def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[in
         if target.exists() and target.stat().st_size > 0:
             live = SQLiteRecorder(target)
             try:
-                before, live_head = live.head()
+                before = live.head()[0]
+                is_prefix = _history_is_kept(live, source, chain.events)
             finally:
                 live.close()
-            backup_at = next(source.read_events(before - 1), None) if before else None
-            is_prefix = before <= chain.events and (before == 0 or (
-                backup_at is not None and backup_at.hash == live_head))
             if not is_prefix and not force:
                 raise LedgerFormatError(
                     f"the ledger's history (to seq {before}) is not a prefix of the backup's "

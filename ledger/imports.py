@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ledger import crypto
 from ledger import events as ev
-from ledger.domain import validate_name, validate_value
+from ledger.domain import ACTIVE, DECRYPT_ONLY, validate_name, validate_value
 from ledger.errors import ConcurrencyError, InvalidInputError
 from ledger.migration import CONFLICT_RETRIES
 from ledger.store import NewEvent
@@ -265,7 +265,12 @@ def _append_seed(
             )
             wrapped[version] = ledger._keys.wrap(version, seed_key(version))
             result.created_versions.append(version)
-        same_key = version in wrapped or keyring.versions[version].fingerprint == fp
+        # Kept as is only under a key that is ours, the same, and still usable: never
+        # under a retired or destroyed version, where the value would be lost.
+        same_key = version in wrapped or (
+            keyring.versions[version].fingerprint == fp
+            and keyring.status(version) in (ACTIVE, DECRYPT_ONLY)
+        )
         if same_key:
             event = ev.SecretImported(
                 name=name, key_version=version, ciphertext=sp.frame.encode(),

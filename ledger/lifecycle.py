@@ -145,9 +145,14 @@ def parse_duration(text: str) -> timedelta:
     """``90d``, ``12h``, ``30m``, ``2w`` as a timedelta (a waiting period or a policy age)."""
     units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
     number, unit = text[:-1], text[-1:].lower()
-    if unit not in units or not number.isdigit() or int(number) <= 0:
+    if unit not in units or not (number.isascii() and number.isdigit()) or int(number) <= 0:
         raise InvalidInputError(f"{text!r} is not a duration like 7d, 12h, 30m or 2w")
-    return timedelta(**{units[unit]: int(number)})
+    if len(number) > 7:  # a typo, and past what datetime can add
+        raise InvalidInputError(f"{text!r} is too long a duration")
+    duration = timedelta(**{units[unit]: int(number)})
+    if duration > timedelta(days=36_525):
+        raise InvalidInputError(f"{text!r} is longer than a century")
+    return duration
 
 
 def _append_keyring(

@@ -293,16 +293,20 @@ class Ledger:
     def rotate(
         self, new_version: int | None = None, *, reason: str | None = None,
         dry_run: bool = False, confirm: Callable[[int], None] | None = None,
+        expect_current: int | None = None,
     ) -> RotationResult:
         """Create a new key version and make it current. Versions are never reused.
 
         ``confirm`` is called with the chosen version before anything is appended; it
-        may raise to cancel.
+        may raise to cancel. ``expect_current`` makes the rotation conditional on the
+        current version still being that one (``full-rotation --if-due`` from two crons).
 
         :raises VersionError: the version is out of range or was used before (recorded
             as ``KeyRotationRejected`` unless ``dry_run``).
         """
         keyring = self.keyring()
+        if expect_current is not None and keyring.current != expect_current:
+            raise ConcurrencyError([ev.KEYRING_STREAM])
         data_key = crypto.generate_data_key()
         try:
             version, events = decide_rotation(

@@ -115,6 +115,7 @@ def test_backup_verify_and_restore_through_the_cli(tmp_path: Path) -> None:
     assert invoke(db, "secrets", "set", "a", "--value", "2").exit_code == 0
     refused = invoke(db, "restore", str(out), "--yes")
     assert refused.exit_code == 1 and "not a prefix" in error_line(refused)
+    # (the copy cannot hold its own BackupTaken event; that alone never blocks a restore)
     wrong = invoke(db, "restore", str(out), "--yes", "--force", password="wrong password")
     assert wrong.exit_code == 1
     assert invoke(db, "secrets", "get", "a").stdout == "2\n"  # a wrong password changed nothing
@@ -172,3 +173,28 @@ def test_secrets_reset_and_restore_through_the_cli(tmp_path: Path) -> None:
     assert invoke(db, "secrets", "get", "a").stdout == "1\n"
     missing = invoke(db, "secrets", "restore", "zzz", "--from-backup", str(out))
     assert missing.exit_code == 1 and "zzz" in error_line(missing)
+
+
+def test_a_fresh_backup_restores_without_force(ledger: Ledger, db_path: Path, tmp_path: Path) -> None:
+    """Only BackupTaken events past the copy: restoring loses nothing and is allowed."""
+    ledger.set("a", "1")
+    out = tmp_path / "b.db"
+    take_backup(ledger, out)
+    take_backup(ledger, tmp_path / "b2.db")
+    ledger.close()
+    assert restore(out, db_path) == (6, 4)
+
+
+def test_an_old_password_cannot_roll_back_a_rekeyed_ledger(tmp_path: Path) -> None:
+    """restore checks the password against the ledger it replaces, not only the backup."""
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        ledger.set("a", "1")
+    out = tmp_path / "b.db"
+    assert invoke(db, "backup", "--out", str(out)).exit_code == 0
+    rekey = invoke(db, "rekey-master", "--yes", env={"ENCRYPTION_NEW_MASTER_PASSWORD": "brand new one"})
+    assert rekey.exit_code == 0
+    before = (db.read_bytes(), invoke(db, "secrets", "get", "a", password="brand new one").stdout)
+    refused = invoke(db, "restore", str(out), "--yes", "--force")  # the old password
+    assert refused.exit_code == 1 and "wrong master password" in error_line(refused)
+    assert invoke(db, "secrets", "get", "a", password="brand new one").stdout == before[1]

@@ -155,7 +155,7 @@ def test_durations_parse(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "7", "d", "0d", "-1d", "7y", "1.5d"])
+@pytest.mark.parametrize("text", ["", "7", "d", "0d", "-1d", "7y", "1.5d", "²d", "99999999999d", "999999w"])
 def test_bad_durations_are_refused(text: str) -> None:
     """Anything else is a clear input error."""
     with pytest.raises(InvalidInputError):
@@ -188,3 +188,18 @@ def test_cli_lifecycle_round_trip(tmp_path: Path) -> None:
     assert document(done)["status"] == "destroyed"
     info = document(invoke(db, "info", "--json"))
     assert info["key_metadata"]["1"]["status"] == "destroyed" and info["available_versions"] == [2]
+
+
+def test_seed_import_never_stores_under_a_destroyed_version(moved: Ledger) -> None:
+    """A seed ciphertext of a destroyed (or retired) version is re-encrypted under the current key."""
+    from ledger.testing import seed_encrypt
+
+    moved.import_seed({"s1": seed_encrypt(PASSWORD, 5, "one")}, PASSWORD)
+    moved.delete("s1")
+    moved.retire(5)
+    result = moved.import_seed({"s2": seed_encrypt(PASSWORD, 5, "two")}, PASSWORD)
+    assert (result.reencrypted, result.stored_as_is) == (1, 0)
+    assert moved.get("s2").value == "two" and moved.get("s2").version == 2
+    moved.destroy(5)
+    again = moved.import_seed({"s3": seed_encrypt(PASSWORD, 5, "three")}, PASSWORD)
+    assert again.reencrypted == 1 and moved.get("s3").value == "three"

@@ -90,3 +90,13 @@ def test_if_due_does_nothing_until_the_encryption_limit(tmp_path: Path) -> None:
     assert done["rotation"]["to_version"] == 2 and done["migration"]["migrated"] == 2
     assert invoke(db, "due").exit_code == 0
     assert document(invoke(db, "policy", "show", "--json"))["max_encryptions"] == 3
+
+
+def test_a_rotation_conditional_on_the_current_version_does_not_repeat(ledger: Ledger) -> None:
+    """Two crons deciding 'due' at once: the second rotation, expecting the old version, is refused."""
+    from ledger import ConcurrencyError
+
+    ledger.rotate(expect_current=1)
+    with pytest.raises(ConcurrencyError):
+        ledger.rotate(expect_current=1)
+    assert ledger.keyring().current == 2
