@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.errors import IntegrityError, InvalidInputError, KeyledgerError, LedgerFormatError
 from ledger.integrity import ChainReport, check_chain
-from ledger.store import NewEvent, SQLiteRecorder
+from ledger.store import SQLiteRecorder
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -68,10 +68,9 @@ def take_backup(ledger: Ledger, out: Path) -> BackupResult:
         raise IntegrityError(f"the backup did not verify ({'; '.join(report.problems)}); removed")
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     result = BackupResult(str(out), report.events, report.head, digest, out.stat().st_size)
-    head = recorder.stream_head(ev.BACKUP_STREAM)
-    ledger._append([NewEvent(ev.BACKUP_STREAM, (head.stream_rev if head else 0) + 1, ev.BackupTaken(
+    ledger._append_to_stream(ev.BACKUP_STREAM, ev.BackupTaken(
         file_name=out.name, events=report.events, head_hash=report.head, sha256=digest,
-    ))])
+    ))
     return result
 
 
@@ -121,10 +120,9 @@ def _history_is_kept(live: SQLiteRecorder, backup: SQLiteRecorder, backup_events
 
 def record_restore(ledger: Ledger, backup_path: Path, before: int, after: int, forced: bool) -> None:
     """Append ``LedgerRestored`` to a ledger just restored."""
-    head = ledger.recorder.stream_head(ev.BACKUP_STREAM)
-    ledger._append([NewEvent(ev.BACKUP_STREAM, (head.stream_rev if head else 0) + 1, ev.LedgerRestored(
+    ledger._append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
         file_name=backup_path.name, events_before=before, events_restored=after, forced=forced,
-    ))])
+    ))
 
 
 def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[int, int]:

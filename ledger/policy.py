@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.errors import InvalidInputError
 from ledger.lifecycle import describe_duration
-from ledger.store import NewEvent, Recorder
+from ledger.store import Recorder
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -86,8 +86,7 @@ def set_policy(
         raise InvalidInputError("the warning window must be shorter than the maximum age")
     if not 1 <= policy.max_encryptions <= NIST_GCM_LIMIT:
         raise InvalidInputError(f"--max-encryptions must be 1 to {NIST_GCM_LIMIT:,} (NIST SP 800-38D)")
-    head = ledger.recorder.stream_head(ev.POLICY_STREAM)
-    ledger._append([NewEvent(ev.POLICY_STREAM, (head.stream_rev if head else 0) + 1, policy)])
+    ledger._append_to_stream(ev.POLICY_STREAM, policy)
     return policy
 
 

@@ -536,14 +536,19 @@ class Ledger:
         ).run()
 
     def _record_rejection(self, event: ev.DomainEvent) -> None:
+        self._append_to_stream(ev.REJECTIONS_STREAM, event)
+
+    def _append_to_stream(self, stream: str, event: ev.DomainEvent) -> None:
+        """Append one event at the next revision of a stream nobody decides against
+        (rejections, policy, backups), retrying if another process got there first."""
         for _ in range(CONFLICT_RETRIES):
-            head = self.recorder.stream_head(ev.REJECTIONS_STREAM)
+            head = self.recorder.stream_head(stream)
             try:
-                self._append([NewEvent(ev.REJECTIONS_STREAM, (head.stream_rev if head else 0) + 1,
-                                       event)])
+                self._append([NewEvent(stream, (head.stream_rev if head else 0) + 1, event)])
                 return
             except ConcurrencyError:
                 continue
+        raise ConcurrencyError([stream])
 
     # -- lifecycle (see ledger.lifecycle) --------------------------------------------------
 
