@@ -144,9 +144,16 @@ def encrypt_secret(
     return Frame(version, nonce, body).encode()
 
 
-def decrypt_secret_untrusted(key: bytes, token: str, name: str, scheme: str) -> bytes:
-    """Open a stored ciphertext of secret ``name``; one opaque error for every fault."""
+def decrypt_secret_untrusted(
+    key: bytes, token: str, name: str, scheme: str, *, version: int | None = None
+) -> bytes:
+    """Open a stored ciphertext of secret ``name``; one opaque error for every fault.
+
+    ``version``, when given, is the key version the ciphertext must name in its header.
+    """
     frame = parse_frame_untrusted(token)
+    if version is not None and frame.version != version:
+        raise InvalidCiphertext
     aad = secret_aad(name, frame.version) if scheme == SCHEME_BOUND else None
     return open_frame(key, frame, aad)
 

@@ -206,8 +206,6 @@ class MigrationCompleted(DomainEvent):
     status: Literal["success", "partial"]
 
 
-SECRET_STATE_EVENTS = (SecretWritten, SecretImported, SecretMigrated)
-
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (

@@ -78,12 +78,6 @@ class KeyMaterial:
     def wrap(self, version: int, data_key: bytes) -> bytes:
         return crypto.wrap_data_key(self._kek, data_key, self._ledger_id, version)
 
-    def add(self, version: int, data_key: bytes, wrapped: bytes) -> None:
-        """Remember a key this process just created (after its events were appended)."""
-        self._wrapped[version] = wrapped
-        self._fingerprints[version] = crypto.fingerprint(data_key)
-        self._cache[version] = data_key
-
     def rewrapped_under(self, new_kek: bytes) -> dict[int, bytes]:
         """Every live data key wrapped under ``new_kek`` (for ``rekey-master``)."""
         out = {}

@@ -406,11 +406,9 @@ class Ledger:
             self._refresh_keyring()
         self._keyring.require_usable(state.key_version)
         key = self._keys.data_key(state.key_version)
-        frame = crypto.parse_frame_untrusted(state.ciphertext)
-        if frame.version != state.key_version:
-            raise InvalidCiphertext
         return crypto.decrypt_secret_untrusted(
-            key, state.ciphertext, state.name, state.scheme or crypto.SCHEME_BOUND
+            key, state.ciphertext, state.name, state.scheme or crypto.SCHEME_BOUND,
+            version=state.key_version,
         )
 
     def set(self, name: str, value: str) -> SecretState:

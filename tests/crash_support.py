@@ -301,16 +301,21 @@ def output_of(workdir: Path) -> str:
     )
 
 
+def _head_seq(conn: sqlite3.Connection, fallback: int) -> int:
+    """The events head's seq, or ``fallback`` while the writer holds the file busy."""
+    try:
+        return int(conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+    except sqlite3.OperationalError:
+        return fallback
+
+
 def wait_for_commits(db: Path, child: subprocess.Popen[bytes], commits: int) -> None:
     """Return as soon as the events head of ``db`` has moved ``commits`` times (or the child exited)."""
     with closing(sqlite3.connect(db)) as conn:
         seen = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         deadline = time.monotonic() + RUN_TIMEOUT
         while commits > 0 and child.poll() is None and time.monotonic() < deadline:
-            try:
-                top = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-            except sqlite3.OperationalError:
-                top = seen
+            top = _head_seq(conn, seen)
             if top != seen:
                 seen = top
                 commits -= 1
@@ -413,10 +418,7 @@ class Harness:
             wait_until_open(child, db)
             opened = time.monotonic() - start
             while child.poll() is None:
-                try:
-                    top = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-                except sqlite3.OperationalError:
-                    top = seen
+                top = _head_seq(conn, seen)
                 if top != seen:
                     seen = top
                     commits.append(time.monotonic() - start)
