@@ -11,7 +11,7 @@ import typer
 # typer >= 0.29 carries its own copy of click; its exceptions live there.
 from typer._click.exceptions import ClickException
 
-from cli import backup, health, keys, lifecycle, migrate, policy, secrets
+from cli import audit, backup, health, keys, lifecycle, migrate, policy, secrets
 from cli.context import Settings
 from cli.output import EXIT_FAILED, usage_error
 from ledger.store import LOCK_RETRY_SECONDS, Durability
@@ -75,6 +75,7 @@ app.command("restore")(backup.restore_command)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(lifecycle.app, name="keys")
 app.add_typer(policy.app, name="policy")
+app.add_typer(audit.app, name="audit")
 
 
 def main() -> None:

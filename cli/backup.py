@@ -42,9 +42,10 @@ def backup(
 
 @handles_errors
 def verify_backup_command(ctx: typer.Context, file: BackupFile, as_json: JsonOption = False) -> None:
-    """Check a backup: its hash chain and, with the master password, that every secret decrypts.
+    """Check a backup: its hash chain, its signed checkpoints and, with the master password,
+    that every secret decrypts.
 
-    Without ENCRYPTION_MASTER_PASSWORD only the chain is checked. Exit 1 if anything fails.
+    Without ENCRYPTION_MASTER_PASSWORD the values are not checked. Exit 1 if anything fails.
 
     Example:  keyledger verify-backup /backup/keyledger-2026-11-28.db --json
     """
@@ -53,13 +54,21 @@ def verify_backup_command(ctx: typer.Context, file: BackupFile, as_json: JsonOpt
     if as_json:
         emit_json({"ok": report.ok, "path": report.path, "events": report.chain.events,
                    "head_hash": report.chain.head, "chain_ok": report.chain.ok,
-                   "first_bad_seq": report.chain.first_bad_seq, "secrets": report.secrets,
+                   "first_bad_seq": report.chain.first_bad_seq,
+                   "checkpoints": report.chain.checkpoints,
+                   "latest_checkpoint": None if report.chain.latest_checkpoint is None
+                   else report.chain.latest_checkpoint.to_json(),
+                   "public_key": report.chain.public_key, "secrets": report.secrets,
                    "decrypted": report.decrypted, "versions": report.versions,
                    "failures": report.failures})
     else:
         mark = "✅" if report.chain.ok else "❌"
         console.print(f"{mark} Chain: {report.chain.events} events, head {report.chain.head[:16]}"
                       + ("" if report.chain.ok else f"; {'; '.join(report.chain.problems)}"))
+        if report.chain.latest_checkpoint is not None:
+            latest = report.chain.latest_checkpoint
+            console.print(f"🔏 Signed checkpoint at seq {latest.seq} ({latest.signed_at}), "
+                          f"key {report.chain.public_key}")
         if report.decrypted is None:
             console.print("⚠️  Values not checked (ENCRYPTION_MASTER_PASSWORD is not set)")
         else:

@@ -23,6 +23,7 @@ from cli.context import (
 from cli.output import console, emit_json, handles_errors, warn
 from ledger import Ledger, LedgerFormatError, RotationResult
 from ledger.domain import range_warning
+from ledger.signing import recorded_public_key
 from projections import KeyringInfo, ReadModels, projector
 
 SHORT_PASSWORD = 12
@@ -57,11 +58,14 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
 def _show_init(views: ReadModels, *, created: bool, as_json: bool) -> None:
     keyring = views.keyring()
     path = views.recorder.path
+    public_key = recorded_public_key(views.recorder)
     if as_json:
         emit_json({"created": created, "db": str(path), "current_version": keyring.current_version,
-                   "kdf_iterations": keyring.kdf_iterations})
+                   "kdf_iterations": keyring.kdf_iterations, "public_key": public_key})
     elif created:
         console.print(f"✅ Created ledger {path} with key version {keyring.current_version}")
+        console.print(f"🔏 Checkpoint signing key: {public_key}")
+        console.print("   Keep it somewhere else; `keyledger audit verify --pubkey KEY` pins it.")
     else:
         console.print(f"✓  Ledger {path} already initialised; nothing changed")
 

@@ -1,4 +1,4 @@
-"""``keyledger secrets``: set, get, list, delete, import, import-seed."""
+"""``keyledger secrets``: set, get, list, history, delete, import, import-seed."""
 
 from __future__ import annotations
 
@@ -9,11 +9,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.context import JsonOption, master_password, open_ledger, open_read_models, stdin_is_tty
+from cli.context import (
+    JsonOption,
+    master_password,
+    open_ledger,
+    open_read_models,
+    settings,
+    stdin_is_tty,
+)
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger import ImportResult, InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
 from ledger.imports import parse_seed_untrusted, parse_values_untrusted
+from projections.history import HistoryEntry, secret_history
 
 app = typer.Typer(
     help="Store, read, list, delete and import secrets.", no_args_is_help=True,
@@ -113,6 +121,48 @@ def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
         mark = "" if r.key_version == current and r.scheme == "bound-v1" else " ⚠️"
         table.add_row(r.name, f"{r.key_version}{mark}", str(r.revision), r.updated_at)
     console.print(table)
+
+
+@app.command("history")
+@handles_errors
+def history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show every change to one secret, and every read of it that read auditing recorded.
+
+    Writes, imports, migrations, resets, restores and the deletion, in seq order, with who,
+    when, from where and under which key version. Shows no values; needs no password.
+
+    Example:  keyledger secrets history db_password --json
+    """
+    with settings(ctx).recorder() as recorder:
+        found = secret_history(recorder, name)
+    if as_json:
+        emit_json({"name": found.name, "events": [e.to_json() for e in found.entries],
+                   "as_of": {"seq": found.as_of[0], "head_hash": found.as_of[1]}})
+        return
+    # One line per event (never wrapped), so the history greps and diffs like a log.
+    console.print(f"📜 {found.name}: {len(found.entries) - found.reads} change(s), "
+                  f"{found.reads} recorded read(s)", markup=False)
+    for entry in found.entries:
+        details = _details(entry)
+        console.print(f"{entry.seq:>6}  {entry.occurred_at}  {entry.type:<15} "
+                      f"{_version(entry):<8} by {entry.actor} ({entry.origin})"
+                      + (f"  {details}" if details else ""), markup=False)
+
+
+def _version(entry: HistoryEntry) -> str:
+    if entry.type == "SecretMigrated":
+        return f"v{entry.details['from_version']} → v{entry.details['to_version']}"
+    return "-" if entry.key_version is None else f"v{entry.key_version}"
+
+
+def _details(entry: HistoryEntry) -> str:
+    shown = {k: v for k, v in entry.details.items()
+             if k not in ("from_version", "to_version") and v not in (None, False)}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 @app.command("reset")

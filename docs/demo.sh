@@ -37,4 +37,12 @@ step keyledger secrets get legacy_smtp_password
 step keyledger rekey-master --yes
 export ENCRYPTION_MASTER_PASSWORD="$ENCRYPTION_NEW_MASTER_PASSWORD"
 step keyledger health-check
+# The audit trail: prove nothing was altered, anchor the head elsewhere, review, report.
+step keyledger audit verify
+step keyledger audit anchor --out demo/keyledger.anchor
+step keyledger audit verify --anchor demo/keyledger.anchor --pubkey "$(keyledger audit pubkey)"
+step keyledger secrets history DATABASE_URL
+step keyledger audit incident --version 1
+step keyledger audit export --format html --out demo/compliance-report.html
 printf '\nDone. The ledger is %s; try: keyledger --db %s secrets list\n' "$KEYLEDGER_DB" "$KEYLEDGER_DB"
+printf 'The compliance report is demo/compliance-report.html; open it in a browser.\n'

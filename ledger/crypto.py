@@ -50,6 +50,7 @@ _SECRET_AAD_PREFIX = b"keyledger/secret/v1\x00"
 _WRAP_AAD_PREFIX = b"keyledger/data-key/v1\x00"
 _FINGERPRINT_LABEL = b"keyledger/key-fingerprint/v1"
 _KEK_CHECK_LABEL = b"keyledger/kek-check/v1"
+_SIGNING_WRAP_AAD_PREFIX = b"keyledger/signing-key/v1\x00"
 
 
 def generate_data_key() -> bytes:
@@ -104,6 +105,24 @@ def unwrap_data_key(kek: bytes, wrapped: bytes, ledger_id: str, version: int) ->
     try:
         return AESGCM(kek).decrypt(
             wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _wrap_aad(ledger_id, version)
+        )
+    except (InvalidTag, ValueError):
+        raise InvalidCiphertext from None
+
+
+def wrap_signing_key(kek: bytes, private_key: bytes, ledger_id: str) -> bytes:
+    """Encrypt the ledger's raw Ed25519 private key under the KEK, bound to this ledger."""
+    nonce = os.urandom(NONCE_BYTES)
+    aad = _SIGNING_WRAP_AAD_PREFIX + ledger_id.encode("ascii")
+    return nonce + AESGCM(kek).encrypt(nonce, private_key, aad)
+
+
+def unwrap_signing_key(kek: bytes, wrapped: bytes, ledger_id: str) -> bytes:
+    """The raw private key inside ``wrapped``; :class:`InvalidCiphertext` if it does not open."""
+    try:
+        return AESGCM(kek).decrypt(
+            wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
+            _SIGNING_WRAP_AAD_PREFIX + ledger_id.encode("ascii"),
         )
     except (InvalidTag, ValueError):
         raise InvalidCiphertext from None

@@ -24,6 +24,8 @@ KEYRING_STREAM = "keyring"
 REJECTIONS_STREAM = "rejections"
 POLICY_STREAM = "policy"
 BACKUP_STREAM = "backups"
+AUDIT_SETTINGS_STREAM = "audit-settings"
+READS_STREAM = "reads"
 SECRET_STREAM_PREFIX = "secret:"
 MIGRATION_STREAM_PREFIX = "migration:"
 
@@ -48,6 +50,13 @@ class LedgerInitialized(DomainEvent):
     ledger_id: str
     kdf_algorithm: str
     kdf_iterations: int
+
+
+class SigningKeyCreated(DomainEvent):
+    """The ledger's checkpoint-signing key; its private half is wrapped under the KEK."""
+
+    public_key: str  # "ed25519:" + base64 of the raw 32 bytes
+    algorithm: str = "Ed25519"
 
 
 KeyOrigin = Literal["generated", "seed-import"]
@@ -101,6 +110,20 @@ class RotationPolicySet(DomainEvent):
     max_age_seconds: int
     warn_seconds: int
     max_encryptions: int
+
+
+class ReadAuditingSet(DomainEvent):
+    """Whether every read of a secret's value appends a ``SecretRead`` event."""
+
+    enabled: bool
+    reason: str | None = None
+
+
+class SecretRead(DomainEvent):
+    """A secret's value was decrypted for ``actor`` (recorded only with read auditing on)."""
+
+    name: str
+    key_version: int
 
 
 class BackupTaken(DomainEvent):
@@ -210,6 +233,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.__name__: cls
     for cls in (
         LedgerInitialized,
+        SigningKeyCreated,
         KeyVersionCreated,
         KeyRotated,
         KeyRotationRejected,
@@ -219,6 +243,8 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         KeyDestructionCancelled,
         KeyVersionDestroyed,
         RotationPolicySet,
+        ReadAuditingSet,
+        SecretRead,
         BackupTaken,
         LedgerRestored,
         MasterKeyRewrapped,

@@ -1,11 +1,24 @@
-"""Checking that the stored ledger is what was appended: SQLite's own checks and the chain."""
+"""Checking that the stored ledger is what was appended: SQLite's own checks, the chain,
+and the signed checkpoints (:mod:`ledger.signing`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger.chain import GENESIS_HASH, first_broken_link
-from ledger.store import SQLiteRecorder
+from ledger.errors import LedgerFormatError
+from ledger.signing import (
+    Anchor,
+    Checkpoint,
+    parse_public_key,
+    recorded_public_key,
+    same_key,
+    signature_holds,
+)
+from ledger.store import CheckpointRow, SQLiteRecorder
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +67,172 @@ def _first_gap(recorder: SQLiteRecorder) -> int:
         "(SELECT 1 FROM events n WHERE n.seq = e.seq + 1) AND seq < (SELECT max(seq) FROM events)"
     ).fetchone()
     return int(row[0] or 1)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """The outcome of ``audit verify``: the chain, the signed checkpoints, the anchor."""
+
+    chain: ChainReport
+    checkpoints: int = 0
+    latest_checkpoint: Checkpoint | None = None
+    public_key: str | None = None
+    anchor: Anchor | None = None
+    problems: list[str] = field(default_factory=list)
+    first_bad_seq: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def events(self) -> int:
+        return self.chain.events
+
+    @property
+    def head(self) -> str:
+        return self.chain.head
+
+    def fault(self, message: str, seq: int | None) -> None:
+        self.problems.append(message)
+        if seq is not None and (self.first_bad_seq is None or seq < self.first_bad_seq):
+            self.first_bad_seq = seq
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "events": self.events, "first_bad_seq": self.first_bad_seq,
+            "head": self.head, "checkpoints": self.checkpoints,
+            "latest_checkpoint": None if self.latest_checkpoint is None
+            else self.latest_checkpoint.to_json(),
+            "public_key": self.public_key,
+            "anchor": None if self.anchor is None else self.anchor.to_json(),
+            "problems": self.problems,
+        }
+
+
+def verify_ledger(
+    recorder: SQLiteRecorder, *, anchor: Anchor | None = None, pinned_key: str | None = None,
+    all_signatures: bool = False,
+) -> VerifyReport:
+    """Everything ``audit verify`` checks, without the master password.
+
+    - the hash chain from seq 1 and SQLite's ``integrity_check`` (:func:`check_chain`);
+    - the signing key the events recorded, against ``pinned_key`` if given;
+    - every checkpoint's position: it names an event that exists, with the hash it holds
+      (a checkpoint past the last event means the tail was cut);
+    - the latest checkpoint's signature, which must cover the last event: with an intact
+      chain, one valid signature on the head vouches for every event before it. With
+      ``all_signatures`` every checkpoint's signature is checked too (~0.25 ms each);
+    - the ``anchor``, a checkpoint kept elsewhere: signed by the ledger's key, for this
+      ledger, and still matching the event at its seq.
+
+    ``first_bad_seq`` is the earliest seq any check blames.
+    """
+    chain = check_chain(recorder)
+    report = VerifyReport(chain)
+    for problem in chain.problems:
+        report.fault(problem, chain.first_bad_seq)
+    top = recorder.head()[0]
+    ledger_id = recorder.read_meta().ledger_id
+    report.public_key = _recorded_key(recorder, report)
+    key = None if report.public_key is None else parse_public_key(report.public_key)
+    if pinned_key is not None:
+        pinned = parse_public_key(pinned_key)
+        if key is not None and not same_key(key, pinned):
+            report.fault("the ledger is signed with another key than the pinned one "
+                         f"({report.public_key}): it may have been rewritten wholesale", 1)
+        key = pinned
+    _check_checkpoints(recorder, report, key, ledger_id, top, all_signatures)
+    if anchor is not None:
+        report.anchor = anchor
+        _check_anchor(recorder, report, anchor, key, ledger_id, top)
+    return report
+
+
+def _recorded_key(recorder: SQLiteRecorder, report: VerifyReport) -> str | None:
+    try:
+        public_key = recorded_public_key(recorder)
+    except LedgerFormatError:
+        public_key = None
+    if public_key is None:
+        report.fault("the ledger records no signing key", 1)
+    return public_key
+
+
+def _check_checkpoints(
+    recorder: SQLiteRecorder, report: VerifyReport, key: Ed25519PublicKey | None,
+    ledger_id: str, top: int, all_signatures: bool,
+) -> None:
+    last: CheckpointRow | None = None
+    matched = 0  # the last checkpoint whose event still holds the signed hash
+    for row in recorder.checkpoints():
+        report.checkpoints += 1
+        if row.event_hash is None:
+            report.fault(f"a checkpoint was signed at seq {row.seq} but the ledger ends at "
+                         f"seq {top}: events were removed", top + 1)
+        elif row.event_hash != row.head_hash:
+            # With recomputed hashes the change can be anywhere since the last match.
+            report.fault(f"event {row.seq} is not the one its checkpoint signed: events "
+                         f"{matched + 1}-{row.seq} were rewritten", matched + 1)
+        elif all_signatures and key is not None and not signature_holds(key, _checkpoint(ledger_id, row)):
+            report.fault(f"the checkpoint at seq {row.seq} has a bad signature", row.seq)
+        else:
+            matched = row.seq
+        last = row
+    if last is None:
+        report.fault("the ledger holds no signed checkpoint", 1)
+        return
+    report.latest_checkpoint = _checkpoint(ledger_id, last)
+    if key is not None and not signature_holds(key, report.latest_checkpoint):
+        report.fault(f"the latest checkpoint (seq {last.seq}) has a bad signature", last.seq)
+    if last.seq < top:
+        report.fault(f"events {last.seq + 1}-{top} are covered by no signed checkpoint",
+                     last.seq + 1)
+
+
+def _check_anchor(
+    recorder: SQLiteRecorder, report: VerifyReport, anchor: Anchor,
+    key: Ed25519PublicKey | None, ledger_id: str, top: int,
+) -> None:
+    cp = anchor.checkpoint
+    anchor_key = parse_public_key(anchor.public_key)
+    if not signature_holds(anchor_key, cp):
+        report.fault("the anchor's signature does not hold: the anchor file was altered", None)
+        return
+    if cp.ledger_id != ledger_id:
+        report.fault(f"the anchor belongs to ledger {cp.ledger_id}, not this one ({ledger_id})", 1)
+        return
+    if key is not None and not same_key(key, anchor_key):
+        report.fault("the anchor was signed with another key than the ledger's: "
+                     "the ledger may have been rewritten wholesale", 1)
+        return
+    if cp.seq > top:
+        report.fault(f"the anchor vouches for seq {cp.seq} but the ledger ends at seq {top}: "
+                     "it was truncated or rolled back", top + 1)
+        return
+    row = recorder.event_at(cp.seq)
+    if row is None or row.hash != cp.head:
+        report.fault(f"event {cp.seq} differs from the anchored one: history up to it was "
+                     "rewritten", cp.seq)
+
+
+def _checkpoint(ledger_id: str, row: CheckpointRow) -> Checkpoint:
+    return Checkpoint(ledger_id, row.seq, row.head_hash, row.signed_at, row.signature)
+
+
+def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:
+    """What is wrong with the signature over the ledger's head, cheaply (for ``health-check``):
+    the latest checkpoint must cover the last event, hold its hash and be validly signed."""
+    top, head = recorder.head()
+    latest = recorder.latest_checkpoint()
+    public_key = recorded_public_key(recorder)
+    if latest is None or public_key is None:
+        return ["the ledger holds no signed checkpoint"]
+    checkpoint = _checkpoint(recorder.read_meta().ledger_id, latest)
+    problems = []
+    if latest.seq != top or latest.head_hash != head:
+        problems.append(f"the latest signed checkpoint (seq {latest.seq}) does not cover the "
+                        f"last event (seq {top})")
+    if not signature_holds(parse_public_key(public_key), checkpoint):
+        problems.append(f"the latest checkpoint (seq {latest.seq}) has a bad signature")
+    return problems

@@ -11,7 +11,7 @@ period and cancelled until then, as AWS KMS does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ledger import events as ev
@@ -161,3 +161,26 @@ def _append_keyring(
 ) -> None:
     ledger._append([NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=keys)
     ledger._refresh_keyring()
+
+
+def parse_moment(text: str, now: datetime) -> str:
+    """A ``--since``/``--until`` bound as the ledger's sortable UTC text.
+
+    Accepts an ISO-8601 date (``2026-11-01``, midnight UTC), date and time
+    (``2026-11-01T02:00``, ``...Z`` or with an offset; naive means UTC), or a duration
+    meaning that long before ``now`` (``24h``, ``7d``).
+
+    :raises InvalidInputError: it is none of these.
+    """
+    text = text.strip()
+    if text[-1:].lower() in ("m", "h", "d", "w") and text[:-1].isdigit():
+        return format_time(now - parse_duration(text))
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"{text!r} is not a time like 2026-11-01, 2026-11-01T02:00Z or 24h (ago)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_time(moment)

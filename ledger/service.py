@@ -49,6 +49,7 @@ from ledger.migration import (
     MigrationResult,
     Progress,
 )
+from ledger.signing import SigningKey, recorded_public_key
 from ledger.store import (
     FORMAT_VERSION,
     KdfRecord,
@@ -112,6 +113,31 @@ class RotationResult:
     warning: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ReadAuditing:
+    """Whether reads of secret values are recorded, and who last said so (None: never set)."""
+
+    enabled: bool
+    changed_at: str | None = None
+    actor: str | None = None
+    reason: str | None = None
+
+
+def read_auditing_status(recorder: Recorder) -> ReadAuditing:
+    """The read-auditing setting in force: the head of the audit-settings stream, found
+    with one indexed lookup. Off until someone turns it on. Needs no password."""
+    return _read_auditing_at(recorder.stream_head(ev.AUDIT_SETTINGS_STREAM))
+
+
+def _read_auditing_at(head: StoredEvent | None) -> ReadAuditing:
+    if head is None:
+        return ReadAuditing(False)
+    event = head.decode()
+    if not isinstance(event, ev.ReadAuditingSet):
+        raise LedgerFormatError(f"event {head.seq} in the audit settings is a {head.type}")
+    return ReadAuditing(event.enabled, head.occurred_at, head.actor, event.reason)
+
+
 class Ledger:
     """An open ledger, unlocked with the master password.
 
@@ -129,6 +155,7 @@ class Ledger:
         self.clock = clock
         self._meta = meta
         self._kek = kek
+        self._signing: SigningKey | None = None
         self._keyring = KeyringState()
         self._keys = KeyMaterial(kek, meta.ledger_id, {}, {})
         self._refresh_keyring()
@@ -169,7 +196,12 @@ class Ledger:
             if recorder.is_initialized():
                 raise LedgerFormatError("that file already holds a ledger")
             kdf, kek = new_kdf(password, kdf_iterations)
-            meta = LedgerMeta(uuid.uuid4().hex, FORMAT_VERSION, kdf)
+            ledger_id = uuid.uuid4().hex
+            signing = SigningKey.generate()
+            meta = LedgerMeta(
+                ledger_id, FORMAT_VERSION, kdf,
+                crypto.wrap_signing_key(kek, signing.private_bytes(), ledger_id),
+            )
             data_key = crypto.generate_data_key()
             fp = crypto.fingerprint(data_key)
             first = [
@@ -177,6 +209,7 @@ class Ledger:
                     ledger_id=meta.ledger_id, kdf_algorithm=kdf.algorithm,
                     kdf_iterations=kdf.iterations,
                 )),
+                NewEvent(ev.LEDGER_STREAM, 2, ev.SigningKeyCreated(public_key=signing.public_key)),
                 NewEvent(ev.KEYRING_STREAM, 1, ev.KeyVersionCreated(
                     version=1, fingerprint=fp, origin="generated",
                 )),
@@ -188,6 +221,7 @@ class Ledger:
             recorder.initialize(
                 meta, first, {1: wrapped}, actor=actor or default_actor(),
                 occurred_at=format_time(clock()), origin=origin or default_origin(),
+                signer=lambda seq, head, at: signing.sign(ledger_id, seq, head, at),
             )
         except BaseException:
             recorder.close()
@@ -349,12 +383,16 @@ class Ledger:
         keyring = self.keyring()
         kdf, new_kek = new_kdf(new_password, iterations)
         rewrapped = self._keys.rewrapped_under(new_kek)
+        signing_key = crypto.wrap_signing_key(
+            new_kek, self._signing_key().private_bytes(), self._meta.ledger_id
+        )
         event = ev.MasterKeyRewrapped(
             kdf_algorithm=kdf.algorithm, kdf_iterations=kdf.iterations,
             fingerprints={str(v): keyring.versions[v].fingerprint for v in sorted(rewrapped)},
         )
         self._append(
-            [NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=rewrapped, kdf=kdf
+            [NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=rewrapped, kdf=kdf,
+            signing_key=signing_key,
         )
         self._kek = new_kek
         self._refresh_keyring()
@@ -371,9 +409,27 @@ class Ledger:
     def get(self, name: str) -> SecretValue:
         """The plaintext of a live secret.
 
+        With read auditing on (:meth:`set_read_auditing`), a ``SecretRead`` event naming
+        the secret, its key version and this ledger's actor is appended after the value
+        decrypts and before it is returned. Fail closed: if that event cannot be appended
+        (read-only file, full disk, lock held too long), the error propagates and the
+        value is not returned. A read of a missing secret records nothing.
+
         :raises UnknownSecretError: no live secret has that name.
         :raises IntegrityError: its ciphertext does not decrypt under its recorded key.
+        :raises LedgerBusyError, ConcurrencyError, sqlite3.Error: read auditing is on and
+            the read could not be recorded; no value is returned.
         """
+        secret = self._get_unaudited(name)
+        if self.read_auditing():
+            self._append_to_stream(
+                ev.READS_STREAM, ev.SecretRead(name=name, key_version=secret.version)
+            )
+        return secret
+
+    def _get_unaudited(self, name: str) -> SecretValue:
+        """:meth:`get` without recording the read: for callers that decrypt a value without
+        disclosing it (verifying or restoring from a backup), never for handing one out."""
         validate_name(name)
         state = self.secret(name)
         if state.deleted or state.ciphertext is None or state.key_version is None:
@@ -386,6 +442,42 @@ class Ledger:
                 f"secret {name!r} does not decrypt under key version {state.key_version}"
             ) from None
         return SecretValue(name, plaintext.decode("utf-8"), state.key_version)
+
+    # -- read auditing -------------------------------------------------------------------
+
+    def check_decrypts(self, name: str) -> int:
+        """Decrypt a live secret without handing its value out (and so without recording a
+        read): its key version. For health checks and backup verification.
+
+        :raises UnknownSecretError: no live secret has that name.
+        :raises IntegrityError: its ciphertext does not decrypt under its recorded key.
+        """
+        return self._get_unaudited(name).version
+
+    def read_auditing(self) -> bool:
+        """Whether every :meth:`get` is recorded as a ``SecretRead`` event (one indexed lookup)."""
+        return read_auditing_status(self.recorder).enabled
+
+    def set_read_auditing(self, enabled: bool, *, reason: str | None = None) -> bool:
+        """Turn read auditing on or off (``ReadAuditingSet``); whether anything changed.
+
+        Setting it to what it already is appends nothing: an event that changes nothing
+        would only be noise in the audit trail.
+        """
+        for _ in range(CONFLICT_RETRIES):
+            head = self.recorder.stream_head(ev.AUDIT_SETTINGS_STREAM)
+            if _read_auditing_at(head).enabled == enabled:
+                return False
+            event = ev.ReadAuditingSet(enabled=enabled, reason=reason)
+            try:
+                # Decided against this revision: two operators switching at once append
+                # one event between them, not two identical ones.
+                self._append([NewEvent(ev.AUDIT_SETTINGS_STREAM,
+                                       (head.stream_rev if head else 0) + 1, event)])
+            except ConcurrencyError:
+                continue
+            return True
+        raise ConcurrencyError([ev.AUDIT_SETTINGS_STREAM])
 
     def open_ciphertext(self, name: str, ciphertext: str, scheme: str = crypto.SCHEME_BOUND) -> str:
         """Decrypt any ciphertext this ledger holds for ``name`` (a past version, say).
@@ -452,7 +544,9 @@ class Ledger:
 
         :raises UnknownSecretError: the backup holds no live secret of that name.
         """
-        secret = backup.get(name)
+        # Not a disclosure: the value goes straight into this ledger, recorded as a restore;
+        # and a backup being read for that must not gain events of its own.
+        secret = backup._get_unaudited(name)
         revision = backup.secret(name).revision
         return self._write(name, secret.value, lambda **f: ev.SecretRestored(
             **f, backup_file=backup_file, backup_revision=revision))
@@ -573,11 +667,35 @@ class Ledger:
     def _append(
         self, events: Iterable[NewEvent], *, keys: Mapping[int, bytes | None] | None = None,
         kdf: KdfRecord | None = None, expect: Mapping[str, int] | None = None,
+        signing_key: bytes | None = None,
     ) -> list[StoredEvent]:
+        """Append ``events`` with a signed checkpoint of the new head, in one transaction."""
+        signing = self._signing_key()
+        ledger_id = self._meta.ledger_id
         return self.recorder.append(
             list(events), actor=self.actor, occurred_at=format_time(self.clock()),
-            origin=self.origin,
-            keys=keys, kdf=kdf, expect=expect,
+            origin=self.origin, keys=keys, kdf=kdf, signing_key=signing_key, expect=expect,
+            signer=lambda seq, head, at: signing.sign(ledger_id, seq, head, at),
         )
+
+    def _signing_key(self) -> SigningKey:
+        """The checkpoint-signing key, unwrapped on first use and checked against the
+        public key the ledger recorded.
+
+        :raises IntegrityError: the stored key does not open or was substituted.
+        """
+        if self._signing is None:
+            try:
+                raw = crypto.unwrap_signing_key(self._kek, self._meta.signing_key,
+                                                self._meta.ledger_id)
+            except InvalidCiphertext:
+                raise IntegrityError("the ledger's stored signing key does not open") from None
+            signing = SigningKey(raw)
+            if signing.public_key != recorded_public_key(self.recorder):
+                raise IntegrityError(
+                    "the ledger's stored signing key is not the one its events recorded"
+                )
+            self._signing = signing
+        return self._signing
 
 

@@ -12,7 +12,9 @@ One SQLite file holds:
 - ``streams``: each stream's revision and head row, an index the recorder keeps;
 - ``keys``: wrapped data keys, outside the immutable events so they can be re-wrapped
   and, later, destroyed;
-- ``meta``: format version, ledger id and KDF parameters.
+- ``meta``: format version, ledger id, KDF parameters and the wrapped signing key;
+- ``checkpoints``: append-only; each append's last seq and head hash, signed with the
+  ledger's Ed25519 key (:mod:`ledger.signing`) in the same transaction.
 
 Projections hook in through :class:`Projector` and run inside the append transaction.
 """
@@ -25,7 +27,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -34,6 +36,7 @@ from ledger import events as ev
 from ledger.chain import GENESIS_HASH, event_hash
 from ledger.errors import (
     ConcurrencyError,
+    IntegrityError,
     LedgerBusyError,
     LedgerFormatError,
     LedgerNotFoundError,
@@ -41,7 +44,8 @@ from ledger.errors import (
 )
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
-FORMAT_VERSION = 2  # 1 was a pre-release layout without events.origin; never shipped
+# 1 lacked events.origin, 2 lacked signed checkpoints: pre-release layouts, never shipped.
+FORMAT_VERSION = 3
 BUSY_TIMEOUT_MS = 2_000
 LOCK_RETRY_SECONDS = 30.0
 
@@ -93,6 +97,23 @@ class LedgerMeta:
     ledger_id: str
     format_version: int
     kdf: KdfRecord
+    signing_key: bytes  # the Ed25519 private key, wrapped under the KEK
+
+
+# Signs a checkpoint: (seq, head hash, signed_at) -> signature.
+Signer = Callable[[int, str, str], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """One row of ``checkpoints``; ``event_hash`` is the hash stored at ``seq`` (None: no
+    such event)."""
+
+    seq: int
+    head_hash: str
+    signed_at: str
+    signature: bytes
+    event_hash: str | None
 
 
 class Projector(Protocol):
@@ -108,7 +129,7 @@ class Recorder(Protocol):
 
     def initialize(
         self, meta: LedgerMeta, events: Sequence[NewEvent], keys: dict[int, bytes], *,
-        actor: str, occurred_at: str, origin: str = "",
+        actor: str, occurred_at: str, origin: str = "", signer: Signer | None = None,
     ) -> list[StoredEvent]: ...
 
     def is_initialized(self) -> bool: ...
@@ -120,7 +141,8 @@ class Recorder(Protocol):
     def append(
         self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
         keys: Mapping[int, bytes | None] | None = None, kdf: KdfRecord | None = None,
-        expect: Mapping[str, int] | None = None,
+        signing_key: bytes | None = None, expect: Mapping[str, int] | None = None,
+        signer: Signer | None = None,
     ) -> list[StoredEvent]: ...
 
     def shred(self) -> None: ...
@@ -137,6 +159,12 @@ class Recorder(Protocol):
 
     def head(self) -> tuple[int, str]: ...
 
+    def event_at(self, seq: int) -> StoredEvent | None: ...
+
+    def checkpoints(self) -> Iterator[CheckpointRow]: ...
+
+    def latest_checkpoint(self) -> CheckpointRow | None: ...
+
     def snapshot(self) -> contextlib.AbstractContextManager[object]: ...
 
     def close(self) -> None: ...
@@ -148,8 +176,9 @@ _EVENT_COLUMNS = (
 )
 
 _TRIGGERS = [
-    f"""CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events
-        BEGIN SELECT RAISE(ABORT, 'keyledger events are append-only'); END"""
+    f"""CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table}
+        BEGIN SELECT RAISE(ABORT, 'keyledger {table} are append-only'); END"""
+    for table in ("events", "checkpoints")
     for action in ("UPDATE", "DELETE")
 ]
 
@@ -237,9 +266,15 @@ class SQLiteRecorder:
     def close(self) -> None:
         self.conn.close()
 
+    def __enter__(self) -> SQLiteRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def initialize(
         self, meta: LedgerMeta, events: Sequence[NewEvent], keys: dict[int, bytes], *,
-        actor: str, occurred_at: str, origin: str = "",
+        actor: str, occurred_at: str, origin: str = "", signer: Signer | None = None,
     ) -> list[StoredEvent]:
         """Create the schema and append the first events, all in one transaction."""
         import sqlite_utils  # only creating a ledger needs it; keeps every other command's start-up lean
@@ -260,6 +295,10 @@ class SQLiteRecorder:
                 """CREATE TABLE streams (stream TEXT PRIMARY KEY, revision INTEGER NOT NULL,
                     head_seq INTEGER NOT NULL) WITHOUT ROWID"""
             )
+            self.conn.execute(
+                """CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, head_hash TEXT NOT NULL,
+                    signed_at TEXT NOT NULL, signature BLOB NOT NULL)"""
+            )
             for trigger in _TRIGGERS:
                 self.conn.execute(trigger)
             self.conn.executemany(
@@ -267,6 +306,7 @@ class SQLiteRecorder:
                 [
                     ("format_version", str(meta.format_version)),
                     ("ledger_id", meta.ledger_id),
+                    ("signing_key", base64.b64encode(meta.signing_key).decode("ascii")),
                     *_kdf_rows(meta.kdf),
                 ],
             )
@@ -274,7 +314,7 @@ class SQLiteRecorder:
             self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
             if self.projector is not None:
                 self.projector.setup(self.conn)
-            return self._append_locked(events, actor, occurred_at, origin, keys, None)
+            return self._append_locked(events, actor, occurred_at, origin, keys, None, None, signer)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -287,7 +327,10 @@ class SQLiteRecorder:
                 salt=base64.b64decode(rows["kdf_salt"]),
                 kek_check=rows["kek_check"],
             )
-            return LedgerMeta(rows["ledger_id"], int(rows["format_version"]), kdf)
+            return LedgerMeta(
+                rows["ledger_id"], int(rows["format_version"]), kdf,
+                base64.b64decode(rows["signing_key"]),
+            )
         except (KeyError, ValueError):
             raise LedgerFormatError(f"{self.path}: ledger metadata is incomplete") from None
 
@@ -297,6 +340,30 @@ class SQLiteRecorder:
     def head(self) -> tuple[int, str]:
         row = self.conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return (0, GENESIS_HASH) if row is None else (row[0], row[1])
+
+    def event_at(self, seq: int) -> StoredEvent | None:
+        row = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ?", (seq,)
+        ).fetchone()
+        return None if row is None else StoredEvent(*row)
+
+    def checkpoints(self) -> Iterator[CheckpointRow]:
+        """Every signed checkpoint in seq order, with the hash the events hold at its seq."""
+        cursor = self.conn.execute(
+            """SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash
+               FROM checkpoints c LEFT JOIN events e ON e.seq = c.seq ORDER BY c.seq"""
+        )
+        while batch := cursor.fetchmany(1000):
+            for row in batch:
+                yield CheckpointRow(*row)
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        row = self.conn.execute(
+            """SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash
+               FROM checkpoints c LEFT JOIN events e ON e.seq = c.seq
+               ORDER BY c.seq DESC LIMIT 1"""
+        ).fetchone()
+        return None if row is None else CheckpointRow(*row)
 
     def stream_head(self, stream: str) -> StoredEvent | None:
         row = self.conn.execute(
@@ -310,6 +377,22 @@ class SQLiteRecorder:
         rows = self.conn.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream = ? ORDER BY stream_rev",
             (stream,),
+        )
+        return [StoredEvent(*row) for row in rows]
+
+    def read_stream_naming(self, stream: str, name: str) -> list[StoredEvent]:
+        """The events of ``stream`` whose payload's ``name`` field is ``name``, in stream
+        order (the ``SecretRead`` events of one secret, say).
+
+        The ``(stream, stream_rev)`` key narrows the search to that stream; within it
+        every payload is read, so the cost grows with the stream, not the ledger. A
+        payload that is not JSON (damaged; ``audit verify`` reports it) is passed over.
+        """
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream = ? "
+            "AND CASE WHEN json_valid(payload) THEN json_extract(payload, '$.name') END = ? "
+            "ORDER BY stream_rev",
+            (stream, name),
         )
         return [StoredEvent(*row) for row in rows]
 
@@ -341,14 +424,59 @@ class SQLiteRecorder:
             for row in batch:
                 yield StoredEvent(*row)
 
+    def query_events(
+        self, *, types: Collection[str] = (), actor: str | None = None,
+        since: str | None = None, until: str | None = None,
+        stream: str | None = None, named: str | None = None,
+    ) -> Iterator[StoredEvent]:
+        """The rows meeting every condition given, in seq order, streamed in batches.
+
+        ``types``: one of these types; ``actor``: exactly this actor; ``since``/``until``:
+        ``occurred_at`` within these inclusive bounds (the same sortable UTC text).
+        ``stream`` and ``named`` select rows about one subject: rows of ``stream``, or
+        whose payload has a ``name`` member (at any depth) equal to ``named``.
+        """
+        where: list[str] = ["1"]
+        params: list[object] = []
+        if types:
+            where.append(f"type IN ({', '.join('?' * len(types))})")
+            params += sorted(types)
+        for clause, value in (("actor = ?", actor), ("occurred_at >= ?", since),
+                              ("occurred_at <= ?", until)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        subject = []
+        if stream is not None:
+            subject.append("stream = ?")
+            params.append(stream)
+        if named is not None:
+            # instr() on the name as the mapper encodes it skips most rows cheaply; CASE
+            # keeps json_tree() off a payload that is not JSON (`audit verify` reports it).
+            subject.append("CASE WHEN instr(payload, ?) > 0 AND json_valid(payload) THEN EXISTS "
+                           "(SELECT 1 FROM json_tree(payload) WHERE key = 'name' AND type = 'text' "
+                           "AND atom = ?) ELSE 0 END")
+            params += [ev.canonical_json(named), named]
+        if subject:
+            where.append(f"({' OR '.join(subject)})")
+        cursor = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq",
+            params,
+        )
+        while batch := cursor.fetchmany(1000):
+            for row in batch:
+                yield StoredEvent(*row)
+
     # -- writes ------------------------------------------------------------------------
 
     def append(
         self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
         keys: Mapping[int, bytes | None] | None = None, kdf: KdfRecord | None = None,
-        expect: Mapping[str, int] | None = None,
+        signing_key: bytes | None = None, expect: Mapping[str, int] | None = None,
+        signer: Signer | None = None,
     ) -> list[StoredEvent]:
-        """Append ``events`` atomically, with any key-table and KDF changes they describe.
+        """Append ``events`` atomically, with any key-table and KDF changes they describe,
+        and, given a ``signer``, a signed checkpoint of the new head.
 
         Each event's ``stream_rev`` must follow its stream's stored revision; ``expect``
         adds streams that were read but are not appended to (the keyring, when a secret
@@ -359,13 +487,18 @@ class SQLiteRecorder:
         """
         with self.write_transaction():
             self._check_revisions(events, expect or {})
-            return self._append_locked(events, actor, occurred_at, origin, keys, kdf)
+            return self._append_locked(
+                events, actor, occurred_at, origin, keys, kdf, signing_key, signer
+            )
 
     def _append_locked(
         self, events: Sequence[NewEvent], actor: str, occurred_at: str, origin: str,
         keys: Mapping[int, bytes | None] | None, kdf: KdfRecord | None,
+        signing_key: bytes | None, signer: Signer | None,
     ) -> list[StoredEvent]:
         seq, prev_hash = self.head()
+        if signer is not None and seq:
+            self._refuse_unsigned_tail(seq)
         stored: list[StoredEvent] = []
         for new in events:
             seq += 1
@@ -406,9 +539,30 @@ class SQLiteRecorder:
                 "UPDATE meta SET value = ? WHERE key = ?",
                 [(value, key) for key, value in _kdf_rows(kdf)],
             )
+        if signing_key is not None:
+            self.conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'signing_key'",
+                (base64.b64encode(signing_key).decode("ascii"),),
+            )
+        if signer is not None and stored:
+            self.conn.execute(
+                "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) VALUES (?, ?, ?, ?)",
+                (seq, prev_hash, occurred_at, signer(seq, prev_hash, occurred_at)),
+            )
         if self.projector is not None:
             self.projector.catch_up(self)
         return stored
+
+    def _refuse_unsigned_tail(self, top: int) -> None:
+        """A signature over the new head would vouch for every event before it, so events
+        that arrived without a checkpoint (written by someone bypassing keyledger) must
+        never be signed over."""
+        signed = self.conn.execute("SELECT max(seq) FROM checkpoints").fetchone()[0]
+        if signed != top:
+            raise IntegrityError(
+                f"events after seq {signed or 0} carry no signed checkpoint (written behind "
+                "keyledger's back?); refusing to sign over them: run `keyledger audit verify`"
+            )
 
     def _check_revisions(self, events: Sequence[NewEvent], expect: Mapping[str, int]) -> None:
         expected = dict(expect)

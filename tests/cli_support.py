@@ -102,9 +102,8 @@ def plant_undecryptable(db: Path, name: str = "broken") -> None:
     with Ledger.open(db, PASSWORD) as ledger:
         donor = ledger.secret("db_password").ciphertext
         assert donor is not None
-        ledger.recorder.append(
+        ledger._append(
             [NewEvent(ev.secret_stream(name), 1, ev.SecretWritten(
                 name=name, key_version=1, ciphertext=donor, scheme=SCHEME_BOUND,
             ))],
-            actor="attacker@test", occurred_at="2026-01-01T00:00:00.000000Z",
         )

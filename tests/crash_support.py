@@ -41,9 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from typer.testing import CliRunner
+
+from cli.app import app as cli_app
 from ledger import Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
-from ledger.integrity import check_chain
 from ledger.testing import create_test_ledger, keyledger_command, read_all
 from projections import ReadModels, projector
 
@@ -184,15 +186,15 @@ class LedgerCheck:
 def check_ledger(
     db: Path, passwords: Iterable[str], allowed: Iterable[dict[str, str]], *, rebuild: bool,
 ) -> LedgerCheck:
-    """Check the chain, the values and the read models of the ledger at ``db``.
+    """Check ``audit verify`` (chain, signed checkpoints), the values and the read models
+    of the ledger at ``db``.
 
     ``allowed`` lists the sets of values the ledger may hold (an import: without or with
     the file's entries). With ``rebuild`` the read models are also rebuilt from the
     events and must give the same answers.
     """
-    with closing(SQLiteRecorder(db)) as recorder:
-        chain = check_chain(recorder)
-        assert chain.ok, f"check_chain failed: {chain.problems}"
+    verified = CliRunner().invoke(cli_app, ["--db", str(db), "audit", "verify", "--json"])
+    assert verified.exit_code == 0, f"audit verify failed: {verified.stdout}"
     with unlocked(db, passwords) as (ledger, password):
         values = read_all(ledger)
         candidates = list(allowed)

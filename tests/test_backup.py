@@ -182,7 +182,7 @@ def test_a_fresh_backup_restores_without_force(ledger: Ledger, db_path: Path, tm
     take_backup(ledger, out)
     take_backup(ledger, tmp_path / "b2.db")
     ledger.close()
-    assert restore(out, db_path) == (6, 4)
+    assert restore(out, db_path) == (7, 5)
 
 
 def test_an_old_password_cannot_roll_back_a_rekeyed_ledger(tmp_path: Path) -> None:

@@ -396,10 +396,9 @@ def test_fuzzed_stored_ciphertext_fails_closed_everywhere(
         leftover.unlink()
     shutil.copy(template, db)
     with Ledger.open(db, PASSWORD) as ledger:
-        ledger.recorder.append(
+        ledger._append(
             [NewEvent(ev.secret_stream("victim"), 1, ev.SecretWritten(
                 name="victim", key_version=1, ciphertext=ciphertext, scheme=SCHEME_BOUND))],
-            actor="attacker@test", occurred_at="2026-01-01T00:00:00.000000Z",
         )
     got = invoke(db, "secrets", "get", "victim")
     assert "does not decrypt" in refusal(got, 1)

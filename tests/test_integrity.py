@@ -1,17 +1,23 @@
-"""Chain checks catch rows edited, deleted, inserted or reordered behind the triggers."""
+"""`audit verify` catches rows edited, deleted, inserted, reordered, rewritten or cut off."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import tempfile
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.integrity import check_chain
-from ledger.store import SQLiteRecorder
+from ledger import IntegrityError
+from ledger import events as ev
+from ledger.chain import event_hash
+from ledger.integrity import VerifyReport, check_chain, verify_ledger
+from ledger.signing import Anchor, read_anchor, write_anchor
+from ledger.store import NewEvent, SQLiteRecorder
 from ledger.testing import create_test_ledger
 
 COLUMNS = ["stream", "stream_rev", "type", "payload", "occurred_at", "actor", "origin", "prev_hash", "hash"]
@@ -26,22 +32,51 @@ def build(path: Path) -> int:
         return ledger.recorder.head()[0]
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Path]:
+    """One ledger of a few dozen events and an anchor of its head, copied per example."""
+    path = tmp_path_factory.mktemp("tpl") / "l.db"
+    top = build(path)
+    anchor = path.with_suffix(".anchor")
+    with SQLiteRecorder(path) as recorder:
+        report = verify_ledger(recorder)
+        assert report.latest_checkpoint is not None and report.public_key is not None
+        write_anchor(anchor, Anchor(report.latest_checkpoint, report.public_key))
+        recorder.shred()  # fold the WAL in, so copying the main file copies everything
+    return path, top, anchor
+
+
 def tamper(path: Path, sql: list[tuple[str, tuple[object, ...]]]) -> None:
+    """Run ``sql`` as someone with write access who dropped the append-only triggers."""
     with closing(sqlite3.connect(path)) as conn:
-        conn.execute("DROP TRIGGER events_no_update")
-        conn.execute("DROP TRIGGER events_no_delete")
+        for table in ("events", "checkpoints"):
+            conn.execute(f"DROP TRIGGER {table}_no_update")
+            conn.execute(f"DROP TRIGGER {table}_no_delete")
         for statement, args in sql:
             conn.execute(statement, args)
         conn.commit()
 
 
-def verdict(path: Path) -> tuple[bool, int | None]:
-    recorder = SQLiteRecorder(path)
-    try:
-        report = check_chain(recorder)
-        return report.ok, report.first_bad_seq
-    finally:
-        recorder.close()
+def rehash_from(path: Path, seq: int) -> None:
+    """Recompute every hash from ``seq`` on, as a forger who knows the chain's recipe would."""
+    with closing(sqlite3.connect(path)) as conn:
+        prev = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq - 1,)).fetchone()
+        prev_hash = prev[0] if prev else "0" * 64
+        rows = conn.execute(
+            "SELECT seq, stream, stream_rev, type, schema_version, occurred_at, actor, origin, payload "
+            "FROM events WHERE seq >= ? ORDER BY seq", (seq,)).fetchall()
+        for row in rows:
+            digest = event_hash(row[0], prev_hash, *row[1:])
+            conn.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?",
+                         (prev_hash, digest, row[0]))
+            prev_hash = digest
+        conn.commit()
+
+
+def verdict(path: Path, anchor: Path | None = None, pubkey: str | None = None) -> VerifyReport:
+    with SQLiteRecorder(path) as recorder:
+        return verify_ledger(recorder, anchor=None if anchor is None else read_anchor(anchor),
+                             pinned_key=pubkey)
 
 
 TAMPERINGS = st.one_of(
@@ -49,21 +84,25 @@ TAMPERINGS = st.one_of(
     st.tuples(st.just("delete"), st.integers(1, 10_000), st.just("")),
     st.tuples(st.just("insert"), st.integers(1, 10_000), st.just("")),
     st.tuples(st.just("swap"), st.integers(1, 10_000), st.just("")),
+    st.tuples(st.just("rewrite"), st.integers(1, 10_000), st.sampled_from(["keep", "drop"])),
+    st.tuples(st.just("truncate"), st.integers(1, 10_000), st.sampled_from(["events", "both"])),
 )
 
 
 @given(TAMPERINGS)
-def test_any_tampering_is_detected(change: tuple[str, int, str]) -> None:
-    """Editing any column, deleting, inserting or swapping rows always breaks the chain."""
-    kind, pick, column = change
+def test_any_tampering_is_detected(template: tuple[Path, int, Path], change: tuple[str, int, str]) -> None:
+    """Editing any column, deleting, inserting, swapping, rewriting with recomputed hashes, or
+    cutting the tail (checked against an anchor of the head) always fails verification."""
+    source, top, anchor = template
+    kind, pick, detail = change
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "l.db"
-        top = build(path)
-        assert verdict(path) == (True, None)
-        seq = 1 + pick % (top - 1)  # never the very last row alone: that is truncation
+        shutil.copy(source, path)
+        assert verdict(path, anchor).ok
+        seq = 1 + pick % (top - 1)
         if kind == "edit":
-            value = "0" if column in ("stream_rev",) else "tampered"
-            tamper(path, [(f"UPDATE events SET {column} = ? WHERE seq = ?", (value, seq))])
+            value = "0" if detail == "stream_rev" else "tampered"
+            tamper(path, [(f"UPDATE events SET {detail} = ? WHERE seq = ?", (value, seq))])
         elif kind == "delete":
             tamper(path, [("DELETE FROM events WHERE seq = ?", (seq,))])
         elif kind == "insert":
@@ -73,20 +112,92 @@ def test_any_tampering_is_detected(change: tuple[str, int, str]) -> None:
                 ("INSERT INTO events SELECT ?, 'forged', 1, type, schema_version, payload, occurred_at,"
                  " actor, origin, prev_hash, hash FROM events WHERE seq = ?", (seq, seq + 1)),
             ])
-        else:
+        elif kind == "swap":
             tamper(path, [
                 ("UPDATE events SET seq = -1 WHERE seq = ?", (seq,)),
                 ("UPDATE events SET seq = ? WHERE seq = ?", (seq, seq + 1)),
                 ("UPDATE events SET seq = ? WHERE seq = -1", (seq + 1,)),
             ])
-        ok, first_bad = verdict(path)
-        assert not ok
-        assert first_bad is not None and first_bad <= seq + 1
+        elif kind == "rewrite":  # a consistent forged chain; "drop" also hides the checkpoints
+            tamper(path, [("UPDATE events SET actor = 'forger' WHERE seq = ?", (seq,))]
+                   + ([("DELETE FROM checkpoints WHERE seq >= ?", (seq,))] if detail == "drop" else []))
+            rehash_from(path, seq)
+        else:
+            tamper(path, [("DELETE FROM events WHERE seq > ?", (seq,))]
+                   + ([("DELETE FROM checkpoints WHERE seq > ?", (seq,))] if detail == "both" else []))
+        report = verdict(path, anchor)
+        assert not report.ok
+        # A rewrite with recomputed hashes is placed after the last checkpoint that still
+        # matches: at or before the row changed.
+        assert report.first_bad_seq is not None and report.first_bad_seq <= seq + 1
+        if kind in ("edit", "delete", "insert", "swap"):  # the chain alone already tells
+            assert not verdict(path).ok
 
 
-def test_a_cut_tail_still_verifies_by_itself(tmp_path: Path) -> None:
-    """Truncation is invisible to the chain alone (that is what signed checkpoints are for)."""
+def test_a_cut_tail_verifies_by_itself_but_not_against_an_anchor(template: tuple[Path, int, Path],
+                                                                  tmp_path: Path) -> None:
+    """Cutting events and checkpoints back to an earlier checkpoint leaves a self-consistent
+    ledger; only the anchor kept elsewhere shows the cut, naming the first missing seq."""
+    source, _, anchor = template
     path = tmp_path / "l.db"
-    top = build(path)
-    tamper(path, [("DELETE FROM events WHERE seq > ?", (top - 3,))])
-    assert verdict(path) == (True, None)
+    shutil.copy(source, path)
+    with SQLiteRecorder(path) as recorder:
+        earlier = [row.seq for row in recorder.checkpoints()][-2]
+    tamper(path, [("DELETE FROM events WHERE seq > ?", (earlier,)),
+                  ("DELETE FROM checkpoints WHERE seq > ?", (earlier,))])
+    assert check_chain(SQLiteRecorder(path)).ok
+    assert verdict(path).ok
+    report = verdict(path, anchor)
+    assert not report.ok and report.first_bad_seq == earlier + 1
+    assert any("truncated or rolled back" in p for p in report.problems)
+
+
+def test_a_ledger_rewritten_wholesale_is_caught_by_the_pinned_key(template: tuple[Path, int, Path],
+                                                                   tmp_path: Path) -> None:
+    """A forger who builds a whole new ledger has a new signing key: it verifies alone, but
+    not with the original public key pinned, nor against the original's anchor."""
+    source, _, anchor = template
+    original_key = read_anchor(anchor).public_key
+    forged = tmp_path / "forged.db"
+    build(forged)
+    assert verdict(forged).ok
+    pinned = verdict(forged, pubkey=original_key)
+    assert not pinned.ok and pinned.first_bad_seq == 1
+    anchored = verdict(forged, anchor)
+    assert not anchored.ok and any("another key" in p or "belongs to ledger" in p
+                                   for p in anchored.problems)
+    assert verdict(source, anchor, original_key).ok
+
+
+def test_events_appended_behind_keyledgers_back_are_never_signed_over(tmp_path: Path) -> None:
+    """An event written straight into the file carries no checkpoint: verify names it, and
+    the next write through keyledger refuses rather than vouch for it with a signature."""
+    path = tmp_path / "l.db"
+    with create_test_ledger(path, "pw") as ledger:
+        ledger.set("a", "1")
+        top = ledger.recorder.head()[0]
+        ledger.recorder.append(
+            [NewEvent(ev.secret_stream("a"), 2, ev.SecretDeleted(name="a"))],
+            actor="intruder", occurred_at="2026-01-01T00:00:00.000000Z",
+        )
+        report = verify_ledger(ledger.recorder)  # type: ignore[arg-type]
+        assert not report.ok and report.first_bad_seq == top + 1
+        with pytest.raises(IntegrityError, match="no signed checkpoint"):
+            ledger.set("b", "2")
+        assert ledger.recorder.head()[0] == top + 1
+
+
+def test_a_forged_checkpoint_signature_fails(template: tuple[Path, int, Path], tmp_path: Path) -> None:
+    """A checkpoint whose signature was altered fails: the latest always, older ones with
+    ``all_signatures``."""
+    source, top, _ = template
+    path = tmp_path / "l.db"
+    shutil.copy(source, path)
+    with SQLiteRecorder(path) as recorder:
+        first = next(recorder.checkpoints()).seq
+    tamper(path, [("UPDATE checkpoints SET signature = zeroblob(64) WHERE seq IN (?, ?)", (first, top))])
+    report = verdict(path)
+    assert not report.ok and report.first_bad_seq == top
+    with SQLiteRecorder(path) as recorder:
+        full = verify_ledger(recorder, all_signatures=True)
+    assert full.first_bad_seq == first

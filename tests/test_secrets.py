@@ -80,10 +80,9 @@ def _append_raw(ledger: Ledger, name: str, token: str) -> None:
     from ledger.store import NewEvent
 
     revision = ledger.secret(name).revision
-    ledger.recorder.append(
+    ledger._append(
         [NewEvent(ev.secret_stream(name), revision + 1, ev.SecretWritten(
             name=name, key_version=1, ciphertext=token, scheme="bound-v1"))],
-        actor="attacker", occurred_at="2026-01-01T00:00:00.000000Z",
     )
 
 

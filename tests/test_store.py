@@ -129,10 +129,13 @@ def test_events_table_has_the_documented_columns(ledger: Ledger) -> None:
 
 
 def test_first_events_record_init(ledger: Ledger) -> None:
-    """A new ledger's history is LedgerInitialized, KeyVersionCreated(1), KeyRotated(->1)."""
+    """A new ledger's history is LedgerInitialized, SigningKeyCreated, KeyVersionCreated(1),
+    KeyRotated(->1)."""
     rows = list(ledger.recorder.read_events())
-    assert [r.type for r in rows] == ["LedgerInitialized", "KeyVersionCreated", "KeyRotated"]
-    assert rows[1].decode() == ev.KeyVersionCreated(
+    assert [r.type for r in rows] == [
+        "LedgerInitialized", "SigningKeyCreated", "KeyVersionCreated", "KeyRotated"
+    ]
+    assert rows[2].decode() == ev.KeyVersionCreated(
         version=1, fingerprint=ledger.keyring().versions[1].fingerprint, origin="generated"
     )
     assert rows[0].actor == "tester@example" and rows[0].occurred_at.endswith("Z")

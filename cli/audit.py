@@ -1,0 +1,129 @@
+"""Audit commands: verify the ledger, show its signing key, anchor its latest checkpoint;
+the forensic, monitoring and reporting commands are registered here from their modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli import audit_export, audit_forensics, audit_trail
+from cli.context import JsonOption, settings
+from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
+from ledger.errors import IntegrityError, LedgerFormatError
+from ledger.integrity import VerifyReport, verify_ledger
+from ledger.signing import Anchor, read_anchor, recorded_public_key, write_anchor
+
+app = typer.Typer(
+    help="Prove the ledger was not altered, and review what happened in it.",
+    no_args_is_help=True,
+)
+
+
+@app.command("verify")
+@handles_errors
+def verify(
+    ctx: typer.Context,
+    anchor: Annotated[Path | None, typer.Option(
+        "--anchor", dir_okay=False,
+        help="An anchor written by `audit anchor`: detects truncation, rollback or "
+             "rewriting up to it.")] = None,
+    pubkey: Annotated[str | None, typer.Option(
+        "--pubkey",
+        help="Pin the signing key (as `audit pubkey` prints it): catches a wholesale rewrite.")] = None,
+    all_signatures: Annotated[bool, typer.Option(
+        "--all-signatures",
+        help="Check every checkpoint's signature, not only the latest (slower).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute the whole hash chain, check the signed checkpoints and SQLite's integrity.
+
+    Exit 0 when intact; exit 1, naming the first bad seq, when any event was edited,
+    deleted, inserted, reordered or cut off. Needs no master password.
+
+    Example:  keyledger audit verify --anchor /offsite/keyledger.anchor --pubkey ed25519:...
+    """
+    pinned = None if anchor is None else read_anchor(anchor)
+    with settings(ctx).recorder() as recorder:
+        report = verify_ledger(recorder, anchor=pinned, pinned_key=pubkey,
+                               all_signatures=all_signatures)
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        _print_verify(report)
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_verify(report: VerifyReport) -> None:
+    latest = report.latest_checkpoint
+    if report.ok:
+        console.print(f"✅ Ledger intact: {report.events} events, head {report.head[:16]}…")
+        if latest is not None:
+            console.print(f"🔏 Latest checkpoint: seq {latest.seq}, signed {latest.signed_at} "
+                          f"({report.checkpoints} checkpoints)")
+        if report.anchor is not None:
+            console.print(f"⚓ Matches the anchor at seq {report.anchor.checkpoint.seq}")
+        return
+    err_console.print(f"❌ Ledger NOT intact: first bad seq {report.first_bad_seq}", markup=False)
+    for problem in report.problems:
+        err_console.print(f"   {problem}", markup=False)
+
+
+@app.command("pubkey")
+@handles_errors
+def pubkey(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Print the public half of the ledger's checkpoint-signing key (Ed25519).
+
+    Store it away from the ledger; `audit verify --pubkey` then pins it.
+
+    Example:  keyledger audit pubkey > /offsite/keyledger.pub
+    """
+    with settings(ctx).recorder() as recorder:
+        key = recorded_public_key(recorder)
+    if key is None:
+        raise LedgerFormatError("the ledger records no signing key")
+    if as_json:
+        emit_json({"public_key": key, "algorithm": "Ed25519"})
+    else:
+        console.print(key)
+
+
+@app.command("anchor")
+@handles_errors
+def anchor(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="The anchor file to write (new file).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Verify the ledger, then write its latest signed checkpoint to a file kept elsewhere.
+
+    `audit verify --anchor FILE` later detects truncation, rollback or rewriting of
+    anything up to that checkpoint. Needs no master password.
+
+    Example:  keyledger audit anchor --out /offsite/keyledger-$(date +%F).anchor
+    """
+    with settings(ctx).recorder() as recorder:
+        report = verify_ledger(recorder)
+    if not report.ok or report.latest_checkpoint is None or report.public_key is None:
+        raise IntegrityError(
+            f"the ledger does not verify (first bad seq {report.first_bad_seq}); "
+            "not anchoring it: run `keyledger audit verify`"
+        )
+    result = Anchor(report.latest_checkpoint, report.public_key)
+    write_anchor(out, result)
+    if as_json:
+        emit_json({"path": str(out), **result.to_json()})
+    else:
+        console.print(f"⚓ Anchored seq {result.checkpoint.seq} (head {result.checkpoint.head[:16]}…) "
+                      f"in {out}; keep it away from the ledger")
+
+
+# The forensic, monitoring and reporting commands live in their own modules.
+app.command("log")(audit_forensics.log)
+app.command("replay")(audit_forensics.replay)
+app.command("incident")(audit_forensics.incident)
+app.command("export")(audit_export.export)
+app.command("metrics")(audit_trail.metrics)
+app.command("reads")(audit_trail.reads)

@@ -1,0 +1,187 @@
+"""Signed checkpoints: what shows that a ledger's tail was not cut or rewritten.
+
+A hash chain proves that nothing inside it changed, but a chain whose last events were
+cut off still verifies. So each ledger has an Ed25519 key, made at ``init``: its private
+half is wrapped under the KEK like the data keys (only the master password unlocks it),
+and its public half is recorded in the ``SigningKeyCreated`` event. Every append made
+through an unlocked ledger also stores a checkpoint, ``(seq, head hash, time)`` signed
+with that key, in the same transaction.
+
+An *anchor* is the latest checkpoint written to a file kept somewhere else. Verifying a
+ledger against it detects truncation, rollback or rewriting of anything up to the
+anchored seq; pinning the public key catches a ledger rewritten wholesale with a new key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from ledger import events as ev
+from ledger.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from ledger.store import Recorder
+
+SIGNATURE_ALGORITHM = "Ed25519"
+PUBLIC_KEY_PREFIX = "ed25519:"
+ANCHOR_FORMAT = "keyledger-anchor/v1"
+_CHECKPOINT_LABEL = "keyledger/checkpoint/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The ledger ``ledger_id`` had ``seq`` events ending in ``head`` at ``signed_at``."""
+
+    ledger_id: str
+    seq: int
+    head: str
+    signed_at: str
+    signature: bytes
+
+    def message(self) -> bytes:
+        return checkpoint_message(self.ledger_id, self.seq, self.head, self.signed_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ledger_id": self.ledger_id, "seq": self.seq, "head": self.head,
+            "signed_at": self.signed_at,
+            "signature": base64.b64encode(self.signature).decode("ascii"),
+        }
+
+
+def checkpoint_message(ledger_id: str, seq: int, head: str, signed_at: str) -> bytes:
+    """The exact bytes a checkpoint signs: one JSON array, so fields cannot shift."""
+    return json.dumps(
+        [_CHECKPOINT_LABEL, ledger_id, seq, head, signed_at], separators=(",", ":")
+    ).encode("utf-8")
+
+
+class SigningKey:
+    """The ledger's Ed25519 private key, unwrapped in memory for as long as it is open."""
+
+    def __init__(self, private_bytes: bytes) -> None:
+        self._key = Ed25519PrivateKey.from_private_bytes(private_bytes)
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(os.urandom(32))
+
+    def private_bytes(self) -> bytes:
+        return self._key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    @property
+    def public_key(self) -> str:
+        """The public half as text: ``ed25519:`` and the raw 32 bytes in base64."""
+        raw = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
+
+    def sign(self, ledger_id: str, seq: int, head: str, signed_at: str) -> bytes:
+        return self._key.sign(checkpoint_message(ledger_id, seq, head, signed_at))
+
+
+def recorded_public_key(recorder: Recorder) -> str | None:
+    """The public half of the ledger's signing key, as its events recorded it."""
+    key = None
+    for stored in recorder.read_stream(ev.LEDGER_STREAM):
+        event = stored.decode()
+        if isinstance(event, ev.SigningKeyCreated):
+            key = event.public_key
+    return key
+
+
+def parse_public_key(text: str) -> Ed25519PublicKey:
+    """A public key as ``audit pubkey`` prints it.
+
+    :raises InvalidInputError: it is not an Ed25519 public key in that form.
+    """
+    body = text.strip().removeprefix(PUBLIC_KEY_PREFIX)
+    try:
+        raw = base64.b64decode(body, validate=True)
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(
+            f"not an Ed25519 public key (expected {PUBLIC_KEY_PREFIX}<base64 of 32 bytes>)"
+        ) from None
+
+
+def signature_holds(public_key: Ed25519PublicKey, checkpoint: Checkpoint) -> bool:
+    try:
+        public_key.verify(checkpoint.signature, checkpoint.message())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def same_key(a: Ed25519PublicKey, b: Ed25519PublicKey) -> bool:
+    raw = Encoding.Raw, PublicFormat.Raw
+    return a.public_bytes(*raw) == b.public_bytes(*raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """A checkpoint kept outside the ledger, with the public key that signed it."""
+
+    checkpoint: Checkpoint
+    public_key: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": ANCHOR_FORMAT, "algorithm": SIGNATURE_ALGORITHM,
+                "public_key": self.public_key, **self.checkpoint.to_json()}
+
+
+def write_anchor(path: Path, anchor: Anchor) -> None:
+    """Write ``anchor`` to a new file (never over an existing one)."""
+    text = json.dumps(anchor.to_json(), indent=2) + "\n"
+    try:
+        with open(path, "x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError:
+        raise InvalidInputError(f"{path} exists; an anchor is never overwritten") from None
+
+
+def read_anchor(path: Path) -> Anchor:
+    """The anchor stored at ``path``.
+
+    :raises InvalidInputError: the file is missing or is not an anchor.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"no anchor file at {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidInputError(f"{path} is not a keyledger anchor (not JSON)") from None
+    try:
+        if not isinstance(data, dict) or data.get("format") != ANCHOR_FORMAT:
+            raise ValueError
+        checkpoint = Checkpoint(
+            ledger_id=_text(data["ledger_id"]), seq=_count(data["seq"]),
+            head=_text(data["head"]), signed_at=_text(data["signed_at"]),
+            signature=base64.b64decode(_text(data["signature"]), validate=True),
+        )
+        public_key = _text(data["public_key"])
+    except (KeyError, ValueError, TypeError, binascii.Error):
+        raise InvalidInputError(f"{path} is not a keyledger anchor ({ANCHOR_FORMAT})") from None
+    parse_public_key(public_key)
+    return Anchor(checkpoint, public_key)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError
+    return value
