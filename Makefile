@@ -38,6 +38,7 @@ ROUNDS ?= 200
 crash-soak: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/crash_support.py --rounds $(ROUNDS)
 
-# Sizes: BENCH_SIZES=1000,10000 (default) or larger; results go in docs/benchmarks.md.
+# Ledgers of BENCH_SIZES secrets (default 10000,100000,1000000; BENCH_SIZES=10000 for a quick
+# run), one table with targets; BENCH_JSON=path also writes JSON. Results go in docs/benchmarks.md.
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py

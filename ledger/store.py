@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from ledger import events as ev
-from ledger.chain import GENESIS_HASH, event_hash
+from ledger.chain import GENESIS_HASH, ChainRow, event_hash
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -121,7 +122,10 @@ class Projector(Protocol):
 
     def setup(self, conn: sqlite3.Connection) -> None: ...
 
-    def catch_up(self, recorder: SQLiteRecorder) -> None: ...
+    def catch_up(
+        self, recorder: SQLiteRecorder,
+        appended: Sequence[tuple[ev.DomainEvent, StoredEvent]] = (),
+    ) -> None: ...
 
 
 class Recorder(Protocol):
@@ -145,9 +149,16 @@ class Recorder(Protocol):
         signer: Signer | None = None,
     ) -> list[StoredEvent]: ...
 
+    def append_chunks(
+        self, chunks: Iterable[Sequence[NewEvent]], *, actor: str, occurred_at: str,
+        origin: str = "", expect: Mapping[str, int] | None = None, signer: Signer | None = None,
+    ) -> int: ...
+
     def shred(self) -> None: ...
 
     def stream_head(self, stream: str) -> StoredEvent | None: ...
+
+    def stream_heads_of(self, streams: Collection[str]) -> dict[str, StoredEvent]: ...
 
     def read_stream(self, stream: str) -> list[StoredEvent]: ...
 
@@ -407,6 +418,16 @@ class SQLiteRecorder:
         )
         return [StoredEvent(*row) for row in rows]
 
+    def stream_heads_of(self, streams: Collection[str]) -> dict[str, StoredEvent]:
+        """The head row of each of ``streams`` that has one, by stream, in one query."""
+        rows = self.conn.execute(
+            f"""SELECT {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}
+                FROM json_each(?) AS wanted CROSS JOIN streams s ON s.stream = wanted.value
+                JOIN events e ON e.seq = s.head_seq""",
+            (json.dumps(list(streams)),),
+        )
+        return {row[1]: StoredEvent(*row) for row in rows}
+
     def stream_count(self, prefix: str) -> int:
         """How many streams are named ``prefix...``."""
         row = self.conn.execute(
@@ -414,6 +435,17 @@ class SQLiteRecorder:
             (prefix, _prefix_upper_bound(prefix)),
         ).fetchone()
         return int(row[0])
+
+    def chain_rows(self, after_seq: int = 0, last_seq: int | None = None) -> Iterator[ChainRow]:
+        """Rows ``after_seq + 1 .. last_seq`` as plain tuples in the order the hash covers
+        their columns (:data:`ledger.chain.ChainRow`), streamed: for checking the chain."""
+        cursor = self.conn.execute(
+            "SELECT seq, prev_hash, stream, stream_rev, type, schema_version, occurred_at, actor, "
+            "origin, payload, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (after_seq, last_seq if last_seq is not None else 2**62),
+        )
+        while batch := cursor.fetchmany(5000):
+            yield from batch
 
     def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]:
         """Every row past ``after_seq`` in seq order, streamed in batches."""
@@ -491,6 +523,43 @@ class SQLiteRecorder:
                 events, actor, occurred_at, origin, keys, kdf, signing_key, signer
             )
 
+    def append_chunks(
+        self, chunks: Iterable[Sequence[NewEvent]], *, actor: str, occurred_at: str,
+        origin: str = "", expect: Mapping[str, int] | None = None, signer: Signer | None = None,
+    ) -> int:
+        """Append the events of every chunk in one transaction, with one signed checkpoint
+        of the final head: :meth:`append` for more events than fit in memory at once.
+
+        ``chunks`` is consumed inside the transaction, so each chunk may be decided from
+        what the ledger holds after the chunks before it (read through this recorder).
+        ``expect`` is checked once, first; then each chunk's revisions as :meth:`append`
+        checks them, and the read models catch up after each chunk. An error raised by
+        a check or by ``chunks`` itself rolls everything back. Returns the number of
+        events appended.
+
+        :raises ConcurrencyError: a revision is not the one the events were decided against.
+        :raises IntegrityError: with a ``signer``, the ledger ends in unsigned events.
+        """
+        with self.write_transaction():
+            self._check_revisions((), expect or {})
+            if signer is not None and (top := self.head()[0]):
+                self._refuse_unsigned_tail(top)
+            appended = 0
+            for chunk in chunks:
+                if chunk:
+                    self._check_revisions(chunk, {})
+                    appended += len(self._append_locked(
+                        chunk, actor, occurred_at, origin, None, None, None, None
+                    ))
+            if signer is not None and appended:
+                seq, head_hash = self.head()
+                self.conn.execute(
+                    "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) "
+                    "VALUES (?, ?, ?, ?)",
+                    (seq, head_hash, occurred_at, signer(seq, head_hash, occurred_at)),
+                )
+            return appended
+
     def _append_locked(
         self, events: Sequence[NewEvent], actor: str, occurred_at: str, origin: str,
         keys: Mapping[int, bytes | None] | None, kdf: KdfRecord | None,
@@ -550,7 +619,7 @@ class SQLiteRecorder:
                 (seq, prev_hash, occurred_at, signer(seq, prev_hash, occurred_at)),
             )
         if self.projector is not None:
-            self.projector.catch_up(self)
+            self.projector.catch_up(self, [(new.event, row) for new, row in zip(events, stored, strict=True)])
         return stored
 
     def _refuse_unsigned_tail(self, top: int) -> None:
@@ -568,13 +637,15 @@ class SQLiteRecorder:
         expected = dict(expect)
         for new in events:
             expected.setdefault(new.stream, new.stream_rev - 1)
-        conflicts = []
-        for stream, revision in expected.items():
-            row = self.conn.execute(
-                "SELECT revision FROM streams WHERE stream = ?", (stream,)
-            ).fetchone()
-            if (0 if row is None else row[0]) != revision:
-                conflicts.append(stream)
+        streams = list(expected)
+        stored: dict[str, int] = {}
+        for i in range(0, len(streams), 500):  # one query per 500 streams
+            chunk = streams[i:i + 500]
+            stored.update(self.conn.execute(
+                f"SELECT stream, revision FROM streams WHERE stream IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall())
+        conflicts = [s for s, revision in expected.items() if stored.get(s, 0) != revision]
         if conflicts:
             raise ConcurrencyError(conflicts)
 

@@ -16,9 +16,14 @@ from typing import Protocol
 from ledger.events import DomainEvent
 from ledger.store import SQLiteRecorder, StoredEvent
 
+Applied = tuple[DomainEvent, StoredEvent]
+
 
 class Projection(Protocol):
-    """One read model: its tables, how an event changes them, how to empty them."""
+    """One read model: its tables, how a batch of events changes them, how to empty them.
+
+    ``apply_batch`` gets the events of one append (or a page of a rebuild) in seq order,
+    so a read model can turn many events into a few statements."""
 
     @property
     def name(self) -> str: ...
@@ -28,8 +33,10 @@ class Projection(Protocol):
 
     def create(self, conn: sqlite3.Connection) -> None: ...
 
-    def apply(self, event: DomainEvent, stored: StoredEvent, conn: sqlite3.Connection) -> None: ...
+    def apply_batch(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None: ...
 
+
+REBUILD_PAGE = 5_000  # events decoded and applied together when reading them back
 
 _CHECKPOINT_DDL = """CREATE TABLE IF NOT EXISTS proj_checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL)"""
@@ -63,20 +70,37 @@ class ProjectionRunner:
     def is_current(self, recorder: SQLiteRecorder) -> bool:
         return self.position(recorder) == recorder.head()
 
-    def catch_up(self, recorder: SQLiteRecorder) -> None:
-        """Apply every event past the checkpoint; the caller holds the write transaction."""
+    def catch_up(self, recorder: SQLiteRecorder, appended: Sequence[Applied] = ()) -> None:
+        """Apply every event past the checkpoint; the caller holds the write transaction.
+
+        ``appended`` are the events the caller just appended, already decoded: when they
+        follow the checkpoint directly they are applied as they are, without reading them
+        back; otherwise the events are read from the ledger from the checkpoint on.
+        """
         conn = recorder.conn
         self.setup(conn)
         last_seq, last_hash = self.position(recorder)
-        for stored in recorder.read_events(last_seq):
-            event = stored.decode()
-            for projection in self.projections:
-                projection.apply(event, stored, conn)
-            last_seq, last_hash = stored.seq, stored.hash
+        if appended and appended[0][1].seq == last_seq + 1:
+            self._apply(appended, conn)
+            last_seq, last_hash = appended[-1][1].seq, appended[-1][1].hash
+        else:
+            page: list[Applied] = []
+            for stored in recorder.read_events(last_seq):
+                page.append((stored.decode(), stored))
+                if len(page) == REBUILD_PAGE:
+                    self._apply(page, conn)
+                    page = []
+                last_seq, last_hash = stored.seq, stored.hash
+            self._apply(page, conn)
         conn.execute(
             "UPDATE proj_checkpoint SET last_seq = ?, last_hash = ? WHERE id = 1",
             (last_seq, last_hash),
         )
+
+    def _apply(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None:
+        if batch:
+            for projection in self.projections:
+                projection.apply_batch(batch, conn)
 
     def refresh(self, recorder: SQLiteRecorder) -> None:
         """Bring the read models up to date if the ledger moved on without them."""

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import singledispatchmethod
+from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.domain import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED, SCHEDULED, KeyringState, version_range
 from ledger.store import StoredEvent
 from projections.secrets import live_counts
+
+if TYPE_CHECKING:
+    from projections.base import Applied
 
 
 class KeyProjection:
@@ -97,23 +103,20 @@ class KeyProjection:
             [(fp, int(v)) for v, fp in event.fingerprints.items()],
         )
 
-    @apply.register
-    def _(self, event: ev.SecretWritten, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        self._count(conn, event.key_version)
-
-    @apply.register
-    def _(self, event: ev.SecretImported, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        self._count(conn, event.key_version)
-
-    @apply.register
-    def _(self, event: ev.SecretMigrated, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        self._count(conn, event.to_version)
-
-    @staticmethod
-    def _count(conn: sqlite3.Connection, version: int) -> None:
-        conn.execute(
-            "UPDATE proj_key_versions SET encryptions = encryptions + 1 WHERE version = ?",
-            (version,),
+    def apply_batch(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None:
+        """Key events one by one; encryptions per version (every secret event) summed and
+        added at the end, since nothing in between reads them."""
+        encryptions: Counter[int] = Counter()
+        for event, stored in batch:
+            if isinstance(event, ev.SecretMigrated):
+                encryptions[event.to_version] += 1
+            elif isinstance(event, ev.SecretWritten | ev.SecretImported):
+                encryptions[event.key_version] += 1
+            elif not isinstance(event, ev.SecretDeleted | ev.SecretRead):
+                self.apply(event, stored, conn)
+        conn.executemany(
+            "UPDATE proj_key_versions SET encryptions = encryptions + ? WHERE version = ?",
+            [(count, version) for version, count in encryptions.items()],
         )
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import singledispatchmethod
+from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.store import StoredEvent
+
+if TYPE_CHECKING:
+    from projections.base import Applied
 
 
 class MigrationProjection:
@@ -24,6 +29,20 @@ class MigrationProjection:
                 migrated INTEGER NOT NULL DEFAULT 0, already_current INTEGER,
                 failed INTEGER, duration_seconds REAL)"""
         )
+
+    def apply_batch(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None:
+        """Run events one by one; a run's re-encrypted secrets counted as batches land (so
+        an interrupted run shows how far it got), summed until the next run event."""
+        moved: dict[str, tuple[int, set[int]]] = {}
+        for event, stored in batch:
+            if isinstance(event, ev.SecretMigrated):
+                count, versions = moved.setdefault(event.run_id, (0, set()))
+                versions.add(event.from_version)
+                moved[event.run_id] = (count + 1, versions)
+            elif isinstance(event, ev.MigrationStarted | ev.MigrationCompleted):
+                _add_moved(conn, moved)
+                self.apply(event, stored, conn)
+        _add_moved(conn, moved)
 
     @singledispatchmethod
     def apply(self, event: ev.DomainEvent, stored: StoredEvent, conn: sqlite3.Connection) -> None:
@@ -45,17 +64,6 @@ class MigrationProjection:
         )
 
     @apply.register
-    def _(self, event: ev.SecretMigrated, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        # Counted as batches land, so an interrupted run still shows how far it got.
-        conn.execute(
-            """UPDATE proj_migration_runs SET migrated = migrated + 1,
-               from_versions = CASE WHEN instr(',' || from_versions || ',', ',' || ? || ',') > 0
-                 THEN from_versions ELSE trim(from_versions || ',' || ?, ',') END
-               WHERE run_id = ?""",
-            (str(event.from_version), str(event.from_version), event.run_id),
-        )
-
-    @apply.register
     def _(self, event: ev.MigrationCompleted, stored: StoredEvent, conn: sqlite3.Connection) -> None:
         conn.execute(
             """UPDATE proj_migration_runs SET completed_at = ?, status = ?, migrated = ?,
@@ -63,6 +71,21 @@ class MigrationProjection:
             (stored.occurred_at, event.status, event.migrated, event.already_current,
              event.failed, event.duration_seconds, event.run_id),
         )
+
+
+def _add_moved(conn: sqlite3.Connection, moved: dict[str, tuple[int, set[int]]]) -> None:
+    """Add the counted secrets and their source versions to their runs, then forget them."""
+    for run_id, (count, versions) in moved.items():
+        row = conn.execute(
+            "SELECT from_versions FROM proj_migration_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        known = {int(v) for v in row[0].split(",") if v} if row else set()
+        conn.execute(
+            "UPDATE proj_migration_runs SET migrated = migrated + ?, from_versions = ? "
+            "WHERE run_id = ?",
+            (count, ",".join(str(v) for v in sorted(known | versions)), run_id),
+        )
+    moved.clear()
 
 
 @dataclass(frozen=True, slots=True)

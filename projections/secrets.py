@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import singledispatchmethod
+from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.crypto import SCHEME_BOUND
-from ledger.store import StoredEvent
+
+if TYPE_CHECKING:
+    from projections.base import Applied
 
 
 class SecretProjection:
@@ -38,39 +42,36 @@ class SecretProjection:
                 PRIMARY KEY (key_version, scheme))"""
         )
 
-    @singledispatchmethod
-    def apply(self, event: ev.DomainEvent, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        pass
-
-    @apply.register
-    def _(self, event: ev.SecretWritten, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        self._upsert(conn, stored, event.name, event.key_version, event.ciphertext, event.scheme)
-
-    @apply.register
-    def _(self, event: ev.SecretImported, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        self._upsert(conn, stored, event.name, event.key_version, event.ciphertext, event.scheme)
-
-    @apply.register
-    def _(self, event: ev.SecretMigrated, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        self._upsert(conn, stored, event.name, event.to_version, event.ciphertext, event.scheme)
-
-    @apply.register
-    def _(self, event: ev.SecretDeleted, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        self._upsert(conn, stored, event.name, None, None, None)
-
-    @staticmethod
-    def _upsert(
-        conn: sqlite3.Connection, stored: StoredEvent, name: str, version: int | None,
-        ciphertext: str | None, scheme: str | None,
-    ) -> None:
-        before = conn.execute(
-            "SELECT key_version, scheme FROM proj_secrets WHERE name = ? AND deleted = 0", (name,)
-        ).fetchone()
-        if before is not None:
-            _count(conn, before[0], before[1], -1)
-        if version is not None and scheme is not None:
-            _count(conn, version, scheme, +1)
-        conn.execute(
+    def apply_batch(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None:
+        """Upsert one row per secret event, and move the per-version counts, in a few
+        statements: the rows' previous states are read with one query per 500 names."""
+        changes: list[tuple[str, int | None, int, str | None, str | None, str, int, int]] = []
+        for event, stored in batch:
+            if isinstance(event, ev.SecretMigrated):
+                version: int | None = event.to_version
+            elif isinstance(event, ev.SecretWritten | ev.SecretImported):
+                version = event.key_version
+            elif isinstance(event, ev.SecretDeleted):
+                changes.append((event.name, None, stored.stream_rev, None, None,
+                                stored.occurred_at, stored.seq, 1))
+                continue
+            else:
+                continue
+            changes.append((event.name, version, stored.stream_rev, event.ciphertext,
+                            event.scheme, stored.occurred_at, stored.seq, 0))
+        if not changes:
+            return
+        live = _live_states(conn, {change[0] for change in changes})
+        deltas: Counter[tuple[int, str]] = Counter()
+        for name, version, _, _, scheme, _, _, deleted in changes:
+            before = live.pop(name, None)
+            if before is not None:
+                deltas[before] -= 1
+            if not deleted:
+                assert version is not None and scheme is not None
+                deltas[(version, scheme)] += 1
+                live[name] = (version, scheme)
+        conn.executemany(
             """INSERT INTO proj_secrets
                (name, key_version, revision, ciphertext, scheme, updated_at, updated_seq, deleted)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -78,17 +79,29 @@ class SecretProjection:
                  revision = excluded.revision, ciphertext = excluded.ciphertext,
                  scheme = excluded.scheme, updated_at = excluded.updated_at,
                  updated_seq = excluded.updated_seq, deleted = excluded.deleted""",
-            (name, version, stored.stream_rev, ciphertext, scheme, stored.occurred_at, stored.seq,
-             int(ciphertext is None)),
+            changes,
+        )
+        conn.executemany(
+            """INSERT INTO proj_secret_counts (key_version, scheme, live) VALUES (?, ?, ?)
+               ON CONFLICT (key_version, scheme) DO UPDATE SET live = live + excluded.live""",
+            [(version, scheme, delta) for (version, scheme), delta in deltas.items() if delta],
         )
 
 
-def _count(conn: sqlite3.Connection, version: int, scheme: str, delta: int) -> None:
-    conn.execute(
-        """INSERT INTO proj_secret_counts (key_version, scheme, live) VALUES (?, ?, ?)
-           ON CONFLICT (key_version, scheme) DO UPDATE SET live = live + excluded.live""",
-        (version, scheme, delta),
-    )
+def _live_states(conn: sqlite3.Connection, names: set[str]) -> dict[str, tuple[int, str]]:
+    """``name -> (key_version, scheme)`` of those of ``names`` that are live now."""
+    found: dict[str, tuple[int, str]] = {}
+    pending = list(names)
+    for i in range(0, len(pending), 500):
+        chunk = pending[i:i + 500]
+        rows = conn.execute(  # by primary key: a filter on `deleted` would pick its index
+            f"""SELECT name, key_version, scheme, deleted FROM proj_secrets
+                WHERE name IN ({", ".join("?" * len(chunk))})""",
+            chunk,
+        )
+        found.update((name, (version, scheme)) for name, version, scheme, deleted in rows
+                     if not deleted)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
