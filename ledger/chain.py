@@ -1,10 +1,18 @@
-"""The hash chain that links every event row to the one before it."""
+"""The hash chain that links every event row to the one before it.
+
+This module imports nothing from keyledger, so that ``audit verify`` can run it as a
+script in a second, lean process to check the later half of a long chain::
+
+    python ledger/chain.py LEDGER_FILE AFTER_SEQ PREV_HASH   # prints the first bad seq or 0
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import sqlite3
+import sys
+from collections.abc import Iterable, Iterator
 
 GENESIS_HASH = "0" * 64
 # Built once: json.dumps with options builds a new encoder on every call.
@@ -37,6 +45,18 @@ def event_hash(
 
 # The columns of an event row in the order the hash covers them, then the stored hash.
 ChainRow = tuple[int, str, str, int, str, int, str, str, str, str, str]
+CHAIN_ROWS_SQL = (
+    "SELECT seq, prev_hash, stream, stream_rev, type, schema_version, occurred_at, actor, "
+    "origin, payload, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
+)
+
+
+def chain_rows(conn: sqlite3.Connection, after_seq: int = 0,
+               last_seq: int | None = None) -> Iterator[ChainRow]:
+    """Rows ``after_seq + 1 .. last_seq`` as :data:`ChainRow` tuples, streamed."""
+    cursor = conn.execute(CHAIN_ROWS_SQL, (after_seq, last_seq if last_seq is not None else 2**62))
+    while batch := cursor.fetchmany(5000):
+        yield from batch
 
 
 def first_broken_link(rows: Iterable[ChainRow], prev_hash: str = GENESIS_HASH,
@@ -60,3 +80,20 @@ def first_broken_link(rows: Iterable[ChainRow], prev_hash: str = GENESIS_HASH,
             return seq
         prev_hash, expected_seq = digest, expected_seq + 1
     return None
+
+
+def _main(argv: list[str]) -> int:
+    """Check the chain after ``AFTER_SEQ`` from ``PREV_HASH``; print the first bad seq (0: none)."""
+    path, after, prev_hash = argv[0], int(argv[1]), argv[2]
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        bad = first_broken_link(chain_rows(conn, after), prev_hash, after + 1)
+    finally:
+        conn.close()
+    print(bad or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -3,14 +3,16 @@ and the signed checkpoints (:mod:`ledger.signing`)."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ledger import chain
 from ledger.chain import GENESIS_HASH, first_broken_link
 from ledger.errors import LedgerFormatError
 from ledger.signing import (
@@ -68,25 +70,30 @@ PARALLEL_MIN_EVENTS = 50_000  # below this a second process costs more than it s
 
 def _first_bad_link(recorder: SQLiteRecorder, start: int, top: int) -> int | None:
     """The first broken link past ``start``. A long chain is split in two: the later half
-    is checked by a forked process (on the second core) from the hash stored at the
-    split, while this one checks the first half; a break in the first half comes first."""
+    is checked by a second, lean process (``ledger/chain.py`` run as a script, on the
+    other core) from the hash stored at the split, while this one checks the first half;
+    a break in the first half comes first."""
     prev = recorder.event_at(start)
     prev_hash = prev.hash if prev else GENESIS_HASH
-    if top - start < PARALLEL_MIN_EVENTS or "fork" not in mp.get_all_start_methods():
+    if top - start < PARALLEL_MIN_EVENTS:
         return first_broken_link(recorder.chain_rows(start), prev_hash, start + 1)
     middle = (start + top) // 2
     at_middle = recorder.event_at(middle)
-    assert at_middle is not None  # the count said the rows are there; checked below
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("fork")) as pool:
-        later = pool.submit(_check_stretch, recorder.path, middle, at_middle.hash)
+    if at_middle is None:  # a gap: the sequential walk names it
+        return first_broken_link(recorder.chain_rows(start), prev_hash, start + 1)
+    later = subprocess.Popen(
+        [sys.executable, chain.__file__, str(recorder.path), str(middle), at_middle.hash],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
         first = first_broken_link(recorder.chain_rows(start, middle), prev_hash, start + 1)
-        return first if first is not None else later.result()
-
-
-def _check_stretch(path: Path, after: int, prev_hash: str) -> int | None:
-    """In a forked process: the first broken link after ``after``, on its own connection."""
-    with SQLiteRecorder(path) as recorder:
-        return first_broken_link(recorder.chain_rows(after), prev_hash, after + 1)
+    finally:
+        out, _ = later.communicate()
+    if first is not None:
+        return first
+    if later.returncode != 0:  # the helper could not run: do its half here
+        return first_broken_link(recorder.chain_rows(middle), at_middle.hash, middle + 1)
+    return int(out) or None
 
 
 def _pragma_check(path: Path, pragma: str) -> str:

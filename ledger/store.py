@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from ledger import events as ev
-from ledger.chain import GENESIS_HASH, ChainRow, event_hash
+from ledger.chain import GENESIS_HASH, ChainRow, chain_rows, event_hash
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -439,13 +439,7 @@ class SQLiteRecorder:
     def chain_rows(self, after_seq: int = 0, last_seq: int | None = None) -> Iterator[ChainRow]:
         """Rows ``after_seq + 1 .. last_seq`` as plain tuples in the order the hash covers
         their columns (:data:`ledger.chain.ChainRow`), streamed: for checking the chain."""
-        cursor = self.conn.execute(
-            "SELECT seq, prev_hash, stream, stream_rev, type, schema_version, occurred_at, actor, "
-            "origin, payload, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
-            (after_seq, last_seq if last_seq is not None else 2**62),
-        )
-        while batch := cursor.fetchmany(5000):
-            yield from batch
+        return chain_rows(self.conn, after_seq, last_seq)
 
     def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]:
         """Every row past ``after_seq`` in seq order, streamed in batches."""
