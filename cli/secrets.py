@@ -20,7 +20,7 @@ from cli.context import (
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger import ImportResult, InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
-from ledger.imports import parse_seed_untrusted, parse_values_untrusted
+from ledger.import_files import check_import_file_untrusted, parse_seed_untrusted
 from projections.history import HistoryEntry, secret_history
 
 app = typer.Typer(
@@ -258,10 +258,10 @@ def import_secrets(
       keyledger secrets import secrets.json
       keyledger secrets import production.env
     """
-    fmt, values = parse_values_untrusted(file)
+    checked = check_import_file_untrusted(file)  # a bad file is refused before the password
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        result = ledger.import_values(values, source=fmt, overwrite=overwrite)
+        result = ledger.import_file(checked, overwrite=overwrite)
     _show_import(result, as_json)
 
 

@@ -233,6 +233,8 @@ def validate_name(name: str) -> str:
         raise InvalidInputError(f"a secret name must be 1-{MAX_NAME_LENGTH} characters")
     if name != name.strip():
         raise InvalidInputError("a secret name may not start or end with whitespace")
+    if name.isascii() and name.isprintable():  # the common case, without a per-character walk
+        return name
     if any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in name):
         raise InvalidInputError("a secret name may not contain control characters")
     return name

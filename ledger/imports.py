@@ -1,145 +1,33 @@
-"""Imports: parse the files ``secrets import`` and ``import-seed`` read, and record them.
+"""Imports: record the values ``secrets import`` reads, and the seed export ``import-seed`` reads.
 
-The parsers read untrusted input; their errors name the file, line or entry, never a
-value, since a malformed line may hold a secret. The importers turn parsed entries into
-events appended in one transaction.
+The files themselves are read by :mod:`ledger.import_files`. A plaintext import is
+appended in one transaction, however large: chunk by chunk, each chunk's events decided
+from what the ledger (and the chunks before it) hold, with one signed checkpoint at the
+end; a fault anywhere rolls it all back.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from functools import partial
+from itertools import islice
+from typing import TYPE_CHECKING
 
 from ledger import crypto
 from ledger import events as ev
-from ledger.domain import ACTIVE, DECRYPT_ONLY, validate_name, validate_value
+from ledger.domain import ACTIVE, DECRYPT_ONLY, head_state, validate_name, validate_value
 from ledger.errors import ConcurrencyError, InvalidInputError
+from ledger.import_files import ImportFile, ImportFormat, checked_entry
 from ledger.migration import CONFLICT_RETRIES
 from ledger.store import NewEvent
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
 
-ImportFormat = Literal["json", "dotenv"]
-
-_DOTENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(.*)$")
-_DOUBLE_QUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
-
-
-def read_text_untrusted(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # a BOM is not a name
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"{path} is not valid UTF-8") from None
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def detect_format(path: Path, text: str) -> ImportFormat:
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
-        return "json"
-    return "dotenv"
-
-
-def parse_json_object_untrusted(path: Path, text: str) -> dict[str, object]:
-    """A JSON object, or one clear error."""
-    try:
-        data = json.loads(text, object_pairs_hook=_no_duplicate_names)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except RecursionError:
-        raise InvalidInputError(f"{path} is nested too deeply to be an import file") from None
-    except _DuplicateName as dup:
-        raise InvalidInputError(f"{path}: the name {dup.name!r} appears more than once") from None
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{path} must hold a JSON object of name -> value")
-    return data
-
-
-class _DuplicateName(Exception):
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def _no_duplicate_names(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    data: dict[str, object] = {}
-    for name, value in pairs:
-        if name in data:
-            raise _DuplicateName(name)
-        data[name] = value
-    return data
-
-
-def parse_values_untrusted(path: Path) -> tuple[ImportFormat, dict[str, str]]:
-    """Read ``name -> plaintext`` from a JSON object or a ``.env`` file."""
-    text = read_text_untrusted(path)
-    fmt = detect_format(path, text)
-    if fmt == "dotenv":
-        return fmt, parse_dotenv_untrusted(path, text)
-    data = parse_json_object_untrusted(path, text)
-    bad = [name for name, value in data.items() if not isinstance(value, str)]
-    if bad:
-        raise InvalidInputError(f"{path}: the value of {bad[0]!r} is not a string")
-    return fmt, {name: str(value) for name, value in data.items()}
-
-
-def parse_dotenv_untrusted(path: Path, text: str) -> dict[str, str]:
-    """``KEY=value`` lines; ``export``, comments, blank lines and quotes as shells allow."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _DOTENV_LINE.match(line)
-        if match is None:
-            raise InvalidInputError(f"{path}: line {number} is not KEY=value")
-        name, rest = match.groups()
-        if name in values:
-            raise InvalidInputError(f"{path}: line {number} sets {name} a second time")
-        values[name] = _dotenv_value(rest, path, number)
-    return values
-
-
-def _dotenv_value(rest: str, path: Path, number: int) -> str:
-    if rest[:1] in ("'", '"'):
-        quote = rest[0]
-        end = _closing_quote(rest, quote)
-        if end is None:
-            raise InvalidInputError(f"{path}: line {number} has an unclosed quote")
-        trailing = rest[end + 1 :].strip()
-        if trailing and not trailing.startswith("#"):
-            raise InvalidInputError(f"{path}: line {number} has text after the closing quote")
-        body = rest[1:end]
-        if quote == "'":
-            return body
-        return re.sub(r"\\(.)", lambda m: _DOUBLE_QUOTE_ESCAPES.get(m[1], "\\" + m[1]), body)
-    return re.split(r"\s+#", rest, maxsplit=1)[0].strip()
-
-
-def _closing_quote(rest: str, quote: str) -> int | None:
-    i = 1
-    while i < len(rest):
-        if rest[i] == "\\" and quote == '"':
-            i += 2
-            continue
-        if rest[i] == quote:
-            return i
-        i += 1
-    return None
-
-
-def parse_seed_untrusted(path: Path) -> dict[str, object]:
-    """The guide's export: a JSON object ``name -> base64 ciphertext``.
-
-    Non-string entries are passed on as they are, for the importer to report by name.
-    """
-    return parse_json_object_untrusted(path, read_text_untrusted(path))
+# Events decided, encrypted and appended at a time: enough to amortise each chunk's
+# queries, few enough that a chunk's events take a few megabytes.
+IMPORT_CHUNK = 5_000
 
 
 # -- recording imports -----------------------------------------------------------------
@@ -162,8 +50,8 @@ class ImportResult:
 
 
 def import_values(
-    ledger: Ledger, values: Mapping[str, str], *, source: Literal["json", "dotenv"],
-    overwrite: bool = False,
+    ledger: Ledger, values: Mapping[str, str], *, source: ImportFormat,
+    overwrite: bool = False, chunk_size: int = IMPORT_CHUNK,
 ) -> ImportResult:
     """Encrypt and record many plaintext values in one transaction (all or nothing).
 
@@ -172,31 +60,77 @@ def import_values(
 
     :raises InvalidInputError: a name or value is invalid (named); nothing was written.
     """
-    checked = [(name, _checked_entry(name, value)) for name, value in values.items()]
+    checked = [(name, checked_entry(name, value)) for name, value in values.items()]
+    return _record(ledger, lambda: iter(checked), source, overwrite, chunk_size)
+
+
+def import_file(
+    ledger: Ledger, checked: ImportFile, *, overwrite: bool = False,
+    chunk_size: int = IMPORT_CHUNK,
+) -> ImportResult:
+    """:func:`import_values` for a file of any size, read again entry by entry.
+
+    ``checked`` comes from :func:`ledger.import_files.check_import_file_untrusted`, so
+    every entry is known to be valid; the file is read again while the transaction is
+    open, and if it is no longer the same, nothing is written.
+
+    :raises InvalidInputError: the file changed since it was checked; nothing was written.
+    """
+    return _record(ledger, checked.entries, checked.format, overwrite, chunk_size)
+
+
+def _record(
+    ledger: Ledger, entries: Callable[[], Iterable[tuple[str, bytes]]], source: ImportFormat,
+    overwrite: bool, chunk_size: int,
+) -> ImportResult:
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
     for _ in range(CONFLICT_RETRIES):
         keyring = ledger.keyring()
         version = keyring.require_current()
         key = ledger._keys.data_key(version)
         result = ImportResult()
-        new = []
-        for name, plaintext in checked:
-            state = ledger.secret(name)
-            if not state.deleted and not overwrite:
-                result.skipped.append(name)
-                continue
-            token = crypto.encrypt_secret(key, version, name, plaintext)
-            new.append(NewEvent(
-                ev.secret_stream(name), state.revision + 1,
-                ev.SecretImported(name=name, key_version=version, ciphertext=token,
-                                  scheme=crypto.SCHEME_BOUND, source=source),
-            ))
+        imported = partial(_imported, key, version, source)
+        chunks = _decided_chunks(ledger, entries(), chunk_size, overwrite, result, imported)
         try:
-            ledger._append(new, expect={ev.KEYRING_STREAM: keyring.revision})
+            result.imported = ledger._append_chunks(
+                chunks, expect={ev.KEYRING_STREAM: keyring.revision}
+            )
         except ConcurrencyError:
             continue
-        result.imported = len(new)
         return result
     raise ConcurrencyError(["secrets being imported"])
+
+
+def _imported(
+    key: bytes, version: int, source: ImportFormat, name: str, plaintext: bytes
+) -> ev.SecretImported:
+    return ev.SecretImported(
+        name=name, key_version=version, scheme=crypto.SCHEME_BOUND, source=source,
+        ciphertext=crypto.encrypt_secret(key, version, name, plaintext),
+    )
+
+
+def _decided_chunks(
+    ledger: Ledger, entries: Iterable[tuple[str, bytes]], size: int, overwrite: bool,
+    result: ImportResult, imported: Callable[[str, bytes], ev.SecretImported],
+) -> Iterator[list[NewEvent]]:
+    """The events of each ``size`` entries, decided when the recorder asks for them:
+    inside its transaction, against the ledger as the chunks before left it."""
+    entries = iter(entries)
+    while batch := list(islice(entries, size)):
+        heads = ledger.recorder.stream_heads_of([ev.secret_stream(name) for name, _ in batch])
+        new = []
+        for name, plaintext in batch:
+            stream = ev.secret_stream(name)
+            head = heads.get(stream)
+            if head is not None and not overwrite and not head_state(head).deleted:
+                result.skipped.append(name)
+                continue
+            revision = 0 if head is None else head.stream_rev
+            new.append(NewEvent(stream, revision + 1, imported(name, plaintext)))
+        yield new
+
 
 def import_seed(
     ledger: Ledger, tokens: Mapping[str, object], password: str, *,
@@ -300,16 +234,6 @@ def _append_seed(
     result.imported = len(secrets)
     if new:
         ledger._refresh_keyring()
-
-
-def _checked_entry(name: str, value: str) -> bytes:
-    """An import entry's value as bytes, or an error that names the entry (not the value)."""
-    try:
-        validate_name(name)
-        return validate_value(value)
-    except InvalidInputError as exc:
-        shown = name if len(name) <= 60 else name[:57] + "..."
-        raise InvalidInputError(f"entry {shown!r}: {exc}") from None
 
 
 def _utf8_untrusted(plaintext: bytes) -> str:

@@ -181,8 +181,7 @@ class Migration:
         except InvalidCiphertext:
             raise IntegrityError("decryption failed") from None
         token = crypto.encrypt_secret(self.ledger._keys.data_key(target), target, state.name, plaintext)
-        # Every field is ours and already of its type: skip pydantic's validation.
-        return NewEvent(ev.secret_stream(state.name), state.revision + 1, ev.SecretMigrated.model_construct(
+        return NewEvent(ev.secret_stream(state.name), state.revision + 1, ev.SecretMigrated(
             name=state.name, run_id=self._run_id(), from_version=state.key_version,
             to_version=target, ciphertext=token, scheme=crypto.SCHEME_BOUND,
         ))

@@ -11,7 +11,7 @@ import getpass
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -39,6 +39,7 @@ from ledger.errors import (
     VersionError,
     WrongPasswordError,
 )
+from ledger.import_files import ImportFile
 from ledger.imports import ImportResult
 from ledger.keyring import KeyMaterial, new_kdf, unlock_kek
 from ledger.lifecycle import LifecycleResult
@@ -601,6 +602,14 @@ class Ledger:
         """Encrypt and record many plaintext values at once; see :func:`ledger.imports.import_values`."""
         return imports.import_values(self, values, source=source, overwrite=overwrite)
 
+    def import_file(
+        self, checked: ImportFile, *, overwrite: bool = False,
+        chunk_size: int = imports.IMPORT_CHUNK,
+    ) -> ImportResult:
+        """Record a checked import file of any size in one transaction; see
+        :func:`ledger.imports.import_file`."""
+        return imports.import_file(self, checked, overwrite=overwrite, chunk_size=chunk_size)
+
     def import_seed(
         self, tokens: Mapping[str, object], password: str, *,
         salt_template: str = crypto.SEED_SALT_TEMPLATE, legacy_version: int = 1,
@@ -675,6 +684,19 @@ class Ledger:
         return self.recorder.append(
             list(events), actor=self.actor, occurred_at=format_time(self.clock()),
             origin=self.origin, keys=keys, kdf=kdf, signing_key=signing_key, expect=expect,
+            signer=lambda seq, head, at: signing.sign(ledger_id, seq, head, at),
+        )
+
+    def _append_chunks(
+        self, chunks: Iterable[Sequence[NewEvent]], *, expect: Mapping[str, int] | None = None,
+    ) -> int:
+        """Append every chunk's events in one transaction, with one signed checkpoint of
+        the final head; the number appended (see :meth:`SQLiteRecorder.append_chunks`)."""
+        signing = self._signing_key()
+        ledger_id = self._meta.ledger_id
+        return self.recorder.append_chunks(
+            chunks, actor=self.actor, occurred_at=format_time(self.clock()),
+            origin=self.origin, expect=expect,
             signer=lambda seq, head, at: signing.sign(ledger_id, seq, head, at),
         )
 

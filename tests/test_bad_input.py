@@ -712,6 +712,7 @@ def break_appends(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
 
     if mode == "refused":
         monkeypatch.setattr(SQLiteRecorder, "append", refused)
+        monkeypatch.setattr(SQLiteRecorder, "append_chunks", refused)
     else:
         monkeypatch.setattr(SQLiteRecorder, "_append_locked", half_written)
 
