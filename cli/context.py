@@ -107,6 +107,14 @@ def open_ledger(
         raise
 
 
+def open_ledger_alone(ctx: typer.Context) -> Ledger:
+    """The ledger, unlocked, without opening its read models: for reads that need only the
+    events (``secrets get``), so their cost does not grow with the number of secrets. An
+    event appended meanwhile (a recorded read) reaches the read models when next opened."""
+    s = settings(ctx)
+    return Ledger.unlock(s.recorder(), master_password(), actor=s.actor, origin=CLI_ORIGIN)
+
+
 def open_read_models(ctx: typer.Context) -> ReadModels:
     """The read models alone: no password needed, as they hold no plaintext."""
     runner = projector()

@@ -13,6 +13,7 @@ from cli.context import (
     JsonOption,
     master_password,
     open_ledger,
+    open_ledger_alone,
     open_read_models,
     settings,
     stdin_is_tty,
@@ -91,8 +92,7 @@ def get_secret(
 
     Example:  export DB_PASSWORD="$(keyledger secrets get db_password)"
     """
-    ledger, views = open_ledger(ctx)
-    with ledger, views:
+    with open_ledger_alone(ctx) as ledger:
         secret = ledger.get(name)
     if as_json:
         emit_json({"name": secret.name, "value": secret.value, "version": secret.version})
