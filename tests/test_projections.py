@@ -23,6 +23,10 @@ EDITS = {
     "the counts changed": "UPDATE proj_secret_counts SET live = live + 5",
     "the checkpoint moved": "UPDATE proj_checkpoint SET last_seq = last_seq - 1",
     "a migration run removed": "DELETE FROM proj_migration_runs",
+    "a secret's revision changed": "UPDATE proj_secrets SET revision = revision + 1 WHERE name = 'c'",
+    "a secret's seq changed": "UPDATE proj_secrets SET updated_seq = 1 WHERE name = 'c'",
+    "two secrets' names swapped": "UPDATE proj_secrets SET name = CASE name WHEN 'a' THEN 'zz' "
+                                  "WHEN 'zz' THEN 'a' END WHERE name IN ('a')",
 }
 
 
