@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import sys
-import unicodedata
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cli.context import JsonOption, settings
-from cli.output import console, emit_json, handles_errors, to_jsonable
+from cli.output import console, emit_json, handles_errors, printable
 from projections.forensics import IncidentReport, ReplayState, audit_log, event_document, event_summary
 from projections.forensics import incident as incident_report
 from projections.forensics import replay as replay_state
@@ -61,8 +60,8 @@ def log(
             for stored in events:
                 doc = event_document(stored)
                 out.write(f"{doc['seq']:>6}  {doc['occurred_at']}  "
-                          f"{_printable(doc['actor']):<{ACTOR_WIDTH}}  {doc['type']:<24}  "
-                          f"{_printable(event_summary(doc))}".rstrip() + "\n")
+                          f"{printable(doc['actor']):<{ACTOR_WIDTH}}  {doc['type']:<24}  "
+                          f"{printable(event_summary(doc))}".rstrip() + "\n")
                 shown += 1
             if not shown:
                 console.print("No events match.")
@@ -103,7 +102,7 @@ def _print_replay(state: ReplayState) -> None:
                       + f"  {meta.origin}  {meta.fingerprint}", markup=False)
     console.print(f"🔐 {len(state.secrets)} live secret(s)")
     for name, version in state.secrets.items():
-        console.print(f"   {_printable(name)}  v{version}", markup=False)
+        console.print(f"   {printable(name)}  v{version}", markup=False)
 
 
 @handles_errors
@@ -141,21 +140,16 @@ def _print_incident(report: IncidentReport) -> None:
                  report.secrets_ever_on_version)
     console.print(f"📜 Events touching it{span} ({len(report.events)}):", markup=False)
     for doc in report.events:
-        console.print(f"   {doc['seq']:>6}  {doc['occurred_at']}  {_printable(doc['actor'])}  "
-                      f"{doc['type']}  {_printable(event_summary(doc))}".rstrip(), markup=False)
+        console.print(f"   {doc['seq']:>6}  {doc['occurred_at']}  {printable(doc['actor'])}  "
+                      f"{doc['type']}  {printable(event_summary(doc))}".rstrip(), markup=False)
     console.print("🛠  Remediation, in order:")
     for number, step in enumerate(report.remediation, 1):
-        console.print(f"   {number}. {_printable(step)}", markup=False)
+        console.print(f"   {number}. {printable(step)}", markup=False)
 
 
 def _print_names(title: str, names: list[str]) -> None:
     console.print(f"🔐 {title}:" + ("" if names else " none"), markup=False)
     for name in names:
-        console.print(f"   {_printable(name)}", markup=False)
+        console.print(f"   {printable(name)}", markup=False)
 
 
-def _printable(value: Any) -> str:
-    """Text from the ledger with control characters escaped, so that an actor or a
-    reason cannot drive the terminal."""
-    text = str(to_jsonable(value))
-    return "".join(ch if unicodedata.category(ch)[0] != "C" else f"\\u{ord(ch):04x}" for ch in text)

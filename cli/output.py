@@ -10,6 +10,7 @@ import functools
 import json
 import sqlite3
 import sys
+import unicodedata
 from collections.abc import Callable
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -45,6 +46,13 @@ def to_jsonable(value: Any) -> Any:
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
     return value
+
+
+def printable(value: Any) -> str:
+    """Text from the ledger with control characters escaped, so that an actor, an origin
+    or a reason cannot drive the terminal."""
+    text = str(to_jsonable(value))
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else f"\\u{ord(ch):04x}" for ch in text)
 
 
 def warn(message: str) -> None:

@@ -18,7 +18,7 @@ from cli.context import (
     settings,
     stdin_is_tty,
 )
-from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
+from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, printable
 from ledger import ImportResult, InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
 from ledger.import_files import check_import_file_untrusted, parse_seed_untrusted
@@ -149,7 +149,7 @@ def history(
     for entry in found.entries:
         details = _details(entry)
         console.print(f"{entry.seq:>6}  {entry.occurred_at}  {entry.type:<15} "
-                      f"{_version(entry):<8} by {entry.actor} ({entry.origin})"
+                      f"{_version(entry):<8} by {printable(entry.actor)} ({printable(entry.origin)})"
                       + (f"  {details}" if details else ""), markup=False)
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.errors import IntegrityError, InvalidInputError, KeyledgerError, LedgerFormatError
 from ledger.integrity import VerifyReport, verify_ledger
+from ledger.signing import recorded_public_key
 from ledger.store import SQLiteRecorder
 
 if TYPE_CHECKING:
@@ -126,8 +127,9 @@ def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[in
     """Replace the ledger at ``target`` with the backup; ``(events before, events after)``.
 
     :raises IntegrityError: the backup does not verify.
-    :raises LedgerFormatError: the target's history is not a prefix of the backup's
-        (it has events the backup lacks), unless ``force``.
+    :raises LedgerFormatError: the target is another ledger (id or signing key), or its
+        history is not a prefix of the backup's (it has events the backup lacks), unless
+        ``force``.
     """
     source = SQLiteRecorder(backup_path)
     try:
@@ -140,8 +142,15 @@ def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[in
             try:
                 before = live.head()[0]
                 is_prefix = _history_is_kept(live, source, chain.events)
+                same_ledger = (live.read_meta().ledger_id == source.read_meta().ledger_id
+                               and recorded_public_key(live) == chain.public_key)
             finally:
                 live.close()
+            if not same_ledger and not force:
+                raise LedgerFormatError(
+                    "the backup is of another ledger (its id or signing key differs from "
+                    "this one's); --force to replace it anyway"
+                )
             if not is_prefix and not force:
                 raise LedgerFormatError(
                     f"the ledger's history (to seq {before}) is not a prefix of the backup's "

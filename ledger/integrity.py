@@ -14,12 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger import chain
 from ledger.chain import GENESIS_HASH, first_broken_link
-from ledger.errors import LedgerFormatError
+from ledger.errors import InvalidInputError, LedgerFormatError
 from ledger.signing import (
     Anchor,
     Checkpoint,
     parse_public_key,
-    recorded_public_key,
+    recorded_signing_keys,
     same_key,
     signature_holds,
 )
@@ -81,8 +81,8 @@ def _first_bad_link(recorder: SQLiteRecorder, start: int, top: int) -> int | Non
     at_middle = recorder.event_at(middle)
     if at_middle is None:  # a gap: the sequential walk names it
         return first_broken_link(recorder.chain_rows(start), prev_hash, start + 1)
-    later = subprocess.Popen(
-        [sys.executable, chain.__file__, str(recorder.path), str(middle), at_middle.hash],
+    later = subprocess.Popen(  # -I: isolated, so nothing beside chain.py shadows the stdlib
+        [sys.executable, "-I", chain.__file__, str(recorder.path), str(middle), at_middle.hash],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -91,7 +91,7 @@ def _first_bad_link(recorder: SQLiteRecorder, start: int, top: int) -> int | Non
         out, _ = later.communicate()
     if first is not None:
         return first
-    if later.returncode != 0:  # the helper could not run: do its half here
+    if later.returncode != 0 or not out.strip().isdigit():  # it could not run: do its half here
         return first_broken_link(recorder.chain_rows(middle), at_middle.hash, middle + 1)
     return int(out) or None
 
@@ -192,12 +192,21 @@ def verify_ledger(
 
 def _recorded_key(recorder: SQLiteRecorder, report: VerifyReport) -> str | None:
     try:
-        public_key = recorded_public_key(recorder)
+        keys = recorded_signing_keys(recorder)
     except LedgerFormatError:
-        public_key = None
-    if public_key is None:
+        keys = []
+    if not keys:
         report.fault("the ledger records no signing key", 1)
-    return public_key
+        return None
+    for seq, _ in keys[1:]:
+        report.fault(f"event {seq} records a second signing key; a ledger keeps one for life",
+                     seq)
+    try:
+        parse_public_key(keys[0][1])
+    except InvalidInputError:
+        report.fault("the recorded signing key is not an Ed25519 public key", keys[0][0])
+        return None
+    return keys[0][1]
 
 
 def _check_checkpoints(
@@ -266,14 +275,18 @@ def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:
     the latest checkpoint must cover the last event, hold its hash and be validly signed."""
     top, head = recorder.head()
     latest = recorder.latest_checkpoint()
-    public_key = recorded_public_key(recorder)
-    if latest is None or public_key is None:
+    keys = recorded_signing_keys(recorder)
+    if latest is None or not keys:
         return ["the ledger holds no signed checkpoint"]
     checkpoint = _checkpoint(recorder.read_meta().ledger_id, latest)
-    problems: list[str] = []
+    problems = [f"event {seq} records a second signing key" for seq, _ in keys[1:]]
+    try:
+        public_key = parse_public_key(keys[0][1])
+    except InvalidInputError:
+        return [*problems, "the recorded signing key is not an Ed25519 public key"]
     if latest.seq != top or latest.head_hash != head:
         problems.append(f"the latest signed checkpoint (seq {latest.seq}) does not cover the "
                         f"last event (seq {top})")
-    if not signature_holds(parse_public_key(public_key), checkpoint):
+    if not signature_holds(public_key, checkpoint):
         problems.append(f"the latest checkpoint (seq {latest.seq}) has a bad signature")
     return problems

@@ -50,7 +50,7 @@ from ledger.migration import (
     MigrationResult,
     Progress,
 )
-from ledger.signing import SigningKey, recorded_public_key
+from ledger.signing import CheckpointSigner, SigningKey, recorded_public_key
 from ledger.store import (
     FORMAT_VERSION,
     KdfRecord,
@@ -157,6 +157,7 @@ class Ledger:
         self._meta = meta
         self._kek = kek
         self._signing: SigningKey | None = None
+        self._checkpoints: CheckpointSigner | None = None
         self._keyring = KeyringState()
         self._keys = KeyMaterial(kek, meta.ledger_id, {}, {})
         self._refresh_keyring()
@@ -222,7 +223,7 @@ class Ledger:
             recorder.initialize(
                 meta, first, {1: wrapped}, actor=actor or default_actor(),
                 occurred_at=format_time(clock()), origin=origin or default_origin(),
-                signer=lambda seq, head, at: signing.sign(ledger_id, seq, head, at),
+                signer=CheckpointSigner(signing, ledger_id),
             )
         except BaseException:
             recorder.close()
@@ -483,15 +484,21 @@ class Ledger:
     def open_ciphertext(self, name: str, ciphertext: str, scheme: str = crypto.SCHEME_BOUND) -> str:
         """Decrypt any ciphertext this ledger holds for ``name`` (a past version, say).
 
+        Recorded as a ``SecretRead`` while read auditing is on, like :meth:`get`, and
+        failing closed in the same way.
+
         :raises IntegrityError: it does not decrypt under the key its version byte names.
         """
         self.keyring()
         try:
             version = crypto.parse_frame_untrusted(ciphertext).version
             state = SecretState(name, 0, False, version, ciphertext, scheme)
-            return self._decrypt(state).decode("utf-8")
+            value = self._decrypt(state).decode("utf-8")
         except (InvalidCiphertext, UnicodeDecodeError):
             raise IntegrityError(f"that ciphertext of {name!r} does not decrypt") from None
+        if self.read_auditing():
+            self._append_to_stream(ev.READS_STREAM, ev.SecretRead(name=name, key_version=version))
+        return value
 
     def _decrypt(self, state: SecretState) -> bytes:
         assert state.key_version is not None and state.ciphertext is not None
@@ -679,12 +686,10 @@ class Ledger:
         signing_key: bytes | None = None,
     ) -> list[StoredEvent]:
         """Append ``events`` with a signed checkpoint of the new head, in one transaction."""
-        signing = self._signing_key()
-        ledger_id = self._meta.ledger_id
         return self.recorder.append(
             list(events), actor=self.actor, occurred_at=format_time(self.clock()),
             origin=self.origin, keys=keys, kdf=kdf, signing_key=signing_key, expect=expect,
-            signer=lambda seq, head, at: signing.sign(ledger_id, seq, head, at),
+            signer=self._signer(),
         )
 
     def _append_chunks(
@@ -692,13 +697,16 @@ class Ledger:
     ) -> int:
         """Append every chunk's events in one transaction, with one signed checkpoint of
         the final head; the number appended (see :meth:`SQLiteRecorder.append_chunks`)."""
-        signing = self._signing_key()
-        ledger_id = self._meta.ledger_id
         return self.recorder.append_chunks(
             chunks, actor=self.actor, occurred_at=format_time(self.clock()),
             origin=self.origin, expect=expect,
-            signer=lambda seq, head, at: signing.sign(ledger_id, seq, head, at),
+            signer=self._signer(),
         )
+
+    def _signer(self) -> CheckpointSigner:
+        if self._checkpoints is None:
+            self._checkpoints = CheckpointSigner(self._signing_key(), self._meta.ledger_id)
+        return self._checkpoints
 
     def _signing_key(self) -> SigningKey:
         """The checkpoint-signing key, unwrapped on first use and checked against the

@@ -18,6 +18,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,14 +90,37 @@ class SigningKey:
         return self._key.sign(checkpoint_message(ledger_id, seq, head, signed_at))
 
 
+class CheckpointSigner:
+    """Signs and checks the checkpoints of one ledger with its unwrapped key (the
+    ``Signer`` the recorder calls inside each append)."""
+
+    def __init__(self, key: SigningKey, ledger_id: str) -> None:
+        self._key = key
+        self._ledger_id = ledger_id
+        self._public = parse_public_key(key.public_key)
+
+    def sign(self, seq: int, head: str, signed_at: str) -> bytes:
+        return self._key.sign(self._ledger_id, seq, head, signed_at)
+
+    def holds(self, seq: int, head: str, signed_at: str, signature: bytes) -> bool:
+        return signature_holds(self._public, Checkpoint(self._ledger_id, seq, head, signed_at, signature))
+
+
 def recorded_public_key(recorder: Recorder) -> str | None:
-    """The public half of the ledger's signing key, as its events recorded it."""
-    key = None
+    """The public half of the ledger's signing key: the one recorded when it was created.
+    A ledger keeps one key for life; a later ``SigningKeyCreated`` is never trusted."""
+    keys = recorded_signing_keys(recorder)
+    return keys[0][1] if keys else None
+
+
+def recorded_signing_keys(recorder: Recorder) -> list[tuple[int, str]]:
+    """Every ``(seq, public key)`` a ``SigningKeyCreated`` event recorded, in order."""
+    found = []
     for stored in recorder.read_stream(ev.LEDGER_STREAM):
         event = stored.decode()
         if isinstance(event, ev.SigningKeyCreated):
-            key = event.public_key
-    return key
+            found.append((stored.seq, event.public_key))
+    return found
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey:
@@ -164,8 +188,8 @@ def read_anchor(path: Path) -> Anchor:
         if not isinstance(data, dict) or data.get("format") != ANCHOR_FORMAT:
             raise ValueError
         checkpoint = Checkpoint(
-            ledger_id=_text(data["ledger_id"]), seq=_count(data["seq"]),
-            head=_text(data["head"]), signed_at=_text(data["signed_at"]),
+            ledger_id=_text(data["ledger_id"], _HEX_32), seq=_count(data["seq"]),
+            head=_text(data["head"], _HEX_64), signed_at=_text(data["signed_at"], _TIME),
             signature=base64.b64decode(_text(data["signature"]), validate=True),
         )
         public_key = _text(data["public_key"])
@@ -175,9 +199,17 @@ def read_anchor(path: Path) -> Anchor:
     return Anchor(checkpoint, public_key)
 
 
-def _text(value: object) -> str:
-    if not isinstance(value, str):
+_HEX_32 = re.compile(r"[0-9a-f]{32}")
+_HEX_64 = re.compile(r"[0-9a-f]{64}")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def _text(value: object, shape: re.Pattern[str] | None = None) -> str:
+    """A field of an untrusted anchor: printable ASCII, and of ``shape`` when given."""
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
         raise TypeError
+    if shape is not None and not shape.fullmatch(value):
+        raise ValueError
     return value
 
 

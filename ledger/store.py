@@ -101,8 +101,12 @@ class LedgerMeta:
     signing_key: bytes  # the Ed25519 private key, wrapped under the KEK
 
 
-# Signs a checkpoint: (seq, head hash, signed_at) -> signature.
-Signer = Callable[[int, str, str], bytes]
+class Signer(Protocol):
+    """Signs checkpoints, and tells whether a stored one carries a valid signature."""
+
+    def sign(self, seq: int, head: str, signed_at: str) -> bytes: ...
+
+    def holds(self, seq: int, head: str, signed_at: str, signature: bytes) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,7 +541,7 @@ class SQLiteRecorder:
         with self.write_transaction():
             self._check_revisions((), expect or {})
             if signer is not None and (top := self.head()[0]):
-                self._refuse_unsigned_tail(top)
+                self._refuse_unsigned_tail(top, signer)
             appended = 0
             for chunk in chunks:
                 if chunk:
@@ -550,7 +554,7 @@ class SQLiteRecorder:
                 self.conn.execute(
                     "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) "
                     "VALUES (?, ?, ?, ?)",
-                    (seq, head_hash, occurred_at, signer(seq, head_hash, occurred_at)),
+                    (seq, head_hash, occurred_at, signer.sign(seq, head_hash, occurred_at)),
                 )
             return appended
 
@@ -561,7 +565,7 @@ class SQLiteRecorder:
     ) -> list[StoredEvent]:
         seq, prev_hash = self.head()
         if signer is not None and seq:
-            self._refuse_unsigned_tail(seq)
+            self._refuse_unsigned_tail(seq, signer)
         stored: list[StoredEvent] = []
         for new in events:
             seq += 1
@@ -610,21 +614,26 @@ class SQLiteRecorder:
         if signer is not None and stored:
             self.conn.execute(
                 "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) VALUES (?, ?, ?, ?)",
-                (seq, prev_hash, occurred_at, signer(seq, prev_hash, occurred_at)),
+                (seq, prev_hash, occurred_at, signer.sign(seq, prev_hash, occurred_at)),
             )
         if self.projector is not None:
             self.projector.catch_up(self, [(new.event, row) for new, row in zip(events, stored, strict=True)])
         return stored
 
-    def _refuse_unsigned_tail(self, top: int) -> None:
-        """A signature over the new head would vouch for every event before it, so events
-        that arrived without a checkpoint (written by someone bypassing keyledger) must
-        never be signed over."""
-        signed = self.conn.execute("SELECT max(seq) FROM checkpoints").fetchone()[0]
-        if signed != top:
+    def _refuse_unsigned_tail(self, top: int, signer: Signer) -> None:
+        """A signature over the new head would vouch for every event before it, so the
+        last event must already carry a checkpoint that holds: at ``top``, naming the hash
+        stored there, signed with this ledger's key. Events or checkpoints written by
+        someone bypassing keyledger are never signed over."""
+        latest = self.latest_checkpoint()
+        if (latest is None or latest.seq != top or latest.event_hash != latest.head_hash
+                or not signer.holds(latest.seq, latest.head_hash, latest.signed_at,
+                                    latest.signature)):
+            signed = 0 if latest is None else latest.seq
             raise IntegrityError(
-                f"events after seq {signed or 0} carry no signed checkpoint (written behind "
-                "keyledger's back?); refusing to sign over them: run `keyledger audit verify`"
+                f"the last event (seq {top}) is not covered by a valid signed checkpoint "
+                f"(latest: seq {signed}; written behind keyledger's back?); refusing to sign "
+                "over it: run `keyledger audit verify`"
             )
 
     def _check_revisions(self, events: Sequence[NewEvent], expect: Mapping[str, int]) -> None:

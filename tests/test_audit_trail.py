@@ -128,6 +128,20 @@ def test_with_auditing_on_each_get_appends_one_read_with_the_actor(ledger: Ledge
     assert setting is not None and setting.decode() == ev.ReadAuditingSet(enabled=True, reason="PCI review")
 
 
+def test_decrypting_a_past_ciphertext_is_a_read_too(ledger: Ledger) -> None:
+    """open_ciphertext hands out a past value, so with auditing on it records a SecretRead
+    under the version that ciphertext names; health-style checks record nothing."""
+    ledger.set("a", "old")
+    first = ledger.secret("a").ciphertext
+    assert first is not None
+    ledger.rotate()
+    ledger.set("a", "new")
+    ledger.set_read_auditing(True)
+    assert ledger.open_ciphertext("a", first) == "old"
+    assert ledger.check_decrypts("a") == 2
+    assert reads_of(ledger.recorder) == [("tester@example", "a", 1)]
+
+
 def test_switching_auditing_off_stops_it_and_an_unchanged_setting_appends_nothing(ledger: Ledger) -> None:
     """Off again stops recording reads; setting what is already set returns False and appends nothing."""
     ledger.set("a", "1")

@@ -229,7 +229,7 @@ def test_unsigned_tail_is_refused_before_any_chunk(ledger: Ledger, tmp_path: Pat
         actor="intruder", occurred_at="2026-01-01T00:00:00Z",
     )
     before = state(ledger)
-    with pytest.raises(IntegrityError, match="no signed checkpoint"):
+    with pytest.raises(IntegrityError, match="not covered by a valid signed checkpoint"):
         import_file(ledger, write(tmp_path / "v.json", numbered()))
     assert state(ledger) == before
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import IntegrityError
+from ledger import IntegrityError, Ledger
 from ledger import events as ev
 from ledger.chain import event_hash
 from ledger.integrity import VerifyReport, check_chain, verify_ledger
@@ -182,7 +182,7 @@ def test_events_appended_behind_keyledgers_back_are_never_signed_over(tmp_path: 
         )
         report = verify_ledger(ledger.recorder)  # type: ignore[arg-type]
         assert not report.ok and report.first_bad_seq == top + 1
-        with pytest.raises(IntegrityError, match="no signed checkpoint"):
+        with pytest.raises(IntegrityError, match="not covered by a valid signed checkpoint"):
             ledger.set("b", "2")
         assert ledger.recorder.head()[0] == top + 1
 
@@ -220,3 +220,108 @@ def test_the_split_check_finds_a_break_in_either_half(
     tamper(path, [("UPDATE events SET actor = 'tampered' WHERE seq = ?", (seq,))])
     report = verdict(path)
     assert not report.chain.ok and report.chain.first_bad_seq == seq
+
+
+def _forge(path: Path, stream: str, rev: int, type_name: str, payload: str) -> tuple[int, str]:
+    """Append one event row as a forger who knows the chain's recipe: correct seq, link and
+    hash, inserted straight into the file. Returns its seq and hash."""
+    with closing(sqlite3.connect(path)) as conn:
+        seq, prev_hash, at, origin = conn.execute(
+            "SELECT seq, hash, occurred_at, origin FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        seq += 1
+        digest = event_hash(seq, prev_hash, stream, rev, type_name, 1, at, "forger", origin, payload)
+        conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, 1, ?, ?, 'forger', ?, ?, ?)",
+                     (seq, stream, rev, type_name, payload, at, origin, prev_hash, digest))
+        conn.execute("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)", (stream, rev, seq))
+        conn.commit()
+    return seq, digest
+
+
+def test_a_forged_event_with_a_forged_checkpoint_is_never_signed_over(tmp_path: Path) -> None:
+    """An event slipped in with a chain-correct hash and a checkpoint row of its own (a bad
+    signature) fails verify, and keyledger refuses to sign the next append over it."""
+    path = tmp_path / "l.db"
+    with create_test_ledger(path, "pw") as ledger:
+        ledger.set("a", "1")
+        top = ledger.recorder.head()[0]
+    seq, head_hash = _forge(path, ev.secret_stream("a"), 2, "SecretDeleted", '{"name":"a"}')
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("INSERT INTO checkpoints VALUES (?, ?, 'x', zeroblob(64))", (seq, head_hash))
+        conn.commit()
+    assert not verdict(path).ok
+    with Ledger.open(path, "pw") as ledger:
+        with pytest.raises(IntegrityError, match="not covered by a valid signed checkpoint"):
+            ledger.set("b", "2")
+        assert ledger.recorder.head()[0] == top + 1
+
+
+def test_a_second_signing_key_is_never_trusted(tmp_path: Path) -> None:
+    """A forger who appends their own SigningKeyCreated and signs a checkpoint with that key
+    still fails verification, and restore refuses a copy carrying it."""
+    from ledger.backup import restore
+    from ledger.signing import SigningKey
+
+    path = tmp_path / "l.db"
+    with create_test_ledger(path, "pw") as ledger:
+        ledger.set("a", "1")
+        top = ledger.recorder.head()[0]
+        ledger_id = ledger.recorder.read_meta().ledger_id
+        rev = ledger.recorder.stream_head(ev.LEDGER_STREAM).stream_rev  # type: ignore[union-attr]
+    forged = tmp_path / "forged.db"
+    shutil.copy(path, forged)
+    for suffix in ("-wal", "-shm"):
+        if Path(str(path) + suffix).exists():
+            shutil.copy(str(path) + suffix, str(forged) + suffix)
+    key = SigningKey.generate()
+    payload = ev.canonical_json({"algorithm": "Ed25519", "public_key": key.public_key})
+    seq, head_hash = _forge(forged, ev.LEDGER_STREAM, rev + 1, "SigningKeyCreated", payload)
+    assert seq == top + 1
+    with closing(sqlite3.connect(forged)) as conn:
+        at = "2026-01-01T00:00:00.000000Z"
+        conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
+                     (seq, head_hash, at, key.sign(ledger_id, seq, head_hash, at)))
+        conn.commit()
+    report = verdict(forged)
+    assert not report.ok and report.first_bad_seq == top + 1
+    assert any("second signing key" in p for p in report.problems)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        restore(forged, path)
+
+
+def test_a_garbage_recorded_key_is_a_fault_not_a_crash(tmp_path: Path) -> None:
+    """A recorded public key that is not Ed25519 makes verification fail with a named
+    problem, never an exception."""
+    path = tmp_path / "l.db"
+    build(path)
+    tamper(path, [("UPDATE events SET payload = ? WHERE type = 'SigningKeyCreated'",
+                   ('{"algorithm":"Ed25519","public_key":"ed25519:AAAA"}',))])
+    report = verdict(path)
+    assert not report.ok and any("not an Ed25519" in p for p in report.problems)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("ledger_id", "\ud800"), ("ledger_id", "not hex"), ("head", "x" * 64),
+    ("signed_at", "yesterday"), ("seq", -1), ("seq", True), ("signature", "!!"),
+    ("public_key", "ed25519:short"),
+])
+def test_a_malformed_anchor_is_one_clean_error(template: tuple[Path, int, Path], tmp_path: Path,
+                                               field: str, value: object) -> None:
+    """Each malformed anchor field is refused as 'not a keyledger anchor' (or not a key),
+    and the CLI says so in one line with exit 2, never a traceback."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.app import app
+    from ledger import InvalidInputError
+
+    source, _, anchor = template
+    data = json.loads(anchor.read_text())
+    data[field] = value
+    bad = tmp_path / "bad.anchor"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(InvalidInputError):
+        read_anchor(bad)
+    result = CliRunner().invoke(app, ["--db", str(source), "audit", "verify", "--anchor", str(bad), "--json"])
+    assert (result.exit_code == 2 and result.exception is None) or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
