@@ -105,8 +105,9 @@ class ReadModels:
     def report(self) -> DistributionReport:
         return distribution_report(self.recorder.conn, self.keyring().current_version)
 
-    def secrets(self) -> list[SecretRow]:
-        return list_secrets(self.recorder.conn)
+    def secrets(self, limit: int | None = None) -> list[SecretRow]:
+        """Live secrets in name order (the first ``limit`` of them when given)."""
+        return list_secrets(self.recorder.conn, limit)
 
     def migration_runs(self) -> list[MigrationRun]:
         return migration_runs(self.recorder.conn)

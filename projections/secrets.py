@@ -121,10 +121,12 @@ class DistributionReport:
     distribution: dict[int, int] = field(default_factory=dict)
 
 
-def list_secrets(conn: sqlite3.Connection) -> list[SecretRow]:
+def list_secrets(conn: sqlite3.Connection, limit: int | None = None) -> list[SecretRow]:
+    """Live secrets in name order; the first ``limit`` of them when given."""
     rows = conn.execute(
         """SELECT name, key_version, revision, scheme, updated_at FROM proj_secrets
-           WHERE deleted = 0 ORDER BY name"""
+           WHERE deleted = 0 ORDER BY name LIMIT ?""",
+        (-1 if limit is None else limit,),
     )
     return [SecretRow(*row) for row in rows]
 
