@@ -23,8 +23,9 @@ from ledger.signing import recorded_public_key
 from ledger.store import NewEvent, SQLiteRecorder
 from ledger.testing import StepClock, create_test_ledger
 from projections import compliance
+from projections.charts import time_ticks
 from projections.compliance import SECTIONS, ComplianceReport, build_compliance_report
-from projections.report_render import FORMATS, render, time_ticks
+from projections.report_render import FORMATS, render
 
 PASSWORD = "compliance suite password"
 THIRD_VALUE = "third-hidden-value-0c77"
