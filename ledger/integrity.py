@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,7 +176,7 @@ def verify_ledger(
         report.fault(problem, chain.first_bad_seq)
     top = recorder.head()[0]
     ledger_id = recorder.read_meta().ledger_id
-    report.public_key = _recorded_key(recorder, report)
+    report.public_key = _recorded_key(recorder, report.fault)
     key = None if report.public_key is None else parse_public_key(report.public_key)
     if pinned_key is not None:
         pinned = parse_public_key(pinned_key)
@@ -190,21 +191,25 @@ def verify_ledger(
     return report
 
 
-def _recorded_key(recorder: SQLiteRecorder, report: VerifyReport) -> str | None:
+Fault = Callable[[str, int | None], None]  # a problem found, and the seq it blames
+
+
+def _recorded_key(recorder: SQLiteRecorder, fault: Fault) -> str | None:
+    """The ledger's trusted public key (the first one recorded), or None; every problem
+    with the recorded keys goes to ``fault``."""
     try:
         keys = recorded_signing_keys(recorder)
     except LedgerFormatError:
         keys = []
     if not keys:
-        report.fault("the ledger records no signing key", 1)
+        fault("the ledger records no signing key", 1)
         return None
     for seq, _ in keys[1:]:
-        report.fault(f"event {seq} records a second signing key; a ledger keeps one for life",
-                     seq)
+        fault(f"event {seq} records a second signing key; a ledger keeps one for life", seq)
     try:
         parse_public_key(keys[0][1])
     except InvalidInputError:
-        report.fault("the recorded signing key is not an Ed25519 public key", keys[0][0])
+        fault("the recorded signing key is not an Ed25519 public key", keys[0][0])
         return None
     return keys[0][1]
 
@@ -274,19 +279,15 @@ def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:
     """What is wrong with the signature over the ledger's head, cheaply (for ``health-check``):
     the latest checkpoint must cover the last event, hold its hash and be validly signed."""
     top, head = recorder.head()
+    problems: list[str] = []
+    recorded = _recorded_key(recorder, lambda message, _seq: problems.append(message))
     latest = recorder.latest_checkpoint()
-    keys = recorded_signing_keys(recorder)
-    if latest is None or not keys:
-        return ["the ledger holds no signed checkpoint"]
-    checkpoint = _checkpoint(recorder.read_meta().ledger_id, latest)
-    problems = [f"event {seq} records a second signing key" for seq, _ in keys[1:]]
-    try:
-        public_key = parse_public_key(keys[0][1])
-    except InvalidInputError:
-        return [*problems, "the recorded signing key is not an Ed25519 public key"]
+    if latest is None:
+        return [*problems, "the ledger holds no signed checkpoint"]
     if latest.seq != top or latest.head_hash != head:
         problems.append(f"the latest signed checkpoint (seq {latest.seq}) does not cover the "
                         f"last event (seq {top})")
-    if not signature_holds(public_key, checkpoint):
+    checkpoint = _checkpoint(recorder.read_meta().ledger_id, latest)
+    if recorded is not None and not signature_holds(parse_public_key(recorded), checkpoint):
         problems.append(f"the latest checkpoint (seq {latest.seq}) has a bad signature")
     return problems

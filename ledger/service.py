@@ -423,11 +423,13 @@ class Ledger:
             the read could not be recorded; no value is returned.
         """
         secret = self._get_unaudited(name)
-        if self.read_auditing():
-            self._append_to_stream(
-                ev.READS_STREAM, ev.SecretRead(name=name, key_version=secret.version)
-            )
+        self._record_read(name, secret.version)
         return secret
+
+    def _record_read(self, name: str, version: int) -> None:
+        """Append ``SecretRead`` while read auditing is on; raises (fail closed) if it cannot."""
+        if self.read_auditing():
+            self._append_to_stream(ev.READS_STREAM, ev.SecretRead(name=name, key_version=version))
 
     def _get_unaudited(self, name: str) -> SecretValue:
         """:meth:`get` without recording the read: for callers that decrypt a value without
@@ -496,8 +498,7 @@ class Ledger:
             value = self._decrypt(state).decode("utf-8")
         except (InvalidCiphertext, UnicodeDecodeError):
             raise IntegrityError(f"that ciphertext of {name!r} does not decrypt") from None
-        if self.read_auditing():
-            self._append_to_stream(ev.READS_STREAM, ev.SecretRead(name=name, key_version=version))
+        self._record_read(name, version)
         return value
 
     def _decrypt(self, state: SecretState) -> bytes:

@@ -550,12 +550,7 @@ class SQLiteRecorder:
                         chunk, actor, occurred_at, origin, None, None, None, None
                     ))
             if signer is not None and appended:
-                seq, head_hash = self.head()
-                self.conn.execute(
-                    "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) "
-                    "VALUES (?, ?, ?, ?)",
-                    (seq, head_hash, occurred_at, signer.sign(seq, head_hash, occurred_at)),
-                )
+                self._sign_head(*self.head(), occurred_at, signer)
             return appended
 
     def _append_locked(
@@ -612,13 +607,17 @@ class SQLiteRecorder:
                 (base64.b64encode(signing_key).decode("ascii"),),
             )
         if signer is not None and stored:
-            self.conn.execute(
-                "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) VALUES (?, ?, ?, ?)",
-                (seq, prev_hash, occurred_at, signer.sign(seq, prev_hash, occurred_at)),
-            )
+            self._sign_head(seq, prev_hash, occurred_at, signer)
         if self.projector is not None:
             self.projector.catch_up(self, [(new.event, row) for new, row in zip(events, stored, strict=True)])
         return stored
+
+    def _sign_head(self, seq: int, head_hash: str, signed_at: str, signer: Signer) -> None:
+        """Store the signed checkpoint of the head the transaction is about to commit."""
+        self.conn.execute(
+            "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) VALUES (?, ?, ?, ?)",
+            (seq, head_hash, signed_at, signer.sign(seq, head_hash, signed_at)),
+        )
 
     def _refuse_unsigned_tail(self, top: int, signer: Signer) -> None:
         """A signature over the new head would vouch for every event before it, so the
