@@ -49,6 +49,10 @@ APPLICATION_ID = 0x4B4C4447  # "KLDG"
 FORMAT_VERSION = 3
 BUSY_TIMEOUT_MS = 2_000
 LOCK_RETRY_SECONDS = 30.0
+#: An SQL function that exists only on keyledger's own connections. Triggers that must
+#: refuse every other writer (the read models' guards) test it: on a foreign connection
+#: the statement fails with "no such function" before it changes anything.
+WRITER_FUNCTION = "keyledger_writer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +230,7 @@ class SQLiteRecorder:
             raise LedgerNotFoundError(f"no ledger at {self.path} (run 'keyledger init' first)")
         try:
             self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.conn.create_function(WRITER_FUNCTION, 0, _is_keyledger, deterministic=True)
             # SQLite's own wait, capped by the caller's budget; _retry_locked does the rest.
             busy_ms = int(min(BUSY_TIMEOUT_MS, lock_timeout * 1000))
             self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
@@ -712,6 +717,10 @@ class SQLiteRecorder:
                     ) from None
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)
+
+
+def _is_keyledger() -> int:
+    return 1
 
 
 def _kdf_rows(kdf: KdfRecord) -> list[tuple[str, str]]:

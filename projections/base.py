@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ledger.events import DomainEvent
-from ledger.store import SQLiteRecorder, StoredEvent
+from ledger.store import WRITER_FUNCTION, SQLiteRecorder, StoredEvent
 
 Applied = tuple[DomainEvent, StoredEvent]
 
@@ -38,8 +38,30 @@ class Projection(Protocol):
 
 REBUILD_PAGE = 5_000  # events decoded and applied together when reading them back
 
+CHECKPOINT_TABLE = "proj_checkpoint"
 _CHECKPOINT_DDL = """CREATE TABLE IF NOT EXISTS proj_checkpoint (
-    id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL)"""
+    id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL,
+    schema_cookie INTEGER NOT NULL DEFAULT 0)"""
+# The schema cookie SQLite bumps on every CREATE, DROP or ALTER, read in the same statement
+# (so the same snapshot) as the one the runner stored after its own schema changes.
+_COOKIES_SQL = """SELECT c.schema_cookie, v.schema_version
+    FROM proj_checkpoint c, pragma_schema_version v WHERE c.id = 1"""
+
+
+def guard_triggers(table: str) -> dict[str, str]:
+    """The triggers that refuse every write to ``table`` but keyledger's own, by name.
+
+    A connection that is not keyledger's lacks :data:`ledger.store.WRITER_FUNCTION`, so an
+    INSERT, UPDATE or DELETE there fails before it changes a row; the text is what SQLite
+    keeps in ``sqlite_master``, to tell a guard that was replaced."""
+    return {
+        f"{table}_guard_{action.lower()}": (
+            f"CREATE TRIGGER {table}_guard_{action.lower()} BEFORE {action} ON {table} "
+            f"WHEN {WRITER_FUNCTION}() IS NOT 1 "
+            "BEGIN SELECT RAISE(ABORT, 'keyledger read models are written by keyledger only'); END"
+        )
+        for action in ("INSERT", "UPDATE", "DELETE")
+    }
 
 
 class ProjectionRunner:
@@ -48,13 +70,55 @@ class ProjectionRunner:
     def __init__(self, projections: Sequence[Projection]) -> None:
         self.projections = list(projections)
 
+    @property
+    def tables(self) -> list[str]:
+        """Every table of the read models, the checkpoint first."""
+        return [CHECKPOINT_TABLE] + [t for p in self.projections for t in p.tables]
+
+    def guards(self) -> dict[str, str]:
+        """Every guard trigger of :meth:`tables`, name to SQL."""
+        return {name: sql for table in self.tables for name, sql in guard_triggers(table).items()}
+
     def setup(self, conn: sqlite3.Connection) -> None:
+        """Create what is missing (tables, guards, the checkpoint row); after a schema change
+        of its own, store SQLite's new schema cookie beside the checkpoint."""
         conn.execute(_CHECKPOINT_DDL)
         for projection in self.projections:
             projection.create(conn)
+        present = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+        for name, sql in self.guards().items():
+            if name not in present:
+                conn.execute(sql)
         conn.execute(
             "INSERT OR IGNORE INTO proj_checkpoint (id, last_seq, last_hash) VALUES (1, 0, '')"
         )
+        stored, actual = conn.execute(_COOKIES_SQL).fetchone()
+        if stored != actual:
+            conn.execute("UPDATE proj_checkpoint SET schema_cookie = ? WHERE id = 1", (actual,))
+
+    def schema_problems(self, conn: sqlite3.Connection) -> list[str]:
+        """Signs that the schema changed behind keyledger's back (a guard dropped, then a
+        row edited, say): a guard missing or replaced, or SQLite's schema cookie moved
+        since the runner last changed the schema itself. Constant time."""
+        expected = self.guards()
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE name LIKE 'proj\\_%' ESCAPE '\\'"
+        ).fetchone():
+            return []  # no read models yet: the first catch-up creates them from the events
+        found = dict(conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN "
+            f"({', '.join('?' * len(expected))})", list(expected),
+        ).fetchall())
+        if found != expected:
+            return ["the read models' write guards are missing or changed"]
+        try:
+            stored, actual = conn.execute(_COOKIES_SQL).fetchone() or (None, None)
+        except sqlite3.OperationalError:  # a checkpoint table of another layout
+            return ["the read models' checkpoint has another layout"]
+        if stored != actual:
+            return ["the ledger's schema changed since keyledger last wrote the read models"]
+        return []
 
     @staticmethod
     def position(recorder: SQLiteRecorder) -> tuple[int, str]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -124,8 +125,10 @@ class DistributionReport:
 def list_secrets(conn: sqlite3.Connection, limit: int | None = None) -> list[SecretRow]:
     """Live secrets in name order; the first ``limit`` of them when given."""
     rows = conn.execute(
+        # `+deleted`: the filter must not pick the `deleted` index, which would sort every
+        # row to return the first few; walking the name key stops at ``limit``.
         """SELECT name, key_version, revision, scheme, updated_at FROM proj_secrets
-           WHERE deleted = 0 ORDER BY name LIMIT ?""",
+           WHERE +deleted = 0 ORDER BY name LIMIT ?""",
         (-1 if limit is None else limit,),
     )
     return [SecretRow(*row) for row in rows]
@@ -150,50 +153,49 @@ def distribution_report(conn: sqlite3.Connection, current: int | None) -> Distri
     return DistributionReport(total, current, total - (row[0] if row else 0), distribution)
 
 
-def secret_problems(conn: sqlite3.Connection, *, deep: bool = False) -> list[str]:
-    """Ways ``proj_secrets`` disagrees with its counts, or (``deep``) with the events.
+def secret_problems(conn: sqlite3.Connection, *, names: Collection[str] | None = None) -> list[str]:
+    """Ways ``proj_secrets`` disagrees with the events: every row (``names`` None), or only
+    the rows of ``names``.
 
-    The quick check compares the rows with the counts kept beside them and each row's
-    name, revision and seq with its stream's head (index scans). The deep check also
-    reads every row's event and compares version, scheme and ciphertext.
+    Every row: the rows against the counts kept beside them, each row's revision and seq
+    against its stream's head, then each row against its event (version, scheme,
+    ciphertext). Time grows with the secrets; ``names`` keeps it to a sample.
     """
     found = []
-    counted = {
-        (v, s): n for v, s, n in conn.execute(
-            "SELECT key_version, scheme, live FROM proj_secret_counts WHERE live != 0"
-        )
-    }
-    actual = {
-        (v, s): n for v, s, n in conn.execute(
-            """SELECT key_version, scheme, count(*) FROM proj_secrets WHERE deleted = 0
-               GROUP BY key_version, scheme"""
-        )
-    }
-    if counted != actual:
-        found.append("secret rows disagree with their per-version counts")
-    unmatched = conn.execute(
-        """SELECT count(*) FROM proj_secrets p LEFT JOIN streams s
-           ON s.stream = 'secret:' || p.name AND s.revision = p.revision AND s.head_seq = p.updated_seq
-           WHERE s.stream IS NULL"""
-    ).fetchone()[0]
-    if unmatched:
-        found.append(f"{unmatched} secret row(s) do not match their stream's latest event")
-    if deep:
-        bad = conn.execute(
-            """SELECT p.name FROM proj_secrets p
-               LEFT JOIN streams s ON s.stream = 'secret:' || p.name
-               LEFT JOIN events e ON e.seq = p.updated_seq
-               WHERE s.head_seq IS NOT p.updated_seq OR e.seq IS NULL
-                  OR e.stream_rev IS NOT p.revision
-                  OR (p.deleted = 1) != (e.type = 'SecretDeleted')
-                  OR (p.deleted = 0 AND (
-                        json_extract(e.payload, '$.ciphertext') IS NOT p.ciphertext
-                     OR json_extract(e.payload, '$.scheme') IS NOT p.scheme
-                     OR coalesce(json_extract(e.payload, '$.to_version'),
-                                 json_extract(e.payload, '$.key_version')) IS NOT p.key_version))
-               LIMIT 3"""
-        ).fetchall()
-        if bad:
-            names = ", ".join(repr(r[0]) for r in bad)
-            found.append(f"secret rows disagree with their events (first: {names})")
+    if names is None:
+        counted = {
+            (v, s): n for v, s, n in conn.execute(
+                "SELECT key_version, scheme, live FROM proj_secret_counts WHERE live != 0"
+            )
+        }
+        actual = {
+            (v, s): n for v, s, n in conn.execute(
+                """SELECT key_version, scheme, count(*) FROM proj_secrets WHERE deleted = 0
+                   GROUP BY key_version, scheme"""
+            )
+        }
+        if counted != actual:
+            found.append("secret rows disagree with their per-version counts")
+        rows_sql, params = "proj_secrets p", []
+    else:
+        rows_sql = "json_each(?) AS wanted CROSS JOIN proj_secrets p ON p.name = wanted.value"
+        params = [json.dumps(sorted(names))]
+    bad = conn.execute(
+        f"""SELECT p.name FROM {rows_sql}
+           LEFT JOIN streams s ON s.stream = 'secret:' || p.name
+           LEFT JOIN events e ON e.seq = p.updated_seq
+           WHERE s.head_seq IS NOT p.updated_seq OR s.revision IS NOT p.revision OR e.seq IS NULL
+              OR e.stream IS NOT 'secret:' || p.name OR e.stream_rev IS NOT p.revision
+              OR (p.deleted = 1) != (e.type = 'SecretDeleted')
+              OR (p.deleted = 0 AND (
+                    json_extract(e.payload, '$.ciphertext') IS NOT p.ciphertext
+                 OR json_extract(e.payload, '$.scheme') IS NOT p.scheme
+                 OR coalesce(json_extract(e.payload, '$.to_version'),
+                             json_extract(e.payload, '$.key_version')) IS NOT p.key_version))
+           LIMIT 3""",
+        params,
+    ).fetchall()
+    if bad:
+        shown = ", ".join(repr(r[0]) for r in bad)
+        found.append(f"secret rows disagree with their events (first: {shown})")
     return found

@@ -5,12 +5,11 @@ In-process through typer's CliRunner; helpers in ``cli_support``, fixtures in ``
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from cli_support import NEW_PASSWORD, document, head, invoke, plant_undecryptable
+from tamper_support import edit_read_models
 
 # -- health-check ----------------------------------------------------------------------
 
@@ -94,9 +93,7 @@ def test_damaged_read_models_are_reported_and_rebuilt(filled: Path) -> None:
     assert document(invoke(filled, "report", "--json"))["total_secrets"] == 2
 
     def damage() -> None:
-        with closing(sqlite3.connect(filled)) as conn:
-            conn.execute("DELETE FROM proj_secrets")
-            conn.commit()
+        edit_read_models(filled, "DELETE FROM proj_secrets")
 
     damage()
     before = head(filled)

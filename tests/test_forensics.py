@@ -34,6 +34,7 @@ import pytest
 from cli_support import OTHER_VALUE, PASSWORD, VALUE, document, error_line, invoke
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from tamper_support import edit_read_models
 
 from ledger import Ledger
 from ledger.domain import format_time
@@ -251,10 +252,7 @@ def test_replay_ignores_the_read_models(history: Path) -> None:
     """replay folds the events itself: read models edited behind its back change nothing."""
     views = ReadModels.open(history)
     views.close()
-    with closing(sqlite3.connect(history)) as conn:
-        conn.execute("UPDATE proj_keyring SET current_version = 99")
-        conn.execute("DELETE FROM proj_secrets")
-        conn.commit()
+    edit_read_models(history, "UPDATE proj_keyring SET current_version = 99", "DELETE FROM proj_secrets")
     doc = document(invoke(history, "audit", "replay", "--seq", str(HEAD), "--json"))
     assert doc["current_version"] == 2 and doc["secrets"] == {"db_password": 2, "new_key": 2}
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
+from tamper_support import edit_read_models, refused_edit
 
 from ledger import Ledger
 from projections import ReadModels
@@ -40,30 +39,51 @@ def filled(ledger: Ledger) -> Ledger:
     return ledger
 
 
-def edit(path: Path, sql: str) -> None:
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute(sql)
-        conn.commit()
-
-
 @pytest.mark.parametrize("what", sorted(EDITS))
 def test_edited_read_models_are_caught_on_open_and_rebuilt(filled: Ledger, db_path: Path, what: str) -> None:
-    """Every naive edit of a read-model table is caught when opened, and the answers come from the events."""
+    """Every edit of a read-model table (its guards dropped) is caught when opened, and the
+    answers come from the events."""
     truth = ReadModels(filled.recorder)
     expected = (truth.report(), truth.keyring(), truth.secrets(), truth.migration_runs())
-    edit(db_path, EDITS[what])
+    edit_read_models(db_path, EDITS[what])
     with ReadModels.open(db_path) as views:
         assert views.repaired, what
         assert (views.report(), views.keyring(), views.secrets(), views.migration_runs()) == expected
         assert views.problems(deep=True) == []
 
 
-def test_a_consistent_forgery_needs_the_deep_check(filled: Ledger, db_path: Path) -> None:
-    """A row rewritten with a plausible ciphertext escapes the quick check, not the deep one."""
-    other = filled.secret("c").ciphertext
-    edit(db_path, f"UPDATE proj_secrets SET ciphertext = '{other}' WHERE name = 'a'")
+@pytest.mark.parametrize("what", sorted(EDITS))
+def test_a_plain_connection_cannot_edit_the_read_models(filled: Ledger, db_path: Path, what: str) -> None:
+    """With the guards in place an edit from outside keyledger fails and changes nothing."""
+    before = ReadModels(filled.recorder)
+    expected = (before.report(), before.keyring(), before.secrets(), before.migration_runs())
+    assert "keyledger_writer" in refused_edit(db_path, EDITS[what])
     with ReadModels.open(db_path) as views:
         assert views.repaired == []
+        assert (views.report(), views.keyring(), views.secrets(), views.migration_runs()) == expected
+
+
+@pytest.mark.parametrize("what", sorted(EDITS))
+def test_a_forgery_that_covers_its_tracks_fails_the_deep_check(
+    filled: Ledger, db_path: Path, what: str
+) -> None:
+    """Guards dropped, rows edited, guards and cookie put back: the quick checks on open may
+    miss it (the documented limit), the deep check never does."""
+    edit_read_models(db_path, EDITS[what], cover_tracks=True)
+    with ReadModels.open(db_path) as views:
+        assert views.repaired or views.problems(deep=True), what
+
+
+def test_a_consistent_forgery_needs_the_deep_check(filled: Ledger, db_path: Path) -> None:
+    """A row rewritten with a plausible ciphertext, tracks covered, escapes the quick check
+    unless the row is in the sample; the deep check names it."""
+    other = filled.secret("c").ciphertext
+    edit_read_models(db_path, f"UPDATE proj_secrets SET ciphertext = '{other}' WHERE name = 'a'",
+                     cover_tracks=True)
+    with ReadModels.open(db_path) as views:
+        assert views.repaired == []
+        assert views.problems(sample=["b", "c"]) == []
+        assert views.problems(sample=["a"]) and "'a'" in views.problems(sample=["a"])[0]
         problems = views.problems(deep=True)
     assert problems and "'a'" in problems[0]
 
