@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m compileall -q ledger projections cli >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,4 +42,5 @@ crash-soak: $(STAMP)
 # Ledgers of BENCH_SIZES secrets (default 10000,100000,1000000; BENCH_SIZES=10000 for a quick
 # run), one table with targets; BENCH_JSON=path also writes JSON. Results go in docs/benchmarks.md.
 bench: $(STAMP)
+	$(BIN)/python -m compileall -q ledger projections cli >/dev/null  # as an installed package would be
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py

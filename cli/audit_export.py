@@ -14,8 +14,7 @@ import typer
 from cli.context import JsonOption, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger.errors import InvalidInputError
-from projections.compliance import DEFAULT_POLICY_DAYS, build_compliance_report
-from projections.report_render import render
+from ledger.policy import DEFAULT_MAX_AGE_DAYS
 
 MAX_POLICY_DAYS = 36_525  # a century: past it the dates no longer compute
 
@@ -41,7 +40,7 @@ def export(
     policy_days: Annotated[int, typer.Option(
         "--policy-days", min=1, max=MAX_POLICY_DAYS,
         help="The cryptoperiod: an active key version older than this is flagged overdue.")
-    ] = DEFAULT_POLICY_DAYS,
+    ] = DEFAULT_MAX_AGE_DAYS,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -59,6 +58,10 @@ def export(
 
     Example:  keyledger audit export --format html --out /srv/reports/keys-$(date +%F).html
     """
+    # Imported here, as only this command needs them: every other command starts faster.
+    from projections.compliance import build_compliance_report
+    from projections.report_render import render
+
     chosen = fmt or _SUFFIXES.get(out.suffix.lower())
     if chosen is None:
         raise InvalidInputError(f"cannot tell the format from {out.name!r}: pass --format "

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.context import JsonOption, settings
 from cli.output import console, emit_json, handles_errors, printable
-from projections.forensics import IncidentReport, ReplayState, audit_log, event_document, event_summary
-from projections.forensics import incident as incident_report
-from projections.forensics import replay as replay_state
+
+if TYPE_CHECKING:
+    from projections.forensics import IncidentReport, ReplayState
 
 SinceOption = Annotated[str | None, typer.Option(
     "--since", help="From this time: 2026-11-01, 2026-11-01T02:00Z, or 24h / 7d ago.")]
@@ -45,23 +45,25 @@ def log(
 
     Example:  keyledger audit log --secret db_password --since 7d --json
     """
+    from projections import forensics  # here: start-up stays lean
+
     with settings(ctx).recorder() as recorder:
-        events = audit_log(recorder, secret=secret, types=types or (), actor=actor,
+        events = forensics.audit_log(recorder, secret=secret, types=types or (), actor=actor,
                            since=since, until=until)
         out = sys.stdout
         if as_json:
             out.write("[")
             for count, stored in enumerate(events):
-                text = json.dumps(event_document(stored), indent=2, ensure_ascii=False)
+                text = json.dumps(forensics.event_document(stored), indent=2, ensure_ascii=False)
                 out.write(("," if count else "") + "\n  " + text.replace("\n", "\n  "))
             out.write("\n]\n")
         else:
             shown = 0
             for stored in events:
-                doc = event_document(stored)
+                doc = forensics.event_document(stored)
                 out.write(f"{doc['seq']:>6}  {doc['occurred_at']}  "
                           f"{printable(doc['actor']):<{ACTOR_WIDTH}}  {doc['type']:<24}  "
-                          f"{printable(event_summary(doc))}".rstrip() + "\n")
+                          f"{printable(forensics.event_summary(doc))}".rstrip() + "\n")
                 shown += 1
             if not shown:
                 console.print("No events match.")
@@ -84,8 +86,10 @@ def replay(
 
     Example:  keyledger audit replay --as-of 2026-11-01T02:00Z --json
     """
+    from projections import forensics  # here: start-up stays lean
+
     with settings(ctx).recorder() as recorder:
-        state = replay_state(recorder, seq=seq, as_of=as_of)
+        state = forensics.replay(recorder, seq=seq, as_of=as_of)
     if as_json:
         emit_json(state)
     else:
@@ -120,8 +124,10 @@ def incident(
 
     Example:  keyledger audit incident --version 3 --since 2026-10-01 --json
     """
+    from projections import forensics  # here: start-up stays lean
+
     with settings(ctx).recorder() as recorder:
-        report = incident_report(recorder, version, since=since, until=until)
+        report = forensics.incident(recorder, version, since=since, until=until)
     if as_json:
         emit_json(report)
     else:
@@ -129,6 +135,7 @@ def incident(
 
 
 def _print_incident(report: IncidentReport) -> None:
+    from projections import forensics
     window = report.window
     span = ("" if window.since is None and window.until is None
             else f" between {window.since or 'the start'} and {window.until or 'now'}")
@@ -141,7 +148,7 @@ def _print_incident(report: IncidentReport) -> None:
     console.print(f"📜 Events touching it{span} ({len(report.events)}):", markup=False)
     for doc in report.events:
         console.print(f"   {doc['seq']:>6}  {doc['occurred_at']}  {printable(doc['actor'])}  "
-                      f"{doc['type']}  {printable(event_summary(doc))}".rstrip(), markup=False)
+                      f"{doc['type']}  {printable(forensics.event_summary(doc))}".rstrip(), markup=False)
     console.print("🛠  Remediation, in order:")
     for number, step in enumerate(report.remediation, 1):
         console.print(f"   {number}. {printable(step)}", markup=False)

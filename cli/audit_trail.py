@@ -13,7 +13,6 @@ from cli.context import JsonOption, open_ledger, open_read_models, settings
 from cli.output import console, emit_json, handles_errors
 from ledger.errors import InvalidInputError
 from ledger.service import ReadAuditing, read_auditing_status
-from projections.metrics import rotation_metrics
 
 
 class Switch(StrEnum):
@@ -78,6 +77,8 @@ def metrics(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example:  keyledger audit metrics >> /var/log/keyledger/rotation-metrics.jsonl
     """
     with open_read_models(ctx) as views:
+        from projections.metrics import rotation_metrics  # here: start-up stays lean
+
         found = rotation_metrics(views.recorder)
         seq, head = views.position()
     if as_json:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
 from cli.context import (
     CLI_ORIGIN,
@@ -109,6 +107,9 @@ def render_info(keyring: KeyringInfo) -> None:
     console.print(f"🔑 Current Version: {keyring.current_version}")
     console.print(f"📦 Available Versions: {keyring.available_versions}")
     console.print()
+    from rich import box  # here: start-up stays lean
+    from rich.table import Table
+
     table = Table(title="📅 Key Metadata", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("Version", "Status", "Created", "Rotated", "Origin", "Secrets"):
         table.add_column(column, no_wrap=True)

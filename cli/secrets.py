@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from cli.context import (
     JsonOption,
@@ -21,8 +20,9 @@ from cli.context import (
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, printable
 from ledger import ImportResult, InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
-from ledger.import_files import check_import_file_untrusted, parse_seed_untrusted
-from projections.history import HistoryEntry, secret_history
+
+if TYPE_CHECKING:
+    from projections.history import HistoryEntry
 
 app = typer.Typer(
     help="Store, read, list, delete and import secrets.", no_args_is_help=True,
@@ -114,6 +114,8 @@ def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
         emit_json([{"name": r.name, "version": r.key_version, "revision": r.revision,
                     "scheme": r.scheme, "updated_at": r.updated_at} for r in rows])
         return
+    from rich.table import Table  # here: start-up stays lean
+
     table = Table(title=f"🔐 {len(rows)} secret(s)", title_justify="left")
     for column in ("Name", "Key version", "Revision", "Updated"):
         table.add_column(column)
@@ -138,6 +140,8 @@ def history(
     Example:  keyledger secrets history db_password --json
     """
     with settings(ctx).recorder() as recorder:
+        from projections.history import secret_history  # here: start-up stays lean
+
         found = secret_history(recorder, name)
     if as_json:
         emit_json({"name": found.name, "events": [e.to_json() for e in found.entries],
@@ -258,6 +262,8 @@ def import_secrets(
       keyledger secrets import secrets.json
       keyledger secrets import production.env
     """
+    from ledger.import_files import check_import_file_untrusted  # here: start-up stays lean
+
     checked = check_import_file_untrusted(file)  # a bad file is refused before the password
     ledger, views = open_ledger(ctx)
     with ledger, views:
@@ -286,6 +292,8 @@ def import_seed(
 
     Example:  keyledger secrets import-seed exported_secrets.json
     """
+    from ledger.import_files import parse_seed_untrusted  # here: start-up stays lean
+
     tokens = parse_seed_untrusted(file)
     password = master_password()
     ledger, views = open_ledger(ctx, password)

@@ -44,7 +44,7 @@ class DomainEvent(BaseModel):
     """Base of every event. Subclasses set ``SCHEMA_VERSION``; a new field means a new
     version and an upcaster, never a silent change of meaning."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     SCHEMA_VERSION: ClassVar[int] = 1
 
 
@@ -215,7 +215,7 @@ class MigrationStarted(DomainEvent):
 
 
 class MigrationFailure(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     name: str
     error: str
 

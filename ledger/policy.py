@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from ledger.service import Ledger
 
 NIST_GCM_LIMIT = 2**32
+#: The guide's rotation period, and the cryptoperiod reports judge key ages against.
+DEFAULT_MAX_AGE_DAYS = 90
 DEFAULT_POLICY = ev.RotationPolicySet(
-    max_age_seconds=int(timedelta(days=90).total_seconds()),
+    max_age_seconds=int(timedelta(days=DEFAULT_MAX_AGE_DAYS).total_seconds()),
     warn_seconds=int(timedelta(days=14).total_seconds()),
     max_encryptions=NIST_GCM_LIMIT // 2,
 )

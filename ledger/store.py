@@ -57,11 +57,16 @@ WRITER_FUNCTION = "keyledger_writer"
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event about to be appended at ``stream_rev`` of ``stream`` (revisions start at 1)."""
+    """An event about to be appended at ``stream_rev`` of ``stream`` (revisions start at 1).
+
+    ``payload``, when given, is ``event``'s canonical JSON already made (by
+    :func:`ledger.events.to_payload`, in a worker process): it is stored as it is.
+    """
 
     stream: str
     stream_rev: int
     event: ev.DomainEvent
+    payload: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,7 +574,11 @@ class SQLiteRecorder:
         stored: list[StoredEvent] = []
         for new in events:
             seq += 1
-            type_name, schema_version, payload = ev.to_payload(new.event)
+            if new.payload is None:
+                type_name, schema_version, payload = ev.to_payload(new.event)
+            else:
+                cls = type(new.event)
+                type_name, schema_version, payload = cls.__name__, cls.SCHEMA_VERSION, new.payload
             digest = event_hash(
                 seq, prev_hash, new.stream, new.stream_rev, type_name, schema_version,
                 occurred_at, actor, origin, payload,

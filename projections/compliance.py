@@ -28,10 +28,11 @@ from ledger.chain import GENESIS_HASH
 from ledger.domain import ACTIVE, KeyringState, format_time, head_state
 from ledger.errors import LedgerFormatError
 from ledger.integrity import verify_ledger
+from ledger.policy import DEFAULT_MAX_AGE_DAYS
 from ledger.store import SQLiteRecorder, StoredEvent
 
 REPORT_FORMAT = "keyledger-compliance/v1"
-DEFAULT_POLICY_DAYS = 90
+DEFAULT_POLICY_DAYS = DEFAULT_MAX_AGE_DAYS
 #: NIST SP 800-38D, 8.3: with random 96-bit nonces, at most 2^32 encryptions per key.
 GCM_RANDOM_NONCE_LIMIT = 2**32
 #: Fractions of that limit at which a version is flagged.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import typing
 from typing import Any, Literal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger import chain
 from ledger import events as ev
 
 TEXT = st.text(max_size=20)  # any code point: quotes, backslashes, control and non-ASCII
@@ -42,3 +44,26 @@ def test_secret_events_take_the_fast_path() -> None:
     """The hot events (secret writes, imports, migrations) are among the flat ones."""
     assert {ev.SecretWritten, ev.SecretImported, ev.SecretMigrated, ev.SecretRead} <= ev._FLAT_EVENTS
     assert ev.MigrationCompleted not in ev._FLAT_EVENTS
+
+
+ANY_TEXT = st.text(max_size=60)  # quotes, backslashes, control characters, non-ASCII
+INTS = st.integers(-(2**63), 2**63 - 1)
+
+
+@given(st.tuples(INTS, ANY_TEXT, ANY_TEXT, INTS, ANY_TEXT, INTS, ANY_TEXT, ANY_TEXT, ANY_TEXT, ANY_TEXT))
+def test_hash_material_is_the_compact_json_array(fields: tuple[Any, ...]) -> None:
+    """The hash covers exactly json.dumps(fields, ensure_ascii=False, separators=(",", ":"))."""
+    expected = json.dumps(list(fields), ensure_ascii=False, separators=(",", ":"))
+    assert chain.hash_material(*fields) == expected
+
+
+@given(st.integers(0, 9), st.one_of(st.text(max_size=3), st.floats(), st.none(), st.binary(max_size=3)))
+def test_a_column_of_another_type_breaks_the_link(position: int, value: Any) -> None:
+    """A row whose int column holds text (or a text column a number, NULL or bytes) is never
+    hashed as if it held the right type: the chain check reports it."""
+    row: list[Any] = [1, chain.GENESIS_HASH, "s", 1, "T", 1, "t", "a", "o", "{}"]
+    row.append(chain.event_hash(*row))
+    if isinstance(value, str) and position not in (0, 3, 5):
+        value = 1.5  # a str in a str column is no type change
+    row[position] = value
+    assert chain.first_broken_link([tuple(row)]) == 1

@@ -65,9 +65,11 @@ def state(ledger: Ledger) -> tuple[Any, ...]:
 def read_models(ledger: Ledger) -> dict[str, list[tuple[Any, ...]]]:
     runner = ledger.recorder.projector
     assert runner is not None
-    tables = [t for p in runner.projections for t in p.tables] + ["proj_checkpoint"]  # type: ignore[attr-defined]
+    tables = [t for p in runner.projections for t in p.tables]  # type: ignore[attr-defined]
     conn = ledger.recorder.conn
-    return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables}
+    # The checkpoint's position only: its schema cookie moves with every rebuild's DDL.
+    return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall() for t in tables} | {
+        "proj_checkpoint": conn.execute("SELECT last_seq, last_hash FROM proj_checkpoint").fetchall()}
 
 
 # -- recording ---------------------------------------------------------------------------

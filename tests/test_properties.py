@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ledger import Ledger, VersionError
+from ledger import Ledger, VersionError, migration
 from ledger.testing import TEST_KDF_ITERATIONS, StepClock, create_test_ledger, read_all
 from projections import ReadModels, projector
 
@@ -72,9 +72,14 @@ class LedgerMachine(RuleBasedStateMachine):
         assert result.from_version == before and result.to_version not in used
         assert self.ledger.keyring().current == result.to_version
 
-    @rule(batch_size=st.integers(min_value=1, max_value=5))
-    def migrate(self, batch_size: int) -> None:
-        result = self.ledger.migrate(batch_size=batch_size)
+    @rule(batch_size=st.integers(min_value=1, max_value=5), worker=st.booleans())
+    def migrate(self, batch_size: int, worker: bool) -> None:
+        threshold = migration.PIPELINE_MIN_SECRETS
+        migration.PIPELINE_MIN_SECRETS = 0 if worker else 10**9  # a forked worker, or not
+        try:
+            result = self.ledger.migrate(batch_size=batch_size)
+        finally:
+            migration.PIPELINE_MIN_SECRETS = threshold
         assert result.failed == 0
         assert result.total == len(self.model)
 

@@ -8,10 +8,19 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD
 
-from ledger import InvalidInputError, Ledger, VersionError, WrongPasswordError
+from ledger import InvalidInputError, Ledger, VersionError, WrongPasswordError, migration
 from ledger import events as ev
 from ledger.testing import create_test_ledger, read_all
 from projections import ReadModels
+
+
+@pytest.fixture(autouse=True, params=["in-process", "worker"])
+def migration_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs twice: migrate preparing its batches in process, and in a
+    forked worker (the path large ledgers take)."""
+    if request.param == "worker":
+        monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    return str(request.param)
 
 
 def event_types(ledger: Ledger) -> list[str]:

@@ -1,0 +1,146 @@
+"""migrate with a forked worker preparing the batches (ledger.pipeline)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD
+
+from ledger import IntegrityError, Ledger, VersionError, migration, pipeline
+from ledger import events as ev
+from ledger.integrity import verify_ledger
+from ledger.testing import read_all, seed_encrypt
+from projections import ReadModels, projector
+
+SEED_PASSWORD = "the old system's password"
+
+
+@pytest.fixture
+def mixed(ledger: Ledger) -> Ledger:
+    """Secrets in every state migrate meets: on an old version, already current, deleted,
+    imported from the old system (no associated data), and under a retired version."""
+    for i in range(12):
+        ledger.set(f"old-{i:02}", f"value {i} ✓")
+    ledger.set("gone", "x")
+    ledger.delete("gone")
+    ledger.import_seed({"seeded": seed_encrypt(SEED_PASSWORD, 1, "from the guide")}, SEED_PASSWORD)
+    ledger.rotate()
+    ledger.set("on-v2", "kept")
+    ledger.rotate()
+    ledger.set("current", "already")
+    return ledger
+
+
+def migrate_copy(source: Path, target: Path, *, worker: bool, monkeypatch: pytest.MonkeyPatch,
+                 ) -> tuple[migration.MigrationResult, dict[str, str], list[str]]:
+    for suffix in ("", "-wal"):
+        if Path(f"{source}{suffix}").exists():
+            shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
+    with monkeypatch.context() as patch:
+        patch.setattr(migration, "PIPELINE_MIN_SECRETS", 0 if worker else 10**9)
+        with Ledger.open(target, PASSWORD, projector=projector()) as ledger:
+            result = ledger.migrate(batch_size=4)
+            values = {}
+            for info in ledger.secrets():
+                try:
+                    values[info.name] = ledger.get(info.name).value
+                except VersionError as exc:  # a secret under a retired key
+                    values[info.name] = f"refused: {exc}"
+            types = [e.type for e in ledger.recorder.read_events()]
+            views = ReadModels(ledger.recorder)
+            assert views.problems(deep=True) == []
+            assert verify_ledger(ledger.recorder).ok
+    return result, values, types
+
+
+def test_the_worker_and_the_writer_alone_agree(mixed: Ledger, db_path: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same counts, same failures, same values, same event types, whichever path ran."""
+    mixed.retire(2, force=True)  # "on-v2" now fails: its key is retired
+    mixed.close()
+    alone, alone_values, alone_types = migrate_copy(db_path, tmp_path / "a.db", worker=False,
+                                                     monkeypatch=monkeypatch)
+    forked, forked_values, forked_types = migrate_copy(db_path, tmp_path / "b.db", worker=True,
+                                                        monkeypatch=monkeypatch)
+    assert (alone.migrated, alone.already_current, alone.failed) == (13, 1, 1)
+    assert (forked.migrated, forked.already_current, forked.failed) == (13, 1, 1)
+    assert forked.failures == alone.failures and "on-v2" in forked.failures[0].name
+    assert forked_values == alone_values
+    assert forked_values["seeded"] == "from the guide" and forked_values["old-03"] == "value 3 ✓"
+    assert forked_values["on-v2"].startswith("refused: key version 2 is retired")
+    assert forked_types == alone_types
+
+
+def test_a_worker_failure_writes_nothing_of_its_batch(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that raises ends the run with one clean error; the batches before it stay,
+    the ledger verifies, and a re-run finishes the work."""
+    for i in range(10):
+        ledger.set(f"s{i:02}", str(i))
+    ledger.rotate()
+    monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    real = pipeline.prepare_migration
+    calls = []
+
+    def fail_on_second(rows: list[pipeline.HeadRow], **kwargs: object) -> list[pipeline.Prepared]:
+        calls.append(len(rows))  # in the worker: a list of its own
+        if rows[0][0] == "secret:s04":
+            raise ValueError("the value of s04 is 4")  # never crosses the pipe
+        return real(rows, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "prepare_migration", fail_on_second)
+    with pytest.raises(IntegrityError, match=r"worker failed \(ValueError\)") as caught:
+        ledger.migrate(batch_size=4)
+    assert "s04" not in str(caught.value)
+    assert ledger.report().needing_migration == 6  # the first batch of 4 landed
+    assert verify_ledger(ledger.recorder).ok
+    monkeypatch.setattr(pipeline, "prepare_migration", real)
+    second = ledger.migrate(batch_size=4)
+    assert (second.migrated, second.already_current) == (6, 4)
+    assert read_all(ledger) == {f"s{i:02}": str(i) for i in range(10)}
+
+
+def test_a_killed_worker_is_a_clean_error(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker dying (OOM killer, say) ends the run with one clean error, nothing half-written."""
+    for i in range(6):
+        ledger.set(f"s{i}", str(i))
+    ledger.rotate()
+    monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+
+    def die(rows: list[pipeline.HeadRow], **kwargs: object) -> list[pipeline.Prepared]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(pipeline, "prepare_migration", die)
+    head_before = ledger.recorder.head()
+    with pytest.raises(IntegrityError, match="worker process died"):
+        ledger.migrate(batch_size=10)
+    assert ledger.recorder.head() == head_before
+    assert ledger.report().needing_migration == 6
+
+
+def test_prepare_sorts_every_kind_of_head(mixed: Ledger) -> None:
+    """The worker re-encrypts what it can and hands the rest back to the writer, by kind."""
+    keyring = mixed.keyring()
+    current = keyring.require_current()
+    heads = list(mixed._stream_heads(ev.SECRET_STREAM_PREFIX))
+    rows = [(h.stream, h.stream_rev, h.type, h.schema_version, h.payload) for h in heads]
+    keys = {v: mixed._keys.data_key(v) for v in (1, current)}  # no key for version 2
+    verdicts = {v[1]: v for v in pipeline.prepare_migration(rows, keys, current, "run")}
+    assert verdicts["gone"][0] == pipeline.DELETED
+    assert verdicts["current"][0] == pipeline.CURRENT
+    assert verdicts["on-v2"][0] == pipeline.WRITER  # the worker lacks its key
+    for name in ("seeded", "old-00", "old-11"):
+        kind, _, _, _, _, token, payload = verdicts[name]
+        assert kind == pipeline.PREPARED and token is not None and payload is not None
+        event = ev.from_payload("SecretMigrated", 1, payload)
+        assert isinstance(event, ev.SecretMigrated)
+        assert (event.name, event.to_version, event.ciphertext) == (name, current, token)
+        assert mixed.open_ciphertext(name, token, event.scheme) == read_all(mixed)[name]
+    damaged = [("secret:bad", 1, "SecretWritten", 1, "{not json")]
+    assert pipeline.prepare_migration(damaged, keys, current, "run")[0][0] == pipeline.WRITER
