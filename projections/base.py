@@ -9,6 +9,8 @@ and never write them.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
 from collections.abc import Sequence
 from typing import Protocol
@@ -48,6 +50,10 @@ _COOKIES_SQL = """SELECT c.schema_cookie, v.schema_version
     FROM proj_checkpoint c, pragma_schema_version v WHERE c.id = 1"""
 
 
+_SCHEMA_SQL = """SELECT name, sql FROM sqlite_master
+    WHERE name LIKE 'proj\\_%' ESCAPE '\\' AND sql IS NOT NULL ORDER BY name"""
+
+
 def guard_triggers(table: str) -> dict[str, str]:
     """The triggers that refuse every write to ``table`` but keyledger's own, by name.
 
@@ -75,21 +81,28 @@ class ProjectionRunner:
         """Every table of the read models, the checkpoint first."""
         return [CHECKPOINT_TABLE] + [t for p in self.projections for t in p.tables]
 
-    def guards(self) -> dict[str, str]:
-        """Every guard trigger of :meth:`tables`, name to SQL."""
-        return {name: sql for table in self.tables for name, sql in guard_triggers(table).items()}
-
-    def setup(self, conn: sqlite3.Connection) -> None:
-        """Create what is missing (tables, guards, the checkpoint row); after a schema change
-        of its own, store SQLite's new schema cookie beside the checkpoint."""
+    def _create(self, conn: sqlite3.Connection, *, guarded: bool = True) -> None:
         conn.execute(_CHECKPOINT_DDL)
         for projection in self.projections:
             projection.create(conn)
-        present = {name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-        for name, sql in self.guards().items():
-            if name not in present:
-                conn.execute(sql)
+        if guarded:
+            for table in self.tables:
+                for sql in guard_triggers(table).values():
+                    conn.execute(sql.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))
+
+    @functools.cached_property
+    def schema(self) -> dict[str, str]:
+        """Name to SQL of every table, index and guard the read models have, as SQLite
+        records them: made once in an in-memory database, to compare a ledger's with."""
+        with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+            self._create(conn)
+            return dict(conn.execute(_SCHEMA_SQL).fetchall())
+
+    def setup(self, conn: sqlite3.Connection, *, guarded: bool = True) -> None:
+        """Create what is missing (tables, guards, the checkpoint row); after a schema change
+        of its own, store SQLite's new schema cookie beside the checkpoint. ``guarded=False``
+        leaves the guards for a later call (a rebuild adds them after replaying)."""
+        self._create(conn, guarded=guarded)
         conn.execute(
             "INSERT OR IGNORE INTO proj_checkpoint (id, last_seq, last_hash) VALUES (1, 0, '')"
         )
@@ -99,23 +112,15 @@ class ProjectionRunner:
 
     def schema_problems(self, conn: sqlite3.Connection) -> list[str]:
         """Signs that the schema changed behind keyledger's back (a guard dropped, then a
-        row edited, say): a guard missing or replaced, or SQLite's schema cookie moved
-        since the runner last changed the schema itself. Constant time."""
-        expected = self.guards()
-        if not conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE name LIKE 'proj\\_%' ESCAPE '\\'"
-        ).fetchone():
+        row edited, say) or is another keyledger's: a table, index or guard missing, added
+        or different from :attr:`schema`, or SQLite's schema cookie moved since the runner
+        last changed the schema itself. Constant time."""
+        found = dict(conn.execute(_SCHEMA_SQL).fetchall())
+        if not found:
             return []  # no read models yet: the first catch-up creates them from the events
-        found = dict(conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN "
-            f"({', '.join('?' * len(expected))})", list(expected),
-        ).fetchall())
-        if found != expected:
-            return ["the read models' write guards are missing or changed"]
-        try:
-            stored, actual = conn.execute(_COOKIES_SQL).fetchone() or (None, None)
-        except sqlite3.OperationalError:  # a checkpoint table of another layout
-            return ["the read models' checkpoint has another layout"]
+        if found != self.schema:
+            return ["the read models' tables or write guards are missing or not this keyledger's"]
+        stored, actual = conn.execute(_COOKIES_SQL).fetchone() or (None, None)
         if stored != actual:
             return ["the ledger's schema changed since keyledger last wrote the read models"]
         return []
@@ -134,7 +139,9 @@ class ProjectionRunner:
     def is_current(self, recorder: SQLiteRecorder) -> bool:
         return self.position(recorder) == recorder.head()
 
-    def catch_up(self, recorder: SQLiteRecorder, appended: Sequence[Applied] = ()) -> None:
+    def catch_up(
+        self, recorder: SQLiteRecorder, appended: Sequence[Applied] = (), *, guarded: bool = True,
+    ) -> None:
         """Apply every event past the checkpoint; the caller holds the write transaction.
 
         ``appended`` are the events the caller just appended, already decoded: when they
@@ -142,7 +149,7 @@ class ProjectionRunner:
         back; otherwise the events are read from the ledger from the checkpoint on.
         """
         conn = recorder.conn
-        self.setup(conn)
+        self.setup(conn, guarded=guarded)
         last_seq, last_hash = self.position(recorder)
         if appended and appended[0][1].seq == last_seq + 1:
             self._apply(appended, conn)
@@ -179,5 +186,7 @@ class ProjectionRunner:
             for projection in self.projections:
                 for table in projection.tables:
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
-            self.catch_up(recorder)
+            # The guards come last: every replayed row would otherwise call them.
+            self.catch_up(recorder, guarded=False)
+            self.setup(conn)
         return self.position(recorder)[0]

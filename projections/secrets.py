@@ -31,7 +31,7 @@ class SecretProjection:
         conn.execute(
             """CREATE TABLE IF NOT EXISTS proj_secrets (
                 name TEXT PRIMARY KEY, key_version INTEGER, revision INTEGER NOT NULL,
-                ciphertext TEXT, scheme TEXT, updated_at TEXT NOT NULL, updated_seq INTEGER NOT NULL,
+                scheme TEXT, updated_at TEXT NOT NULL, updated_seq INTEGER NOT NULL,
                 deleted INTEGER NOT NULL DEFAULT 0)"""
         )
         conn.execute(
@@ -44,43 +44,48 @@ class SecretProjection:
         )
 
     def apply_batch(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None:
-        """Upsert one row per secret event, and move the per-version counts, in a few
-        statements: the rows' previous states are read with one query per 500 names."""
-        changes: list[tuple[str, int | None, int, str | None, str | None, str, int, int]] = []
+        """Write one row per secret event and move the per-version counts, in a few
+        statements: the rows' previous states are read with one query per 500 names, then
+        the rows that exist are updated and the new ones inserted. (The ciphertext stays in
+        the events, where ``get`` reads it: a copy here would be one more thing to trust.)"""
+        # name, key_version, revision, scheme, updated_at, updated_seq, deleted
+        changes: dict[str, tuple[int | None, int, str | None, str, int, int]] = {}
+        previous: dict[str, tuple[int, str] | None] = {}
+        known = _stored_states(conn, {event.name for event, _ in batch
+                                      if isinstance(event, _SECRET_EVENTS)})
+        deltas: Counter[tuple[int, str]] = Counter()
         for event, stored in batch:
+            after: tuple[int, str] | None
             if isinstance(event, ev.SecretMigrated):
-                version: int | None = event.to_version
+                after = (event.to_version, event.scheme)
             elif isinstance(event, ev.SecretWritten | ev.SecretImported):
-                version = event.key_version
+                after = (event.key_version, event.scheme)
             elif isinstance(event, ev.SecretDeleted):
-                changes.append((event.name, None, stored.stream_rev, None, None,
-                                stored.occurred_at, stored.seq, 1))
-                continue
+                after = None
             else:
                 continue
-            changes.append((event.name, version, stored.stream_rev, event.ciphertext,
-                            event.scheme, stored.occurred_at, stored.seq, 0))
-        if not changes:
-            return
-        live = _live_states(conn, {change[0] for change in changes})
-        deltas: Counter[tuple[int, str]] = Counter()
-        for name, version, _, _, scheme, _, _, deleted in changes:
-            before = live.pop(name, None)
+            name = event.name
+            before = previous[name] if name in previous else known.get(name)
             if before is not None:
                 deltas[before] -= 1
-            if not deleted:
-                assert version is not None and scheme is not None
-                deltas[(version, scheme)] += 1
-                live[name] = (version, scheme)
+            if after is not None:
+                deltas[after] += 1
+            previous[name] = after
+            version, scheme = after if after is not None else (None, None)
+            changes[name] = (version, stored.stream_rev, scheme, stored.occurred_at, stored.seq,
+                             int(after is None))
+        if not changes:
+            return
+        conn.executemany(
+            """UPDATE proj_secrets SET key_version = ?, revision = ?, scheme = ?, updated_at = ?,
+               updated_seq = ?, deleted = ? WHERE name = ?""",
+            [(*row, name) for name, row in changes.items() if name in known],
+        )
         conn.executemany(
             """INSERT INTO proj_secrets
-               (name, key_version, revision, ciphertext, scheme, updated_at, updated_seq, deleted)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (name) DO UPDATE SET key_version = excluded.key_version,
-                 revision = excluded.revision, ciphertext = excluded.ciphertext,
-                 scheme = excluded.scheme, updated_at = excluded.updated_at,
-                 updated_seq = excluded.updated_seq, deleted = excluded.deleted""",
-            changes,
+               (key_version, revision, scheme, updated_at, updated_seq, deleted, name)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            [(*row, name) for name, row in changes.items() if name not in known],
         )
         conn.executemany(
             """INSERT INTO proj_secret_counts (key_version, scheme, live) VALUES (?, ?, ?)
@@ -89,9 +94,15 @@ class SecretProjection:
         )
 
 
-def _live_states(conn: sqlite3.Connection, names: set[str]) -> dict[str, tuple[int, str]]:
-    """``name -> (key_version, scheme)`` of those of ``names`` that are live now."""
-    found: dict[str, tuple[int, str]] = {}
+_SECRET_EVENTS = (ev.SecretMigrated, ev.SecretWritten, ev.SecretImported, ev.SecretDeleted)
+
+
+def _stored_states(
+    conn: sqlite3.Connection, names: set[str]
+) -> dict[str, tuple[int, str] | None]:
+    """``name -> (key_version, scheme)`` of those of ``names`` that have a row: None for a
+    deleted secret's row."""
+    found: dict[str, tuple[int, str] | None] = {}
     pending = list(names)
     for i in range(0, len(pending), 500):
         chunk = pending[i:i + 500]
@@ -100,8 +111,8 @@ def _live_states(conn: sqlite3.Connection, names: set[str]) -> dict[str, tuple[i
                 WHERE name IN ({", ".join("?" * len(chunk))})""",
             chunk,
         )
-        found.update((name, (version, scheme)) for name, version, scheme, deleted in rows
-                     if not deleted)
+        found.update((name, None if deleted else (version, scheme))
+                     for name, version, scheme, deleted in rows)
     return found
 
 
@@ -159,7 +170,7 @@ def secret_problems(conn: sqlite3.Connection, *, names: Collection[str] | None =
 
     Every row: the rows against the counts kept beside them, each row's revision and seq
     against its stream's head, then each row against its event (version, scheme,
-    ciphertext). Time grows with the secrets; ``names`` keeps it to a sample.
+    time). Time grows with the secrets; ``names`` keeps it to a sample.
     """
     found = []
     if names is None:
@@ -186,10 +197,10 @@ def secret_problems(conn: sqlite3.Connection, *, names: Collection[str] | None =
            LEFT JOIN events e ON e.seq = p.updated_seq
            WHERE s.head_seq IS NOT p.updated_seq OR s.revision IS NOT p.revision OR e.seq IS NULL
               OR e.stream IS NOT 'secret:' || p.name OR e.stream_rev IS NOT p.revision
+              OR e.occurred_at IS NOT p.updated_at
               OR (p.deleted = 1) != (e.type = 'SecretDeleted')
               OR (p.deleted = 0 AND (
-                    json_extract(e.payload, '$.ciphertext') IS NOT p.ciphertext
-                 OR json_extract(e.payload, '$.scheme') IS NOT p.scheme
+                    json_extract(e.payload, '$.scheme') IS NOT p.scheme
                  OR coalesce(json_extract(e.payload, '$.to_version'),
                              json_extract(e.payload, '$.key_version')) IS NOT p.key_version))
            LIMIT 3""",

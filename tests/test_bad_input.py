@@ -806,10 +806,17 @@ def test_health_check_catches_a_tampered_read_model(ledger_copy: Path, tampering
     assert ledger_state(ledger_copy) == before
 
 
-def test_tampered_projected_ciphertext_is_never_what_get_returns(ledger_copy: Path) -> None:
-    """Swapping ciphertexts in proj_secrets changes nothing get returns: values come from the events."""
-    tamper(ledger_copy, "UPDATE proj_secrets SET ciphertext = "
-                        "(SELECT ciphertext FROM proj_secrets WHERE name = 'api_token')")
+def test_the_read_models_hold_no_ciphertext(ledger_copy: Path) -> None:
+    """Values come from the events only: no read-model table keeps a copy of a ciphertext
+    that an edit could swap."""
+    with closing(sqlite3.connect(ledger_copy)) as conn:
+        tokens = [json.loads(p)["ciphertext"] for (p,) in conn.execute(
+            "SELECT payload FROM events WHERE type LIKE 'Secret%' AND payload LIKE '%ciphertext%'")]
+        tables = [t for (t,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'proj%'")]
+        cells = [str(v) for t in tables for row in conn.execute(f"SELECT * FROM {t}") for v in row]
+    assert tokens and tables
+    assert not any(token in cell for token in tokens for cell in cells)
     for name, value in GOOD.items():
         assert invoke(ledger_copy, "secrets", "get", name).stdout == value + "\n"
 

@@ -75,13 +75,19 @@ def test_a_forgery_that_covers_its_tracks_fails_the_deep_check(
 
 
 def test_a_consistent_forgery_needs_the_deep_check(filled: Ledger, db_path: Path) -> None:
-    """A row rewritten with a plausible ciphertext, tracks covered, escapes the quick check
-    unless the row is in the sample; the deep check names it."""
-    other = filled.secret("c").ciphertext
-    edit_read_models(db_path, f"UPDATE proj_secrets SET ciphertext = '{other}' WHERE name = 'a'",
-                     cover_tracks=True)
+    """A row moved to another version with the counts moved to match, tracks covered,
+    escapes the quick check unless the row is in the sample; the deep check names it."""
+    edit_read_models(
+        db_path,
+        "UPDATE proj_secrets SET key_version = 1 WHERE name = 'a'",
+        "UPDATE proj_secret_counts SET live = live + 1 WHERE key_version = 1",
+        "INSERT OR IGNORE INTO proj_secret_counts VALUES (1, 'bound-v1', 1)",
+        "UPDATE proj_secret_counts SET live = live - 1 WHERE key_version = 2",
+        cover_tracks=True,
+    )
     with ReadModels.open(db_path) as views:
         assert views.repaired == []
+        assert views.report().distribution == {1: 1, 2: 2}  # the forgery, served
         assert views.problems(sample=["b", "c"]) == []
         assert views.problems(sample=["a"]) and "'a'" in views.problems(sample=["a"])[0]
         problems = views.problems(deep=True)
