@@ -16,6 +16,8 @@ the worker's next read or write on the pipe fails and it exits.
 from __future__ import annotations
 
 import multiprocessing
+import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -40,7 +42,9 @@ DELETED, CURRENT, PREPARED, WRITER = "deleted", "current", "prepared", "writer"
 
 
 def can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether a worker can be forked: on Linux and the BSDs. macOS offers ``fork`` but
+    its system libraries are not safe across it, so work stays in process there."""
+    return sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
 
 
 def map_ahead(
@@ -65,12 +69,12 @@ def map_ahead(
         current = next(source, None)
         if current is None:
             return
-        ours.send(rows(current))
+        _send(ours, rows(current))
         while current is not None:
             result = _receive(ours)
             following = next(source, None)
             if following is not None:
-                ours.send(rows(following))  # the worker is waiting for it: no deadlock
+                _send(ours, rows(following))  # the worker is waiting for it: no deadlock
             yield current, result
             current = following
     finally:
@@ -81,12 +85,21 @@ def map_ahead(
             worker.join()
 
 
+_DIED = "the re-encryption worker process died; nothing of its batch was written: re-run to continue"
+
+
+def _send(conn: Connection, rows: Any) -> None:
+    try:
+        conn.send(rows)
+    except OSError:  # a broken pipe: the worker is gone
+        raise IntegrityError(_DIED) from None
+
+
 def _receive(conn: Connection) -> Any:
     try:
         kind, value = conn.recv()
     except (EOFError, OSError):
-        raise IntegrityError("the re-encryption worker process died; nothing of its batch "
-                             "was written: re-run to continue") from None
+        raise IntegrityError(_DIED) from None
     if kind == "error":
         raise IntegrityError(f"the re-encryption worker failed ({value}); nothing of its "
                              "batch was written: re-run to continue")
@@ -95,6 +108,9 @@ def _receive(conn: Connection) -> Any:
 
 def _serve(ours: Connection, theirs: Connection, work: Callable[[Any], Any]) -> None:
     """The worker's loop: rows in, results out, until the writer closes the pipe."""
+    # Ctrl-C reaches the whole process group: the writer handles it and closes the pipe,
+    # which ends this loop; the worker must not print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ours.close()
     while True:
         try:

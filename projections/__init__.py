@@ -66,10 +66,16 @@ class ReadModels:
         #: from the events, so every answer below is the events' truth. A checkpoint that
         #: does not match its event is checked before catching up, which would otherwise
         #: apply events twice.
+        #: A moved schema cookie (a guard dropped and put back, or only a backup copy or a
+        #: VACUUM) makes this open compare every row with its event; if all agree, the
+        #: cookie is accepted and the next open is quick again.
         self.repaired = self._checkpoint_problems()
         if not self.repaired:
             self.runner.refresh(recorder)
-            self.repaired = self.problems()
+            moved = self.runner.cookie_moved(recorder.conn)
+            self.repaired = self.problems(deep=moved)
+            if moved and not self.repaired:
+                self.runner.accept_cookie(recorder)
         if self.repaired:
             self.rebuild()
 
@@ -117,12 +123,12 @@ class ReadModels:
         """Ways the read models disagree with the ledger's events, or [].
 
         The quick checks, run every time the read models are opened, take the same time
-        at any size: the checkpoint against the event it names, the write guards and
-        SQLite's schema cookie (a guard dropped to edit a row shows there), the keyring
-        tables against the keyring's events, the runs against their streams, and the
-        secret rows named in ``sample`` against their events. ``deep`` (``health-check
-        --deep``) also checks every secret row against its own event and the counts kept
-        beside them, which takes time in proportion to the secrets.
+        at any size: the checkpoint against the event it names, the tables and write
+        guards against this keyledger's, the keyring tables against the keyring's events,
+        the runs against their streams, and the secret rows named in ``sample`` against
+        their events. ``deep`` (``health-check --deep``, and any open after SQLite's
+        schema cookie moved) also checks every secret row against its own event and the
+        counts kept beside them, which takes time in proportion to the secrets.
         """
         conn, recorder = self.recorder.conn, self.recorder
         found = self._checkpoint_problems()

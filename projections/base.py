@@ -54,6 +54,11 @@ _SCHEMA_SQL = """SELECT name, sql FROM sqlite_master
     WHERE name LIKE 'proj\\_%' ESCAPE '\\' AND sql IS NOT NULL ORDER BY name"""
 
 
+_STRAY_SQL = """SELECT type, name FROM sqlite_master WHERE name LIKE 'proj\\_%' ESCAPE '\\'
+    AND type IN ('trigger', 'view', 'index', 'table')
+    ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END"""
+
+
 def guard_triggers(table: str) -> dict[str, str]:
     """The triggers that refuse every write to ``table`` but keyledger's own, by name.
 
@@ -99,30 +104,56 @@ class ProjectionRunner:
             return dict(conn.execute(_SCHEMA_SQL).fetchall())
 
     def setup(self, conn: sqlite3.Connection, *, guarded: bool = True) -> None:
-        """Create what is missing (tables, guards, the checkpoint row); after a schema change
-        of its own, store SQLite's new schema cookie beside the checkpoint. ``guarded=False``
-        leaves the guards for a later call (a rebuild adds them after replaying)."""
+        """Create what is missing (tables, guards, the checkpoint row), and store SQLite's
+        schema cookie beside the checkpoint after a schema change of its own. A cookie that
+        had already moved (someone dropped a guard?) is left as found, for
+        :meth:`cookie_moved` to report: recreating a guard must not hide that it was gone.
+        ``guarded=False`` leaves the guards for a later call (a rebuild adds them after
+        replaying)."""
+        try:
+            before = conn.execute(_COOKIES_SQL).fetchone()
+        except sqlite3.OperationalError:  # no checkpoint table yet
+            before = None
         self._create(conn, guarded=guarded)
         conn.execute(
             "INSERT OR IGNORE INTO proj_checkpoint (id, last_seq, last_hash) VALUES (1, 0, '')"
         )
+        if before is None or before[0] == before[1]:  # fresh, or the cookie was ours
+            self._store_cookie(conn)
+
+    @staticmethod
+    def _store_cookie(conn: sqlite3.Connection) -> None:
         stored, actual = conn.execute(_COOKIES_SQL).fetchone()
         if stored != actual:
             conn.execute("UPDATE proj_checkpoint SET schema_cookie = ? WHERE id = 1", (actual,))
 
+    @staticmethod
+    def cookie_moved(conn: sqlite3.Connection) -> bool:
+        """Whether SQLite's schema cookie moved since keyledger last changed the schema:
+        a guard dropped and put back, or only a copy made with SQLite's backup API (which
+        sets a new cookie), or a VACUUM."""
+        try:
+            row = conn.execute(_COOKIES_SQL).fetchone()
+        except sqlite3.OperationalError:
+            return False  # no read models yet
+        return row is not None and row[0] != row[1]
+
+    def accept_cookie(self, recorder: SQLiteRecorder) -> None:
+        """Store the present cookie, once every row was found to agree with the events."""
+        with recorder.write_transaction() as conn:
+            self._store_cookie(conn)
+
     def schema_problems(self, conn: sqlite3.Connection) -> list[str]:
-        """Signs that the schema changed behind keyledger's back (a guard dropped, then a
-        row edited, say) or is another keyledger's: a table, index or guard missing, added
-        or different from :attr:`schema`, or SQLite's schema cookie moved since the runner
-        last changed the schema itself. Constant time."""
+        """A table, index or guard of the read models missing, added or different from
+        :attr:`schema`: written by another version of keyledger, or edited (a guard dropped
+        to change a row, say). Constant time. (A moved schema cookie is not a problem by
+        itself: see :meth:`cookie_moved`.)"""
         found = dict(conn.execute(_SCHEMA_SQL).fetchall())
         if not found:
             return []  # no read models yet: the first catch-up creates them from the events
         if found != self.schema:
-            return ["the read models' tables or write guards are missing or not this keyledger's"]
-        stored, actual = conn.execute(_COOKIES_SQL).fetchone() or (None, None)
-        if stored != actual:
-            return ["the ledger's schema changed since keyledger last wrote the read models"]
+            return ["the read models' tables or write guards differ from this keyledger's "
+                    "(another version's, or edited)"]
         return []
 
     @staticmethod
@@ -186,6 +217,11 @@ class ProjectionRunner:
             for projection in self.projections:
                 for table in projection.tables:
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
+            # Anything else in the read models' namespace goes too (an index or trigger
+            # someone added), or the schema check would fail again after every rebuild.
+            for kind, name in conn.execute(_STRAY_SQL).fetchall():
+                quoted = '"' + name.replace('"', '""') + '"'
+                conn.execute(f"DROP {kind.upper()} IF EXISTS {quoted}")
             # The guards come last: every replayed row would otherwise call them.
             self.catch_up(recorder, guarded=False)
             self.setup(conn)

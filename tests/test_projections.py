@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from tamper_support import edit_read_models, refused_edit
 
 from ledger import Ledger
+from ledger.backup import take_backup
 from projections import ReadModels
 
 EDITS = {
@@ -98,3 +101,48 @@ def test_untouched_read_models_pass_every_check(filled: Ledger) -> None:
     """A ledger nobody tampered with has no problems, quick or deep."""
     views = ReadModels(filled.recorder)
     assert views.repaired == [] and views.problems(deep=True) == []
+
+
+def test_a_backup_copy_or_vacuum_is_checked_once_and_not_called_tampering(
+    filled: Ledger, db_path: Path, tmp_path: Path
+) -> None:
+    """SQLite's backup API and VACUUM give the file a new schema cookie: the next open
+    compares every row once, finds them right, accepts the cookie, and repairs nothing."""
+    copy = tmp_path / "copy.db"
+    take_backup(filled, copy)
+    filled.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("VACUUM")
+    for path in (copy, db_path):
+        with closing(sqlite3.connect(path)) as conn:
+            cookie, actual = conn.execute(
+                "SELECT schema_cookie, (SELECT schema_version FROM pragma_schema_version) "
+                "FROM proj_checkpoint").fetchone()
+        assert cookie != actual, path  # the premise: the cookie moved
+        with ReadModels.open(path) as views:
+            assert views.repaired == [], path
+        with ReadModels.open(path) as views:  # the cookie was accepted: quick again
+            assert views.runner.cookie_moved(views.recorder.conn) is False
+            assert views.repaired == []
+
+
+def test_an_append_does_not_hide_a_dropped_guard(filled: Ledger, db_path: Path) -> None:
+    """Guards dropped and a row edited, then an append through the library (which puts the
+    guards back): the moved cookie still shows, and the next open finds and rebuilds it."""
+    edit_read_models(db_path, "UPDATE proj_secrets SET key_version = 7 WHERE name = 'a'")
+    filled.set("new", "value")  # catch-up recreates the guards; it must leave the cookie
+    with ReadModels.open(db_path) as views:
+        assert views.repaired
+        assert views.secrets()[0].key_version == 2
+
+
+def test_a_rebuild_clears_stray_objects_in_the_read_models_namespace(filled: Ledger, db_path: Path) -> None:
+    """An index someone added under a proj_ name fails the schema check once; the rebuild
+    drops it, so the next open is clean."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute("CREATE INDEX proj_extra ON events (actor)")
+        conn.commit()
+    with ReadModels.open(db_path) as views:
+        assert views.repaired
+    with ReadModels.open(db_path) as views:
+        assert views.repaired == []
