@@ -36,6 +36,7 @@ def test_benchmark_script_prints_every_step_with_sane_figures(tmp_path: Path) ->
         assert f"| {SIZE:,} | {step}" in out, step
     assert f"- {SIZE:,} secrets: migrate runs at " in out
     assert "Machine: " in out and "SQLite " in out
+    assert "Machine speed: one PBKDF2-SHA256 derivation" in out
     assert f"Command: `BENCH_SIZES={SIZE} BENCH_GUIDE_SAMPLE=2 make bench`" in out
 
     document = json.loads(results.read_text())
@@ -54,3 +55,4 @@ def test_benchmark_script_prints_every_step_with_sane_figures(tmp_path: Path) ->
     assert rows["rebuild-projections"]["items"] >= 2 * SIZE
     assert 40 < detail["bytes_per_secret"] < 100_000
     assert detail["migrate_vs_raw"] > 0 and detail["migrate_vs_guide"] > 0
+    assert len(document["kdf_seconds"]) == 2 and all(s > 0 for s in document["kdf_seconds"])

@@ -37,7 +37,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ledger.crypto import derive_seed_key
+from ledger.crypto import KEK_ITERATIONS, derive_kek, derive_seed_key
 from ledger.testing import keyledger_command
 
 DEFAULT_SIZES = "10000,100000,1000000"
@@ -309,7 +309,17 @@ def machine() -> str:
             f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
 
 
+def kdf_seconds() -> float:
+    """One PBKDF2-HMAC-SHA256 derivation at keyledger's 600,000 iterations: pure CPU, so the
+    same figure at the start and the end of a run shows how fast this (shared, virtual)
+    machine was meanwhile, and lets runs on different days be compared."""
+    started = time.perf_counter()
+    derive_kek(PASSWORD, b"\0" * 16, KEK_ITERATIONS)
+    return time.perf_counter() - started
+
+
 def main() -> None:
+    calibration = [kdf_seconds()]
     sizes_text = os.environ.get("BENCH_SIZES", DEFAULT_SIZES)
     sizes = [int(s.replace("_", "")) for s in sizes_text.split(",") if s.strip()]
     sample = os.environ.get("BENCH_GUIDE_SAMPLE", str(DEFAULT_GUIDE_SAMPLE))
@@ -322,16 +332,19 @@ def main() -> None:
             size_rows, extra = bench_size(size, Path(tmp))
             rows += size_rows
             extras.append(extra)
+    calibration.append(kdf_seconds())
     date = datetime.date.today().isoformat()
     own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"Command: `{command}`, {date}\n")
     print(f"Machine: {machine()}\n")
+    print(f"Machine speed: one PBKDF2-SHA256 derivation (600,000 iterations) took "
+          f"{calibration[0]:.3f} s at the start of the run and {calibration[1]:.3f} s at the end.\n")
     print("\n".join(render(rows, extras)))
     print(f"\nThe benchmark process itself peaked at {own_rss:.0f} MB RSS.")
     if os.environ.get("BENCH_JSON"):
         document = {"command": command, "date": date, "machine": machine(), "sizes": sizes,
                     "rows": [{**asdict(r), "rate": r.rate} for r in rows], "sizes_detail": extras,
-                    "bench_peak_rss_mb": own_rss}
+                    "bench_peak_rss_mb": own_rss, "kdf_seconds": calibration}
         Path(os.environ["BENCH_JSON"]).write_text(json.dumps(document, indent=2) + "\n")
 
 
