@@ -115,12 +115,13 @@ def open_ledger_alone(ctx: typer.Context) -> Ledger:
     return Ledger.unlock(s.recorder(), master_password(), actor=s.actor, origin=CLI_ORIGIN)
 
 
-def open_read_models(ctx: typer.Context) -> ReadModels:
-    """The read models alone: no password needed, as they hold no plaintext."""
+def open_read_models(ctx: typer.Context, *, check: bool = True) -> ReadModels:
+    """The read models alone: no password needed, as they hold no plaintext. ``check=False``
+    for a command that rebuilds them anyway."""
     runner = projector()
     recorder = settings(ctx).recorder(projector=runner)
     try:
-        return _checked(ReadModels(recorder, runner))
+        return _checked(ReadModels(recorder, runner, check=check))
     except BaseException:
         recorder.close()
         raise

@@ -169,7 +169,7 @@ def rebuild_projections(ctx: typer.Context, as_json: JsonOption = False) -> None
 
     Example:  keyledger rebuild-projections
     """
-    with open_read_models(ctx) as views:
+    with open_read_models(ctx, check=False) as views:  # checking first would rebuild twice
         replayed = views.rebuild()
         seq, head = views.position()
         if as_json:

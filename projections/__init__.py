@@ -59,16 +59,26 @@ def projector() -> ProjectionRunner:
 class ReadModels:
     """Queries over the read models of one ledger, brought up to date when opened."""
 
-    def __init__(self, recorder: SQLiteRecorder, runner: ProjectionRunner | None = None) -> None:
+    def __init__(
+        self, recorder: SQLiteRecorder, runner: ProjectionRunner | None = None, *,
+        check: bool = True,
+    ) -> None:
+        """``check=False`` skips the checks and the catch-up on open: for a caller about to
+        :meth:`rebuild` anyway, which would otherwise rebuild twice."""
         self.recorder = recorder
         self.runner = runner or projector()
         #: What the quick checks found wrong when opened; the read models were then rebuilt
-        #: from the events, so every answer below is the events' truth. A checkpoint that
-        #: does not match its event is checked before catching up, which would otherwise
-        #: apply events twice.
-        #: A moved schema cookie (a guard dropped and put back, or only a backup copy or a
-        #: VACUUM) makes this open compare every row with its event; if all agree, the
-        #: cookie is accepted and the next open is quick again.
+        #: from the events, so every answer below is the events' truth.
+        self.repaired: list[str] = []
+        if check:
+            self._check_on_open()
+
+    def _check_on_open(self) -> None:
+        """A checkpoint that does not match its event is checked before catching up, which
+        would otherwise apply events twice. A moved schema cookie (a guard dropped and put
+        back, or only a backup copy or a VACUUM) makes this open compare every row with its
+        event; if all agree, the cookie is accepted and the next open is quick again."""
+        recorder = self.recorder
         self.repaired = self._checkpoint_problems()
         if not self.repaired:
             self.runner.refresh(recorder)

@@ -11,6 +11,9 @@ import pytest
 from cli_support import NEW_PASSWORD, document, head, invoke, plant_undecryptable
 from tamper_support import edit_read_models
 
+from ledger.store import SQLiteRecorder
+from projections import ProjectionRunner
+
 # -- health-check ----------------------------------------------------------------------
 
 
@@ -121,3 +124,27 @@ def test_rebuild_projections_human_output(filled: Path) -> None:
     result = invoke(filled, "rebuild-projections")
     assert result.exit_code == 0
     assert f"✅ Rebuilt the read models from {head(filled)[0]} events" in result.stdout
+
+
+def test_rebuild_projections_rebuilds_once_even_over_damaged_read_models(
+    filled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rebuild-projections does not check (and repair) the read models on open before its
+    own rebuild: one replay, no repair warning, and the answers are the events' again."""
+    truth = document(invoke(filled, "report", "--json"))
+    edit_read_models(filled, "DELETE FROM proj_secrets")
+    replays = []
+    original = ProjectionRunner.rebuild
+
+    def counted(self: ProjectionRunner, recorder: SQLiteRecorder) -> int:
+        replays.append(1)
+        return original(self, recorder)
+
+    monkeypatch.setattr(ProjectionRunner, "rebuild", counted)
+    result = invoke(filled, "rebuild-projections", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert replays == [1] and result.stderr == ""
+    assert document(result)["events_replayed"] == document(result)["seq"]
+    monkeypatch.undo()
+    report = invoke(filled, "report", "--json")
+    assert report.stderr == "" and document(report) == truth
