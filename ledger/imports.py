@@ -14,7 +14,7 @@ from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING
 
-from ledger import crypto
+from ledger import crypto, pipeline
 from ledger import events as ev
 from ledger.domain import ACTIVE, DECRYPT_ONLY, head_state, validate_name, validate_value
 from ledger.errors import ConcurrencyError, InvalidInputError
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # Events decided, encrypted and appended at a time: enough to amortise each chunk's
 # queries, few enough that a chunk's events take a few megabytes.
 IMPORT_CHUNK = 5_000
+#: From this many entries on, a worker process reads and encrypts them (see ledger.pipeline).
+PIPELINE_MIN_ENTRIES = 5_000
 
 
 # -- recording imports -----------------------------------------------------------------
@@ -61,7 +63,7 @@ def import_values(
     :raises InvalidInputError: a name or value is invalid (named); nothing was written.
     """
     checked = [(name, checked_entry(name, value)) for name, value in values.items()]
-    return _record(ledger, lambda: iter(checked), source, overwrite, chunk_size)
+    return _record(ledger, lambda: iter(checked), len(checked), source, overwrite, chunk_size)
 
 
 def import_file(
@@ -76,12 +78,12 @@ def import_file(
 
     :raises InvalidInputError: the file changed since it was checked; nothing was written.
     """
-    return _record(ledger, checked.entries, checked.format, overwrite, chunk_size)
+    return _record(ledger, checked.entries, checked.count, checked.format, overwrite, chunk_size)
 
 
 def _record(
-    ledger: Ledger, entries: Callable[[], Iterable[tuple[str, bytes]]], source: ImportFormat,
-    overwrite: bool, chunk_size: int,
+    ledger: Ledger, entries: Callable[[], Iterable[tuple[str, bytes]]], count: int,
+    source: ImportFormat, overwrite: bool, chunk_size: int,
 ) -> ImportResult:
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -90,8 +92,15 @@ def _record(
         version = keyring.require_current()
         key = ledger._keys.data_key(version)
         result = ImportResult()
-        imported = partial(_imported, key, version, source)
-        chunks = _decided_chunks(ledger, entries(), chunk_size, overwrite, result, imported)
+        chunks: Iterator[list[NewEvent]]
+        if count >= PIPELINE_MIN_ENTRIES and pipeline.can_fork():
+            # A worker reads and encrypts the entries; this process never sees a plaintext.
+            prepared = pipeline.produce_ahead(partial(
+                pipeline.prepare_import, entries, key, version, source, chunk_size))
+            chunks = _decided_prepared(ledger, prepared, overwrite, result, version, source)
+        else:
+            imported = partial(_imported, key, version, source)
+            chunks = _decided_chunks(ledger, entries(), chunk_size, overwrite, result, imported)
         try:
             result.imported = ledger._append_chunks(
                 chunks, expect={ev.KEYRING_STREAM: keyring.revision}
@@ -129,6 +138,27 @@ def _decided_chunks(
                 continue
             revision = 0 if head is None else head.stream_rev
             new.append(NewEvent(stream, revision + 1, imported(name, plaintext)))
+        yield new
+
+
+def _decided_prepared(
+    ledger: Ledger, prepared: Iterable[list[tuple[str, str, str]]], overwrite: bool,
+    result: ImportResult, version: int, source: ImportFormat,
+) -> Iterator[list[NewEvent]]:
+    """:func:`_decided_chunks` for entries a worker already encrypted and serialised."""
+    for batch in prepared:
+        heads = ledger.recorder.stream_heads_of([ev.secret_stream(name) for name, _, _ in batch])
+        new = []
+        for name, token, payload in batch:
+            stream = ev.secret_stream(name)
+            head = heads.get(stream)
+            if head is not None and not overwrite and not head_state(head).deleted:
+                result.skipped.append(name)
+                continue
+            revision = 0 if head is None else head.stream_rev
+            event = ev.SecretImported(name=name, key_version=version, scheme=crypto.SCHEME_BOUND,
+                                      source=source, ciphertext=token)
+            new.append(NewEvent(stream, revision + 1, event, payload=payload))
         yield new
 
 

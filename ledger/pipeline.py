@@ -1,9 +1,11 @@
 """Work for a batch done on the second core while the writer appends the batch before.
 
-``migrate`` spends about half its time per secret decoding the head event, decrypting,
-re-encrypting and serialising the new event, and half hashing and appending. The first
-half needs no database: :func:`map_ahead` hands each batch of head rows to a forked worker
-process and gives the writer batch N's result while the worker prepares batch N+1.
+``migrate`` spends a good part of its time per secret decoding the head event, decrypting,
+re-encrypting and serialising the new event; ``secrets import`` reading, encrypting and
+serialising. None of it needs the database: :func:`map_ahead` hands each batch of head
+rows to a forked worker process and gives the writer batch N's result while the worker
+prepares batch N+1, and :func:`produce_ahead` lets a worker read and encrypt an import
+file while the writer appends what it already sent.
 
 The worker never touches SQLite (a connection must not be used across ``fork``): it gets
 plain rows and the data keys it inherited, and returns plain tuples. No plaintext crosses
@@ -25,7 +27,7 @@ from typing import Any, TypeVar
 from ledger import crypto
 from ledger import events as ev
 from ledger.domain import secret_state
-from ledger.errors import IntegrityError, InvalidCiphertext, LedgerFormatError
+from ledger.errors import IntegrityError, InvalidCiphertext, InvalidInputError, LedgerFormatError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,6 +87,62 @@ def map_ahead(
             worker.join()
 
 
+def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
+    """Each item of ``produce()``, made in a forked worker while the caller handles the
+    ones before (the pipe's buffer keeps it at most about one item ahead).
+
+    An :class:`InvalidInputError` raised by ``produce`` (an import file that changed
+    while read, say; keyledger's messages never quote a value) is raised again here
+    with its message; any other failure as :class:`IntegrityError` naming only its type.
+    """
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe(duplex=False)
+    worker = context.Process(target=_produce, args=(ours, theirs, produce), daemon=True)
+    worker.start()
+    theirs.close()
+    try:
+        while True:
+            kind, value = _message(ours)
+            if kind == "end":
+                return
+            yield value
+    finally:
+        ours.close()
+        worker.join(timeout=5)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+def _produce(ours: Connection, theirs: Connection, produce: Callable[[], Iterable[Any]]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the writer handles Ctrl-C (see _serve)
+    ours.close()
+    try:
+        try:
+            for item in produce():
+                theirs.send(("ok", item))
+            theirs.send(("end", None))
+        except InvalidInputError as exc:
+            theirs.send(("invalid", str(exc)))
+        except Exception as exc:  # only the type crosses: a message might quote data
+            theirs.send(("error", type(exc).__name__))
+    except (BrokenPipeError, OSError):
+        return  # the writer is gone
+
+
+def _message(conn: Connection) -> tuple[str, Any]:
+    try:
+        kind, value = conn.recv()
+    except (EOFError, OSError):
+        raise IntegrityError(_DIED) from None
+    if kind == "invalid":
+        raise InvalidInputError(value)
+    if kind == "error":
+        raise IntegrityError(f"the worker process failed ({value}); nothing was written: "
+                             "run it again")
+    return kind, value
+
+
 _DIED = "the re-encryption worker process died; nothing of its batch was written: re-run to continue"
 
 
@@ -104,6 +162,26 @@ def _receive(conn: Connection) -> Any:
         raise IntegrityError(f"the re-encryption worker failed ({value}); nothing of its "
                              "batch was written: re-run to continue")
     return value
+
+
+def prepare_import(
+    entries: Callable[[], Iterable[tuple[str, bytes]]], key: bytes, version: int,
+    source: str, size: int,
+) -> Iterator[list[tuple[str, str, str]]]:
+    """``(name, ciphertext, payload)`` of each entry, encrypted under ``version`` and
+    serialised as its ``SecretImported``, ``size`` entries at a time. Whether an entry is
+    recorded (or skipped as existing) is the writer's decision."""
+    batch: list[tuple[str, str, str]] = []
+    for name, plaintext in entries():
+        token = crypto.encrypt_secret(key, version, name, plaintext)
+        event = ev.SecretImported(name=name, key_version=version, scheme=crypto.SCHEME_BOUND,
+                                  source=source, ciphertext=token)
+        batch.append((name, token, ev.to_payload(event)[2]))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _serve(ours: Connection, theirs: Connection, work: Callable[[Any], Any]) -> None:
