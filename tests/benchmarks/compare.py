@@ -1,0 +1,79 @@
+"""Compare two checkouts of keyledger on this machine, in the same minutes.
+
+    python tests/benchmarks/compare.py OLD_DIR NEW_DIR [SECRETS]
+
+This machine's speed drifts by up to 2x over an hour, so figures from different runs of
+`make bench` cannot show what a change bought. This runs the same steps for both
+checkouts, interleaved as new, old, old, new, each step a cold CLI process, and prints
+both runs of each per step. The read commands keep the best of 3 cold starts. Both
+checkouts run with this interpreter and its installed dependencies; ``git worktree add
+OLD_DIR COMMIT`` makes an old one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bench
+
+READS = {"info": ["info", "--json"], "report": ["report", "--json"],
+         "secrets get": None, "health-check": ["health-check", "--json"]}
+
+
+def run(root: Path, db: Path, *args: str) -> float:
+    """Seconds for one cold ``keyledger`` process of the checkout at ``root``."""
+    code = f"import sys; sys.path.insert(0, {str(root)!r}); from cli.app import main; main()"
+    env = {**os.environ, "KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": bench.PASSWORD,
+           "NO_COLOR": "1"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
+                          text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{root}: keyledger {' '.join(args)} failed: {done.stderr.strip()}")
+    return seconds
+
+
+def steps(root: Path, db: Path, source: Path, size: int) -> dict[str, float]:
+    for leftover in db.parent.glob(f"{db.name}*"):
+        leftover.unlink()
+    run(root, db, "init")
+    timed = {"secrets import": run(root, db, "secrets", "import", str(source), "--json")}
+    run(root, db, "rotate", "--yes")
+    timed["migrate"] = run(root, db, "migrate", "--yes", "--json")
+    for step, args in READS.items():
+        args = args or ["secrets", "get", bench.name_for(size // 2)]
+        timed[f"{step} (best of 3)"] = min(run(root, db, *args) for _ in range(3))
+    timed["audit verify"] = run(root, db, "audit", "verify", "--json")
+    timed["rebuild-projections"] = run(root, db, "rebuild-projections", "--json")
+    return timed
+
+
+def main() -> None:
+    if len(sys.argv) not in (3, 4):
+        raise SystemExit(__doc__)
+    old, new = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    size = int(sys.argv[3]) if len(sys.argv) == 4 else 100_000
+    results: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    with tempfile.TemporaryDirectory(prefix="keyledger-compare-") as tmp:
+        source = Path(tmp) / "values.json"
+        bench.write_values(source, size)
+        for name, root in (("new", new), ("old", old), ("old", old), ("new", new)):
+            for step, seconds in steps(root, Path(tmp) / f"{name}.db", source, size).items():
+                results[name].setdefault(step, []).append(seconds)
+            print(f"[{name}] done", file=sys.stderr, flush=True)
+    print(f"{size:,} secrets; old = {old}, new = {new}; seconds, two runs each\n")
+    print("| step | old | new |")
+    print("|---|---:|---:|")
+    for step, runs in results["old"].items():
+        shown = [", ".join(f"{s:.2f}" for s in r) for r in (runs, results["new"][step])]
+        print(f"| {step} | {shown[0]} | {shown[1]} |")
+
+
+if __name__ == "__main__":
+    main()
