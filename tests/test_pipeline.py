@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +147,49 @@ def test_prepare_sorts_every_kind_of_head(mixed: Ledger) -> None:
         assert mixed.open_ciphertext(name, token, event.scheme) == read_all(mixed)[name]
     damaged = [("secret:bad", 1, "SecretWritten", 1, "{not json")]
     assert pipeline.prepare_migration(damaged, keys, current, "run")[0][0] == pipeline.WRITER
+
+
+WRITER_DIES = """
+import itertools, os, signal, sys, time
+from ledger import pipeline
+
+def forever():
+    for i in itertools.count():
+        yield (i, os.getpid())  # the worker's pid, for the test to watch
+        time.sleep(0.01)
+
+for i, worker in pipeline.produce_ahead(forever):
+    print(worker, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the writer dies holding the pipe
+"""
+
+
+def test_a_worker_outlives_no_killed_writer(tmp_path: Path) -> None:
+    """SIGKILL of the writer (the crash harness's kill) leaves no worker behind: its next
+    write to the pipe fails and it exits."""
+    done = subprocess.run([sys.executable, "-c", WRITER_DIES], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == -signal.SIGKILL
+    worker = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not running(worker):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"worker {worker} still running 10 s after its writer was killed")
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (exited, not yet reaped by whoever adopted it) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
