@@ -36,9 +36,9 @@ ENTRIES = 300
 CHUNK = 40
 
 
-@pytest.fixture(autouse=True, params=["in-process", "worker"])
+@pytest.fixture(params=["in-process", "worker"])
 def import_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs twice: entries encrypted in process, and by a forked worker that
+    """A test using it runs twice: entries encrypted in process, and by a forked worker that
     reads the file itself (the path files of 5,000 entries and more take)."""
     monkeypatch.setattr(imports, "PIPELINE_MIN_ENTRIES", 0 if request.param == "worker" else 10**9)
     return str(request.param)
@@ -83,6 +83,7 @@ def read_models(ledger: Ledger) -> dict[str, list[tuple[Any, ...]]]:
 # -- recording ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_chunked_import_records_every_entry_in_file_order(ledger: Ledger, tmp_path: Path) -> None:
     """An import spanning many chunks records every entry, in file order, under the current key."""
     entries = numbered()
@@ -93,6 +94,7 @@ def test_chunked_import_records_every_entry_in_file_order(ledger: Ledger, tmp_pa
     assert streams == [ev.secret_stream(name) for name in entries]
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_import_values_uses_the_same_chunked_path(ledger: Ledger) -> None:
     """import_values of a mapping appends in chunks too, with one checkpoint for them all."""
     before = ledger.recorder.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
@@ -102,6 +104,7 @@ def test_import_values_uses_the_same_chunked_path(ledger: Ledger) -> None:
     assert after == before + 1
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_existing_names_are_skipped_across_chunks(ledger: Ledger, tmp_path: Path) -> None:
     """Live names in any chunk are skipped and listed in file order; a deleted one is imported again."""
     entries = numbered()
@@ -115,6 +118,7 @@ def test_existing_names_are_skipped_across_chunks(ledger: Ledger, tmp_path: Path
     assert ledger.secret("app/s-0100").revision == 3  # written, deleted, imported
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_overwrite_replaces_existing_names_across_chunks(ledger: Ledger, tmp_path: Path) -> None:
     """With overwrite, live names in any chunk get a new revision holding the file's value."""
     entries = numbered()
@@ -136,6 +140,7 @@ def test_overwrite_replaces_existing_names_across_chunks(ledger: Ledger, tmp_pat
     ("v.env", "this is not a KEY=value line", "line"),
     ("v.env", f"TOO_BIG={'Q' * (64 * 1024 + 1)}", "TOO_BIG"),
 ])
+@pytest.mark.usefixtures("import_mode")
 def test_bad_entry_after_hundreds_of_good_ones_writes_nothing(
     db: Path, tmp_path: Path, filename: str, last: str, named: str
 ) -> None:
@@ -159,6 +164,7 @@ def test_bad_entry_after_hundreds_of_good_ones_writes_nothing(
     ("v.env", "DUP=x\n" + "".join(f"N{i}=v\n" for i in range(ENTRIES)) + "DUP=y\n",
      f"line {ENTRIES + 2} sets DUP a second time"),
 ])
+@pytest.mark.usefixtures("import_mode")
 def test_duplicate_names_far_apart_are_refused(
     db: Path, tmp_path: Path, filename: str, text: str, message: str
 ) -> None:
@@ -205,6 +211,7 @@ def test_fault_in_the_last_chunk_undoes_the_chunks_before_it(
     assert ReadModels(ledger.recorder).problems(deep=True) == []
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_chunks_are_invisible_to_other_readers_until_the_end(
     ledger: Ledger, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,6 +234,7 @@ def test_chunks_are_invisible_to_other_readers_until_the_end(
 
 
 @pytest.mark.parametrize("how", ["in place, same size and time", "appended to"])
+@pytest.mark.usefixtures("import_mode")
 def test_file_changed_after_its_check_writes_nothing(
     ledger: Ledger, tmp_path: Path, how: str
 ) -> None:
@@ -246,6 +254,7 @@ def test_file_changed_after_its_check_writes_nothing(
     assert state(ledger) == before
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_unsigned_tail_is_refused_before_any_chunk(ledger: Ledger, tmp_path: Path) -> None:
     """A ledger ending in events that no checkpoint covers is refused, and nothing is appended."""
     ledger.recorder.append(  # as a writer bypassing keyledger's signing would
@@ -261,6 +270,7 @@ def test_unsigned_tail_is_refused_before_any_chunk(ledger: Ledger, tmp_path: Pat
 # -- what the ledger looks like afterwards -----------------------------------------------
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_read_models_equal_a_rebuild_after_a_chunked_import(ledger: Ledger, tmp_path: Path) -> None:
     """Read models kept up to date chunk by chunk equal the ones rebuilt from the events alone."""
     ledger.set("app/s-0100", "newer by hand")
@@ -274,6 +284,7 @@ def test_read_models_equal_a_rebuild_after_a_chunked_import(ledger: Ledger, tmp_
     assert read_models(ledger) == kept
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_one_signed_checkpoint_covers_the_head_and_audit_verify_passes(
     ledger: Ledger, tmp_path: Path
 ) -> None:
@@ -292,6 +303,7 @@ def test_one_signed_checkpoint_covers_the_head_and_audit_verify_passes(
 # -- reading files -----------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_a_pipe_is_checked_then_imported(db: Path, tmp_path: Path) -> None:
     """A file that can be read only once (a named pipe) is still checked whole, then imported."""
     fifo = tmp_path / "values.pipe"
@@ -421,6 +433,7 @@ def test_a_large_file_is_read_in_pieces(tmp_path: Path, monkeypatch: pytest.Monk
     assert reads and set(reads) == {256}
 
 
+@pytest.mark.usefixtures("import_mode")
 def test_cli_import_of_many_chunks_reports_counts(db: Path, tmp_path: Path) -> None:
     """Through the CLI, a file larger than one chunk is imported whole and counted once."""
     entries = numbered(imports.IMPORT_CHUNK + 7)

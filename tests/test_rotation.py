@@ -14,9 +14,9 @@ from ledger.testing import create_test_ledger, read_all
 from projections import ReadModels
 
 
-@pytest.fixture(autouse=True, params=["in-process", "worker"])
+@pytest.fixture(params=["in-process", "worker"])
 def migration_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs twice: migrate preparing its batches in process, and in a
+    """A test using it runs twice: migrate preparing its batches in process, and in a
     forked worker (the path large ledgers take)."""
     if request.param == "worker":
         monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
@@ -75,6 +75,7 @@ def test_rotating_outside_the_assigned_ranges_warns(ledger: Ledger, version: int
     assert (ledger.rotate(version).warning is not None) == warns
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_dry_runs_append_nothing(ledger: Ledger) -> None:
     """A dry-run rotation or migration leaves the ledger exactly as it was."""
     ledger.set("a", "1")
@@ -109,6 +110,7 @@ def test_old_secrets_stay_readable_after_rotation(ledger: Ledger) -> None:
     assert [ledger.get(n).version for n in ("a", "b")] == [1, 2]
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_migrate_moves_everything_to_the_current_version(ledger: Ledger, views: ReadModels) -> None:
     """After migrate every secret is on the current version and reads back unchanged."""
     for i in range(7):
@@ -122,6 +124,7 @@ def test_migrate_moves_everything_to_the_current_version(ledger: Ledger, views: 
     assert event_types(ledger)[-1] == "MigrationCompleted"
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_migrate_only_targets_the_current_version(ledger: Ledger) -> None:
     """Migrating to a version that is not current is refused (rotate first)."""
     ledger.rotate()
@@ -129,6 +132,7 @@ def test_migrate_only_targets_the_current_version(ledger: Ledger) -> None:
         ledger.migrate(1)
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_a_killed_migration_resumes_where_it_stopped(ledger: Ledger, views: ReadModels) -> None:
     """A run interrupted after its first batch leaves that batch done; a re-run finishes."""
     for i in range(10):
@@ -149,6 +153,7 @@ def test_a_killed_migration_resumes_where_it_stopped(ledger: Ledger, views: Read
     assert read_all(ledger) == {f"s{i:02}": str(i) for i in range(10)}
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_a_write_during_migration_wins(ledger: Ledger, db_path: Path) -> None:
     """A value set by another process mid-batch is kept; the migration never writes it back."""
     for i in range(6):
@@ -192,6 +197,7 @@ def test_rekey_master_changes_the_password_not_the_secrets(ledger: Ledger, db_pa
         assert reopened.recorder.read_events().__next__().type == "LedgerInitialized"
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_emergency_workflow_rekey_rotate_99_migrate(tmp_path: Path) -> None:
     """The guide's emergency workflow works: new password, rotate to 99, migrate, all readable."""
     path = tmp_path / "l.db"
@@ -243,6 +249,7 @@ def test_rekey_by_another_process_is_noticed(ledger: Ledger, db_path: Path) -> N
         ledger.rotate()
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_a_taken_over_run_is_not_resumed_twice(ledger: Ledger) -> None:
     """Once a later run has resumed a killed one, the next run resumes nothing."""
     for i in range(4):
@@ -259,6 +266,7 @@ def test_a_taken_over_run_is_not_resumed_twice(ledger: Ledger) -> None:
     assert ledger.migrate().resumed is None
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_migration_started_records_how_many_secrets_it_examines(ledger: Ledger) -> None:
     """MigrationStarted counts the secrets the run will look at, with or without a progress bar."""
     for i in range(3):
@@ -270,6 +278,7 @@ def test_migration_started_records_how_many_secrets_it_examines(ledger: Ledger) 
     assert [s.candidates for s in started] == [3]  # type: ignore[attr-defined]
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_a_migrate_with_nothing_to_do_appends_nothing(ledger: Ledger) -> None:
     """When every secret is already current, migrate records no run (cron-friendly)."""
     ledger.set("a", "1")
@@ -279,6 +288,7 @@ def test_a_migrate_with_nothing_to_do_appends_nothing(ledger: Ledger) -> None:
     assert ledger.recorder.head() == head
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_a_run_is_recorded_with_its_first_batch(ledger: Ledger) -> None:
     """MigrationStarted lands in the same transaction as the first re-encrypted batch."""
     for i in range(3):
@@ -304,6 +314,7 @@ def test_a_refused_rotation_does_not_disturb_a_migration(ledger: Ledger, db_path
     assert ledger.recorder.stream_head("rejections") is not None
 
 
+@pytest.mark.usefixtures("migration_mode")
 def test_a_run_killed_after_its_last_batch_is_closed_by_the_next(ledger: Ledger, views: ReadModels) -> None:
     """A run that migrated everything but died before completing is marked resumed, not left running."""
     for i in range(3):
