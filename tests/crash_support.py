@@ -294,6 +294,35 @@ def wait_until_open(child: subprocess.Popen[bytes], db: Path) -> None:
         time.sleep(0.001)
 
 
+def children_of(pid: int) -> list[int]:
+    """The running processes whose parent is ``pid`` (from /proc; none where it is absent)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def assert_gone(pids: list[int], timeout: float = 10.0) -> None:
+    """A worker must exit soon after the command it served is killed (an exited one may
+    linger as a zombie until whoever adopted it reaps it)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state == "Z":
+                break
+            assert time.monotonic() < deadline, f"worker {pid} outlived the killed command"
+            time.sleep(0.05)
+
+
 def spawn(command: Command, db: Path, workdir: Path) -> subprocess.Popen[bytes]:
     with open(workdir / "stdout", "wb") as out, open(workdir / "stderr", "wb") as err:
         return subprocess.Popen(
@@ -475,9 +504,11 @@ class Harness:
             anchor = time.monotonic()
             time.sleep(max(0.0, kill.amount - (time.monotonic() - anchor)))
         killed_at = time.monotonic() - spawned
+        workers = children_of(child.pid)  # migrate's or import's worker process, if any
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)  # a child that exited meanwhile is a zombie: harmless
         code = child.wait(timeout=RUN_TIMEOUT)
+        assert_gone(workers)
         exited = code != -signal.SIGKILL
         if exited:
             assert code == 0, f"the command failed on its own (exit {code}): {output_of(workdir)}"
