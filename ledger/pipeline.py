@@ -12,22 +12,25 @@ plain rows and the data keys it inherited, and returns plain tuples. No plaintex
 the pipe, only the ciphertexts and payloads the ledger stores anyway. If the writer dies,
 the worker's next read or write on the pipe fails and it exits.
 
-:func:`prepare_migration` is the worker's function for ``migrate``.
+:func:`prepare_migration` and :func:`prepare_import` are the workers' functions for
+``migrate`` and ``secrets import``. ``multiprocessing`` is imported only when a worker is
+wanted, so that no other command pays for it at start-up.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger import crypto
 from ledger import events as ev
 from ledger.domain import secret_state
 from ledger.errors import IntegrityError, InvalidCiphertext, InvalidInputError, LedgerFormatError
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,6 +49,8 @@ DELETED, CURRENT, PREPARED, WRITER = "deleted", "current", "prepared", "writer"
 def can_fork() -> bool:
     """Whether a worker can be forked: on Linux and the BSDs. macOS offers ``fork`` but
     its system libraries are not safe across it, so work stays in process there."""
+    import multiprocessing
+
     return sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
 
 
@@ -61,6 +66,8 @@ def map_ahead(
 
     :raises IntegrityError: the worker failed or died.
     """
+    import multiprocessing
+
     context = multiprocessing.get_context("fork")
     ours, theirs = context.Pipe()
     worker = context.Process(target=_serve, args=(ours, theirs, work), daemon=True)
@@ -95,6 +102,8 @@ def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
     while read, say; keyledger's messages never quote a value) is raised again here
     with its message; any other failure as :class:`IntegrityError` naming only its type.
     """
+    import multiprocessing
+
     context = multiprocessing.get_context("fork")
     ours, theirs = context.Pipe(duplex=False)
     worker = context.Process(target=_produce, args=(ours, theirs, produce), daemon=True)
