@@ -84,11 +84,11 @@ COMMANDS: dict[str, Command] = {
         Command("rekey-master", ("rekey-master", "--yes"), existing=100),
         Command("full-rotation", ("full-rotation", "--yes", "--batch-size", "10"), existing=500,
                 rotated=True, multi_commit=True),
-        # Past 5,000 secrets or entries a forked worker prepares the batches (ledger.pipeline).
-        Command("migrate-worker", ("migrate", "--yes", "--batch-size", "500"), existing=6000,
+        # From 5,000 secrets or entries a forked worker prepares the batches (ledger.pipeline).
+        Command("migrate-worker", ("migrate", "--yes", "--batch-size", "500"), existing=5000,
                 rotated=True, multi_commit=True),
         Command("import-worker", ("secrets", "import", IMPORT_FILE, "--json"), existing=100,
-                imported=6000),
+                imported=5000),
     )
 }
 
