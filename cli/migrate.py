@@ -112,7 +112,7 @@ def _progress_bar(*, enabled: bool) -> Iterator[ProgressCallback | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with Progress(*columns, console=err_console.rich, transient=True) as bar:
         task = bar.add_task("migrating", total=None)
 
         def advance(done: int, total: int) -> None:
