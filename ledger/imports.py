@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ledger import crypto, pipeline
 from ledger import events as ev
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 # Events decided, encrypted and appended at a time: enough to amortise each chunk's
 # queries, few enough that a chunk's events take a few megabytes.
+T = TypeVar("T")
+
 IMPORT_CHUNK = 5_000
 #: From this many entries on, a worker process reads and encrypts them (see ledger.pipeline).
 PIPELINE_MIN_ENTRIES = 5_000
@@ -97,10 +99,14 @@ def _record(
             # A worker reads and encrypts the entries; this process never sees a plaintext.
             prepared = pipeline.produce_ahead(partial(
                 pipeline.prepare_import, entries, key, version, source, chunk_size))
-            chunks = _decided_prepared(ledger, prepared, overwrite, result, version, source)
+            chunks = _decided_chunks(
+                ledger, ([(name, (token, payload)) for name, token, payload in batch]
+                         for batch in prepared),
+                overwrite, result, partial(_from_worker, version, source))
         else:
-            imported = partial(_imported, key, version, source)
-            chunks = _decided_chunks(ledger, entries(), chunk_size, overwrite, result, imported)
+            chunks = _decided_chunks(
+                ledger, _batched(entries(), chunk_size), overwrite, result,
+                partial(_encrypted, key, version, source))
         try:
             result.imported = ledger._append_chunks(
                 chunks, expect={ev.KEYRING_STREAM: keyring.revision}
@@ -111,53 +117,45 @@ def _record(
     raise ConcurrencyError(["secrets being imported"])
 
 
-def _imported(
+def _encrypted(
     key: bytes, version: int, source: ImportFormat, name: str, plaintext: bytes
-) -> ev.SecretImported:
-    return ev.SecretImported(
-        name=name, key_version=version, scheme=crypto.SCHEME_BOUND, source=source,
-        ciphertext=crypto.encrypt_secret(key, version, name, plaintext),
-    )
+) -> tuple[ev.SecretImported, None]:
+    token = crypto.encrypt_secret(key, version, name, plaintext)
+    return pipeline.imported_event(name, version, source, token), None
+
+
+def _from_worker(
+    version: int, source: ImportFormat, name: str, prepared: tuple[str, str]
+) -> tuple[ev.SecretImported, str]:
+    token, payload = prepared
+    return pipeline.imported_event(name, version, source, token), payload
+
+
+def _batched(entries: Iterable[T], size: int) -> Iterator[list[T]]:
+    entries = iter(entries)
+    while batch := list(islice(entries, size)):
+        yield batch
 
 
 def _decided_chunks(
-    ledger: Ledger, entries: Iterable[tuple[str, bytes]], size: int, overwrite: bool,
-    result: ImportResult, imported: Callable[[str, bytes], ev.SecretImported],
+    ledger: Ledger, batches: Iterable[list[tuple[str, T]]], overwrite: bool,
+    result: ImportResult, made: Callable[[str, T], tuple[ev.SecretImported, str | None]],
 ) -> Iterator[list[NewEvent]]:
-    """The events of each ``size`` entries, decided when the recorder asks for them:
-    inside its transaction, against the ledger as the chunks before left it."""
-    entries = iter(entries)
-    while batch := list(islice(entries, size)):
+    """The events of each batch of ``(name, entry)``, decided when the recorder asks for
+    them: inside its transaction, against the ledger as the batches before left it. A name
+    that holds a live secret is skipped unless ``overwrite``; ``made`` turns an entry into
+    its event and, when a worker already serialised it, the payload."""
+    for batch in batches:
         heads = ledger.recorder.stream_heads_of([ev.secret_stream(name) for name, _ in batch])
         new = []
-        for name, plaintext in batch:
+        for name, entry in batch:
             stream = ev.secret_stream(name)
             head = heads.get(stream)
             if head is not None and not overwrite and not head_state(head).deleted:
                 result.skipped.append(name)
                 continue
+            event, payload = made(name, entry)
             revision = 0 if head is None else head.stream_rev
-            new.append(NewEvent(stream, revision + 1, imported(name, plaintext)))
-        yield new
-
-
-def _decided_prepared(
-    ledger: Ledger, prepared: Iterable[list[tuple[str, str, str]]], overwrite: bool,
-    result: ImportResult, version: int, source: ImportFormat,
-) -> Iterator[list[NewEvent]]:
-    """:func:`_decided_chunks` for entries a worker already encrypted and serialised."""
-    for batch in prepared:
-        heads = ledger.recorder.stream_heads_of([ev.secret_stream(name) for name, _, _ in batch])
-        new = []
-        for name, token, payload in batch:
-            stream = ev.secret_stream(name)
-            head = heads.get(stream)
-            if head is not None and not overwrite and not head_state(head).deleted:
-                result.skipped.append(name)
-                continue
-            revision = 0 if head is None else head.stream_rev
-            event = ev.SecretImported(name=name, key_version=version, scheme=crypto.SCHEME_BOUND,
-                                      source=source, ciphertext=token)
             new.append(NewEvent(stream, revision + 1, event, payload=payload))
         yield new
 

@@ -230,24 +230,19 @@ class Migration:
         assert state.key_version is not None
         target = self.result.target_version
         prepared = self._prepared.get(state.name)
+        payload = None
         if prepared is not None and prepared[0] == state.revision:
-            # Serialised by the worker; the event is built again here for the read models
-            # (validating is cheaper than pydantic's model_construct).
-            return NewEvent(ev.secret_stream(state.name), state.revision + 1,
-                            ev.SecretMigrated(
-                                name=state.name, run_id=self._run_id(),
-                                from_version=state.key_version, to_version=target,
-                                ciphertext=prepared[1], scheme=crypto.SCHEME_BOUND,
-                            ), payload=prepared[2])
-        try:
-            plaintext = self.ledger._decrypt(state)
-        except InvalidCiphertext:
-            raise IntegrityError("decryption failed") from None
-        token = crypto.encrypt_secret(self.ledger._keys.data_key(target), target, state.name, plaintext)
-        return NewEvent(ev.secret_stream(state.name), state.revision + 1, ev.SecretMigrated(
-            name=state.name, run_id=self._run_id(), from_version=state.key_version,
-            to_version=target, ciphertext=token, scheme=crypto.SCHEME_BOUND,
-        ))
+            _, token, payload = prepared  # re-encrypted and serialised by the worker
+        else:
+            try:
+                plaintext = self.ledger._decrypt(state)
+            except InvalidCiphertext:
+                raise IntegrityError("decryption failed") from None
+            token = crypto.encrypt_secret(
+                self.ledger._keys.data_key(target), target, state.name, plaintext
+            )
+        event = pipeline.migrated_event(state.name, self._run_id(), state.key_version, target, token)
+        return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload)
 
     def _run_id(self) -> str:
         if self._started is None:

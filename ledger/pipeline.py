@@ -19,6 +19,7 @@ wanted, so that no other command pays for it at start-up.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -66,32 +67,19 @@ def map_ahead(
 
     :raises IntegrityError: the worker failed or died.
     """
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
-    ours, theirs = context.Pipe()
-    worker = context.Process(target=_serve, args=(ours, theirs, work), daemon=True)
-    worker.start()
-    theirs.close()
-    try:
+    with _forked(_serve, work, duplex=True) as conn:
         source = iter(batches)
         current = next(source, None)
         if current is None:
             return
-        _send(ours, rows(current))
+        _send(conn, rows(current))
         while current is not None:
-            result = _receive(ours)
+            _, result = _receive(conn)
             following = next(source, None)
             if following is not None:
-                _send(ours, rows(following))  # the worker is waiting for it: no deadlock
+                _send(conn, rows(following))  # the worker is waiting for it: no deadlock
             yield current, result
             current = following
-    finally:
-        ours.close()  # the worker reads EOF and exits
-        worker.join(timeout=5)
-        if worker.is_alive():
-            worker.kill()
-            worker.join()
 
 
 def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
@@ -102,19 +90,31 @@ def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
     while read, say; keyledger's messages never quote a value) is raised again here
     with its message; any other failure as :class:`IntegrityError` naming only its type.
     """
+    with _forked(_produce, produce, duplex=False) as conn:
+        while (message := _receive(conn))[0] != "end":
+            yield message[1]
+
+
+# -- the worker's side, and the pipe between ----------------------------------------------
+
+_DIED = "the worker process died; nothing of what it was preparing was written: run it again"
+
+
+@contextlib.contextmanager
+def _forked(target: Callable[[Connection, Any], None], arg: Any, *,
+            duplex: bool) -> Iterator[Connection]:
+    """A forked worker running ``target(its end of the pipe, arg)``, and this end. On
+    leaving, this end is closed (the worker then reads EOF or writes into a broken pipe,
+    and exits) and the worker is joined."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    ours, theirs = context.Pipe(duplex=False)
-    worker = context.Process(target=_produce, args=(ours, theirs, produce), daemon=True)
+    ours, theirs = context.Pipe(duplex=duplex)
+    worker = context.Process(target=_run_worker, args=(ours, theirs, target, arg), daemon=True)
     worker.start()
     theirs.close()
     try:
-        while True:
-            kind, value = _message(ours)
-            if kind == "end":
-                return
-            yield value
+        yield ours
     finally:
         ours.close()
         worker.join(timeout=5)
@@ -123,36 +123,45 @@ def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
             worker.join()
 
 
-def _produce(ours: Connection, theirs: Connection, produce: Callable[[], Iterable[Any]]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the writer handles Ctrl-C (see _serve)
+def _run_worker(ours: Connection, theirs: Connection,
+                target: Callable[[Connection, Any], None], arg: Any) -> None:
+    # Ctrl-C reaches the whole process group: the writer handles it and closes the pipe,
+    # which ends the worker; the worker must not print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     ours.close()
     try:
-        try:
-            for item in produce():
-                theirs.send(("ok", item))
-            theirs.send(("end", None))
-        except InvalidInputError as exc:
-            theirs.send(("invalid", str(exc)))
-        except Exception as exc:  # only the type crosses: a message might quote data
-            theirs.send(("error", type(exc).__name__))
-    except (BrokenPipeError, OSError):
-        return  # the writer is gone
-
-
-def _message(conn: Connection) -> tuple[str, Any]:
-    try:
-        kind, value = conn.recv()
+        target(theirs, arg)
     except (EOFError, OSError):
-        raise IntegrityError(_DIED) from None
-    if kind == "invalid":
-        raise InvalidInputError(value)
-    if kind == "error":
-        raise IntegrityError(f"the worker process failed ({value}); nothing was written: "
-                             "run it again")
-    return kind, value
+        return  # the writer closed the pipe, or is gone
 
 
-_DIED = "the re-encryption worker process died; nothing of its batch was written: re-run to continue"
+def _serve(conn: Connection, work: Callable[[Any], Any]) -> None:
+    """Rows in, results out, until the writer closes the pipe."""
+    while True:
+        rows = conn.recv()
+        try:
+            reply = ("ok", work(rows))
+        except Exception as exc:
+            reply = _failure(exc)
+        conn.send(reply)
+
+
+def _produce(conn: Connection, produce: Callable[[], Iterable[Any]]) -> None:
+    """Every item, then the end; or the failure that stopped them."""
+    try:
+        for item in produce():
+            conn.send(("ok", item))
+        conn.send(("end", None))
+    except Exception as exc:  # a broken pipe fails again in this send, which ends the worker
+        conn.send(_failure(exc))
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    """What crosses the pipe of a failure: only its type, as a message might quote data.
+    An :class:`InvalidInputError` keeps its message: keyledger's name no value."""
+    if isinstance(exc, InvalidInputError):
+        return "invalid", str(exc)
+    return "error", type(exc).__name__
 
 
 def _send(conn: Connection, rows: Any) -> None:
@@ -162,56 +171,35 @@ def _send(conn: Connection, rows: Any) -> None:
         raise IntegrityError(_DIED) from None
 
 
-def _receive(conn: Connection) -> Any:
+def _receive(conn: Connection) -> tuple[str, Any]:
+    """The worker's next ``(kind, value)``; its failure raised here."""
     try:
         kind, value = conn.recv()
     except (EOFError, OSError):
         raise IntegrityError(_DIED) from None
+    if kind == "invalid":
+        raise InvalidInputError(value)
     if kind == "error":
-        raise IntegrityError(f"the re-encryption worker failed ({value}); nothing of its "
-                             "batch was written: re-run to continue")
-    return value
+        raise IntegrityError(f"the worker process failed ({value}); nothing of what it was "
+                             "preparing was written: run it again")
+    return kind, value
 
 
-def prepare_import(
-    entries: Callable[[], Iterable[tuple[str, bytes]]], key: bytes, version: int,
-    source: str, size: int,
-) -> Iterator[list[tuple[str, str, str]]]:
-    """``(name, ciphertext, payload)`` of each entry, encrypted under ``version`` and
-    serialised as its ``SecretImported``, ``size`` entries at a time. Whether an entry is
-    recorded (or skipped as existing) is the writer's decision."""
-    batch: list[tuple[str, str, str]] = []
-    for name, plaintext in entries():
-        token = crypto.encrypt_secret(key, version, name, plaintext)
-        event = ev.SecretImported(name=name, key_version=version, scheme=crypto.SCHEME_BOUND,
-                                  source=source, ciphertext=token)
-        batch.append((name, token, ev.to_payload(event)[2]))
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+# -- what the workers prepare ------------------------------------------------------------
 
 
-def _serve(ours: Connection, theirs: Connection, work: Callable[[Any], Any]) -> None:
-    """The worker's loop: rows in, results out, until the writer closes the pipe."""
-    # Ctrl-C reaches the whole process group: the writer handles it and closes the pipe,
-    # which ends this loop; the worker must not print a traceback of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    ours.close()
-    while True:
-        try:
-            rows = theirs.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            reply: tuple[str, Any] = ("ok", work(rows))
-        except Exception as exc:  # only the type crosses: a message might quote data
-            reply = ("error", type(exc).__name__)
-        try:
-            theirs.send(reply)
-        except (BrokenPipeError, OSError):
-            return
+def migrated_event(name: str, run_id: str, from_version: int, to_version: int,
+                   token: str) -> ev.SecretMigrated:
+    """The event of one re-encryption, built alike by the worker that serialises it and
+    by the writer that hands it to the read models."""
+    return ev.SecretMigrated(name=name, run_id=run_id, from_version=from_version,
+                             to_version=to_version, ciphertext=token, scheme=crypto.SCHEME_BOUND)
+
+
+def imported_event(name: str, version: int, source: str, token: str) -> ev.SecretImported:
+    """The event of one imported value; see :func:`migrated_event`."""
+    return ev.SecretImported(name=name, key_version=version, scheme=crypto.SCHEME_BOUND,
+                             source=source, ciphertext=token)
 
 
 def prepare_migration(
@@ -241,8 +229,8 @@ def prepare_migration(
             continue
         key = keys.get(version) if version is not None else None
         try:
-            if key is None or state.ciphertext is None:
-                raise InvalidCiphertext
+            if version is None or key is None or state.ciphertext is None:
+                raise InvalidCiphertext  # not the worker's to settle
             plaintext = crypto.decrypt_secret_untrusted(
                 key, state.ciphertext, name, scheme or crypto.SCHEME_BOUND, version=version
             )
@@ -250,7 +238,24 @@ def prepare_migration(
             out.append((WRITER, name, revision, None, None, None, None))
             continue
         token = crypto.encrypt_secret(target_key, target, name, plaintext)
-        event = ev.SecretMigrated(name=name, run_id=run_id, from_version=version,
-                                  to_version=target, ciphertext=token, scheme=crypto.SCHEME_BOUND)
+        event = migrated_event(name, run_id, version, target, token)
         out.append((PREPARED, name, revision, version, scheme, token, ev.to_payload(event)[2]))
     return out
+
+
+def prepare_import(
+    entries: Callable[[], Iterable[tuple[str, bytes]]], key: bytes, version: int,
+    source: str, size: int,
+) -> Iterator[list[tuple[str, str, str]]]:
+    """``(name, ciphertext, payload)`` of each entry, encrypted under ``version`` and
+    serialised as its ``SecretImported``, ``size`` entries at a time. Whether an entry is
+    recorded (or skipped as existing) is the writer's decision."""
+    batch: list[tuple[str, str, str]] = []
+    for name, plaintext in entries():
+        token = crypto.encrypt_secret(key, version, name, plaintext)
+        batch.append((name, token, ev.to_payload(imported_event(name, version, source, token))[2]))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -183,9 +183,9 @@ def test_fault_in_the_last_chunk_undoes_the_chunks_before_it(
     path = write(tmp_path / "v.json", numbered())
     ledger.set("kept", "as it was")
     before = state(ledger)
-    original = imports._imported
+    original = imports._encrypted
 
-    def failing(key: bytes, version: int, source: Any, name: str, plaintext: bytes) -> ev.SecretImported:
+    def failing(key: bytes, version: int, source: Any, name: str, plaintext: bytes) -> Any:
         if name == "app/s-0299":
             raise OSError("disk I/O error")
         return original(key, version, source, name, plaintext)
@@ -199,7 +199,7 @@ def test_fault_in_the_last_chunk_undoes_the_chunks_before_it(
         return real_prepare(fail_last, *args)
 
     real_prepare = pipeline.prepare_import
-    monkeypatch.setattr(imports, "_imported", failing)
+    monkeypatch.setattr(imports, "_encrypted", failing)
     monkeypatch.setattr(pipeline, "prepare_import", failing_worker)
     expected = (OSError, "disk I/O error") if import_mode == "in-process" else (
         IntegrityError, r"worker process failed \(OSError\)")

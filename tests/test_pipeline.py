@@ -97,7 +97,7 @@ def test_a_worker_failure_writes_nothing_of_its_batch(
         return real(rows, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipeline, "prepare_migration", fail_on_second)
-    with pytest.raises(IntegrityError, match=r"worker failed \(ValueError\)") as caught:
+    with pytest.raises(IntegrityError, match=r"worker process failed \(ValueError\)") as caught:
         ledger.migrate(batch_size=4)
     assert "s04" not in str(caught.value)
     assert ledger.report().needing_migration == 6  # the first batch of 4 landed
