@@ -59,20 +59,17 @@ _STRAY_SQL = """SELECT type, name FROM sqlite_master WHERE name LIKE 'proj\\_%' 
     ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END"""
 
 
-def guard_triggers(table: str) -> dict[str, str]:
-    """The triggers that refuse every write to ``table`` but keyledger's own, by name.
+def guard_triggers(table: str) -> list[str]:
+    """The triggers that refuse every write to ``table`` but keyledger's own.
 
     A connection that is not keyledger's lacks :data:`ledger.store.WRITER_FUNCTION`, so an
-    INSERT, UPDATE or DELETE there fails before it changes a row; the text is what SQLite
-    keeps in ``sqlite_master``, to tell a guard that was replaced."""
-    return {
-        f"{table}_guard_{action.lower()}": (
-            f"CREATE TRIGGER {table}_guard_{action.lower()} BEFORE {action} ON {table} "
-            f"WHEN {WRITER_FUNCTION}() IS NOT 1 "
-            "BEGIN SELECT RAISE(ABORT, 'keyledger read models are written by keyledger only'); END"
-        )
+    INSERT, UPDATE or DELETE there fails before it changes a row."""
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {table}_guard_{action.lower()} BEFORE {action} ON {table} "
+        f"WHEN {WRITER_FUNCTION}() IS NOT 1 "
+        "BEGIN SELECT RAISE(ABORT, 'keyledger read models are written by keyledger only'); END"
         for action in ("INSERT", "UPDATE", "DELETE")
-    }
+    ]
 
 
 class ProjectionRunner:
@@ -92,8 +89,8 @@ class ProjectionRunner:
             projection.create(conn)
         if guarded:
             for table in self.tables:
-                for sql in guard_triggers(table).values():
-                    conn.execute(sql.replace("CREATE TRIGGER", "CREATE TRIGGER IF NOT EXISTS", 1))
+                for sql in guard_triggers(table):
+                    conn.execute(sql)
 
     @functools.cached_property
     def schema(self) -> dict[str, str]:
