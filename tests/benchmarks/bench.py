@@ -121,13 +121,15 @@ def write_values(path: Path, size: int) -> None:
         out.write("}")
 
 
-def run_cli(db: Path, *args: str) -> tuple[float, float, str]:
-    """Run one CLI command in a fresh process: (wall seconds, peak RSS MB, stdout)."""
+def run_cli(db: Path, *args: str, command: list[str] | None = None) -> tuple[float, float, str]:
+    """Run one CLI command in a fresh process: (wall seconds, peak RSS MB, stdout).
+    ``command`` replaces the installed ``keyledger`` (another checkout's, say)."""
     env = {**os.environ, "KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": PASSWORD,
            "NO_COLOR": "1"}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen([*keyledger_command(), *args], env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([*(command or keyledger_command()), *args], env=env,
+                                stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=err)
         # wait4, not wait: it also returns this one child's resource usage (peak RSS).
         _, status, usage = os.wait4(proc.pid, 0)

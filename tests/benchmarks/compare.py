@@ -12,11 +12,8 @@ OLD_DIR COMMIT`` makes an old one.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import bench
@@ -28,15 +25,7 @@ READS = {"info": ["info", "--json"], "report": ["report", "--json"],
 def run(root: Path, db: Path, *args: str) -> float:
     """Seconds for one cold ``keyledger`` process of the checkout at ``root``."""
     code = f"import sys; sys.path.insert(0, {str(root)!r}); from cli.app import main; main()"
-    env = {**os.environ, "KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": bench.PASSWORD,
-           "NO_COLOR": "1"}
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                          text=True, check=False)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{root}: keyledger {' '.join(args)} failed: {done.stderr.strip()}")
-    return seconds
+    return bench.run_cli(db, *args, command=[sys.executable, "-c", code])[0]
 
 
 def steps(root: Path, db: Path, source: Path, size: int) -> dict[str, float]:
