@@ -8,9 +8,9 @@ closes a killed run that had already finished its last batch. Each batch's
 append checks every secret's revision: a secret written meanwhile is re-read and decided
 again, so a newer value is never overwritten by an older one.
 
-With enough secrets the decoding, decrypting, re-encrypting and serialising of each batch
-runs in a forked worker process (:mod:`ledger.pipeline`) one batch ahead of this process,
-which appends: the two halves of the work then run on two cores.
+With enough secrets the reading, decoding, decrypting, re-encrypting and serialising of
+each batch runs in a forked worker process (:mod:`ledger.pipeline`) one batch ahead of
+this process, which decides and appends: the two halves of the work then run on two cores.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ledger.errors import (
     KeyledgerError,
     VersionError,
 )
-from ledger.store import NewEvent, StoredEvent
+from ledger.store import NewEvent, SQLiteRecorder, StoredEvent
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -140,23 +140,23 @@ class Migration:
     def _states(self, total: int) -> Iterator[list[SecretState]]:
         """Each batch's secrets as their heads left them; with a worker, the re-encrypted
         ones also have their new event waiting in ``_prepared``."""
-        if total < PIPELINE_MIN_SECRETS or not pipeline.can_fork():
+        recorder = self.ledger.recorder
+        if (total < PIPELINE_MIN_SECRETS or not isinstance(recorder, SQLiteRecorder)
+                or not pipeline.can_fork()):
             for heads in self._head_batches():
                 yield [head_state(h) for h in heads]
             return
-        work = functools.partial(
-            pipeline.prepare_migration, keys=self._usable_keys(),
-            target=self.result.target_version, run_id=self._run_id(),
+        produce = functools.partial(
+            pipeline.migration_batches, recorder.path, self.batch_size,
+            keys=self._usable_keys(), target=self.result.target_version, run_id=self._run_id(),
         )
-        for heads, verdicts in pipeline.map_ahead(self._head_batches(), _head_rows, work):
+        for verdicts in pipeline.produce_ahead(produce):
             states = []
-            for stored, (verdict, name, revision, version, scheme, token, payload) in zip(
-                heads, verdicts, strict=True
-            ):
+            for verdict, name, revision, version, scheme, token, payload in verdicts:
                 if verdict == pipeline.DELETED:
                     states.append(SecretState(name, revision, True))
-                elif verdict == pipeline.WRITER:
-                    states.append(head_state(stored))
+                elif verdict == pipeline.WRITER:  # rare: read it again and decide it here
+                    states.append(self.ledger.secret(name))
                 else:  # the old ciphertext is not needed: current, or re-encrypted already
                     states.append(SecretState(name, revision, False, version, None, scheme))
                     if token is not None and payload is not None:
@@ -266,6 +266,3 @@ class Migration:
         candidates = {run: seq for run, seq in unfinished.items() if run not in taken_over}
         return max(candidates, key=candidates.__getitem__, default=None)
 
-
-def _head_rows(heads: list[StoredEvent]) -> list[pipeline.HeadRow]:
-    return [(h.stream, h.stream_rev, h.type, h.schema_version, h.payload) for h in heads]

@@ -1,20 +1,22 @@
 """Work for a batch done on the second core while the writer appends the batch before.
 
-``migrate`` spends a good part of its time per secret decoding the head event, decrypting,
-re-encrypting and serialising the new event; ``secrets import`` reading, encrypting and
-serialising. None of it needs the database: :func:`map_ahead` hands each batch of head
-rows to a forked worker process and gives the writer batch N's result while the worker
-prepares batch N+1, and :func:`produce_ahead` lets a worker read and encrypt an import
-file while the writer appends what it already sent.
+``migrate`` spends a good part of its time per secret reading and decoding the head
+event, decrypting, re-encrypting and serialising the new event; ``secrets import``
+reading, encrypting and serialising. None of it decides anything: :func:`produce_ahead`
+runs it in a forked worker that reads its own input (the ledger's head rows through a
+read-only connection of its own, or the import file) and sends back batch N+1 while the
+writer appends batch N. The writer keeps every decision, and its revision checks catch a
+secret written after the worker read it.
 
-The worker never touches SQLite (a connection must not be used across ``fork``): it gets
-plain rows and the data keys it inherited, and returns plain tuples. No plaintext crosses
-the pipe, only the ciphertexts and payloads the ledger stores anyway. If the writer dies,
-the worker's next read or write on the pipe fails and it exits.
+The worker never uses a SQLite connection it inherited (one must not be used across
+``fork``): :func:`migration_batches` opens its own. It holds the data keys it inherited,
+and returns plain tuples. No plaintext crosses the pipe, only the ciphertexts and payloads
+the ledger stores anyway. If the writer dies, the worker's next write on the pipe fails
+and it exits.
 
-:func:`prepare_migration` and :func:`prepare_import` are the workers' functions for
-``migrate`` and ``secrets import``. ``multiprocessing`` is imported only when a worker is
-wanted, so that no other command pays for it at start-up.
+:func:`prepare_migration` and :func:`prepare_import` are what the workers do with each
+batch. ``multiprocessing`` is imported only when a worker is wanted, so that no other
+command pays for it at start-up.
 """
 
 from __future__ import annotations
@@ -23,17 +25,18 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ledger import crypto
 from ledger import events as ev
 from ledger.domain import secret_state
 from ledger.errors import IntegrityError, InvalidCiphertext, InvalidInputError, LedgerFormatError
+from ledger.store import head_rows, open_reader
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
-T = TypeVar("T")
 R = TypeVar("R")
 
 #: A head row as the worker sees it: stream, stream_rev, type, schema_version, payload.
@@ -55,33 +58,6 @@ def can_fork() -> bool:
     return sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
 
 
-def map_ahead(
-    batches: Iterable[T], rows: Callable[[T], Any], work: Callable[[Any], R]
-) -> Iterator[tuple[T, R]]:
-    """``(batch, work(rows(batch)))`` for each batch, in order, with ``work`` run in a
-    forked worker one batch ahead of the caller.
-
-    ``rows`` turns a batch into what crosses the pipe. The next batch is taken from
-    ``batches`` (and sent) before the current result is yielded, so ``batches`` must not
-    depend on what the caller does with a result.
-
-    :raises IntegrityError: the worker failed or died.
-    """
-    with _forked(_serve, work, duplex=True) as conn:
-        source = iter(batches)
-        current = next(source, None)
-        if current is None:
-            return
-        _send(conn, rows(current))
-        while current is not None:
-            _, result = _receive(conn)
-            following = next(source, None)
-            if following is not None:
-                _send(conn, rows(following))  # the worker is waiting for it: no deadlock
-            yield current, result
-            current = following
-
-
 def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
     """Each item of ``produce()``, made in a forked worker while the caller handles the
     ones before (the pipe's buffer keeps it at most about one item ahead).
@@ -90,7 +66,7 @@ def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
     while read, say; keyledger's messages never quote a value) is raised again here
     with its message; any other failure as :class:`IntegrityError` naming only its type.
     """
-    with _forked(_produce, produce, duplex=False) as conn:
+    with _forked(_produce, produce) as conn:
         while (message := _receive(conn))[0] != "end":
             yield message[1]
 
@@ -101,15 +77,14 @@ _DIED = "the worker process died; nothing of what it was preparing was written: 
 
 
 @contextlib.contextmanager
-def _forked(target: Callable[[Connection, Any], None], arg: Any, *,
-            duplex: bool) -> Iterator[Connection]:
+def _forked(target: Callable[[Connection, Any], None], arg: Any) -> Iterator[Connection]:
     """A forked worker running ``target(its end of the pipe, arg)``, and this end. On
     leaving, this end is closed (the worker then reads EOF or writes into a broken pipe,
     and exits) and the worker is joined."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
-    ours, theirs = context.Pipe(duplex=duplex)
+    ours, theirs = context.Pipe(duplex=False)
     worker = context.Process(target=_run_worker, args=(ours, theirs, target, arg), daemon=True)
     worker.start()
     theirs.close()
@@ -133,17 +108,6 @@ def _run_worker(ours: Connection, theirs: Connection,
         target(theirs, arg)
     except (EOFError, OSError):
         return  # the writer closed the pipe, or is gone
-
-
-def _serve(conn: Connection, work: Callable[[Any], Any]) -> None:
-    """Rows in, results out, until the writer closes the pipe."""
-    while True:
-        rows = conn.recv()
-        try:
-            reply = ("ok", work(rows))
-        except Exception as exc:
-            reply = _failure(exc)
-        conn.send(reply)
 
 
 def _produce(conn: Connection, produce: Callable[[], Iterable[Any]]) -> None:
@@ -200,6 +164,21 @@ def imported_event(name: str, version: int, source: str, token: str) -> ev.Secre
     """The event of one imported value; see :func:`migrated_event`."""
     return ev.SecretImported(name=name, key_version=version, scheme=crypto.SCHEME_BOUND,
                              source=source, ciphertext=token)
+
+
+def migration_batches(
+    path: Path, size: int, keys: Mapping[int, bytes], target: int, run_id: str
+) -> Iterator[list[Prepared]]:
+    """:func:`prepare_migration` of the secrets' head rows, ``size`` at a time in name
+    order, read through a connection of the worker's own."""
+    conn = open_reader(path)
+    try:
+        after = ""
+        while rows := head_rows(conn, ev.SECRET_STREAM_PREFIX, after, size):
+            after = rows[-1][0]
+            yield prepare_migration(rows, keys, target, run_id)
+    finally:
+        conn.close()
 
 
 def prepare_migration(

@@ -732,6 +732,29 @@ def _is_keyledger() -> int:
     return 1
 
 
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A connection of its own that only reads the ledger at ``path``: for a forked
+    worker, which must not use the connection it inherited."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def head_rows(
+    conn: sqlite3.Connection, prefix: str, after: str, limit: int
+) -> list[tuple[str, int, str, int, str]]:
+    """``(stream, stream_rev, type, schema_version, payload)`` of the head event of each
+    stream named ``prefix...`` past ``after``, in name order: :meth:`SQLiteRecorder.stream_heads`
+    as plain tuples."""
+    return conn.execute(
+        """SELECT s.stream, e.stream_rev, e.type, e.schema_version, e.payload
+           FROM streams s JOIN events e ON e.seq = s.head_seq
+           WHERE s.stream > ? AND s.stream < ? ORDER BY s.stream LIMIT ?""",
+        (max(prefix, after), _prefix_upper_bound(prefix), limit),
+    ).fetchall()
+
+
 def _kdf_rows(kdf: KdfRecord) -> list[tuple[str, str]]:
     return [
         ("kdf_algorithm", kdf.algorithm),

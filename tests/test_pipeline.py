@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PASSWORD
@@ -90,11 +91,11 @@ def test_a_worker_failure_writes_nothing_of_its_batch(
     real = pipeline.prepare_migration
     calls = []
 
-    def fail_on_second(rows: list[pipeline.HeadRow], **kwargs: object) -> list[pipeline.Prepared]:
+    def fail_on_second(rows: list[pipeline.HeadRow], *args: Any) -> list[pipeline.Prepared]:
         calls.append(len(rows))  # in the worker: a list of its own
         if rows[0][0] == "secret:s04":
             raise ValueError("the value of s04 is 4")  # never crosses the pipe
-        return real(rows, **kwargs)  # type: ignore[arg-type]
+        return real(rows, *args)
 
     monkeypatch.setattr(pipeline, "prepare_migration", fail_on_second)
     with pytest.raises(IntegrityError, match=r"worker process failed \(ValueError\)") as caught:
@@ -115,7 +116,7 @@ def test_a_killed_worker_is_a_clean_error(ledger: Ledger, monkeypatch: pytest.Mo
     ledger.rotate()
     monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
 
-    def die(rows: list[pipeline.HeadRow], **kwargs: object) -> list[pipeline.Prepared]:
+    def die(rows: list[pipeline.HeadRow], *args: Any) -> list[pipeline.Prepared]:
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("unreachable")
 

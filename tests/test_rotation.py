@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PASSWORD
 
 from ledger import InvalidInputError, Ledger, VersionError, WrongPasswordError, migration
-from ledger import events as ev
 from ledger.testing import create_test_ledger, read_all
 from projections import ReadModels
 
@@ -160,17 +160,17 @@ def test_a_write_during_migration_wins(ledger: Ledger, db_path: Path) -> None:
         ledger.set(f"s{i}", "old")
     ledger.rotate()
     other = Ledger.open(db_path, PASSWORD)
-    original: Callable[..., list[object]] = ledger.recorder.stream_heads  # type: ignore[assignment]
+    original: Callable[..., object] = ledger._append
     interfered = []
 
-    def heads_then_interfere(prefix: str, after: str, limit: int) -> list[object]:
-        heads = original(prefix, after, limit)
-        if prefix == ev.SECRET_STREAM_PREFIX and heads and not interfered:
-            other.set("s2", "written during migration")  # after the read, before the append
+    def interfere_then_append(*args: Any, **kwargs: Any) -> object:
+        # The batch's heads are read by now (here or in the worker); its append is next.
+        if not interfered:
+            other.set("s2", "written during migration")
             interfered.append(True)
-        return heads
+        return original(*args, **kwargs)
 
-    ledger.recorder.stream_heads = heads_then_interfere  # type: ignore[method-assign,assignment]
+    ledger._append = interfere_then_append  # type: ignore[method-assign]
     result = ledger.migrate(batch_size=10)
     other.close()
     assert interfered
