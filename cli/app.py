@@ -13,6 +13,7 @@ from typer._click.exceptions import ClickException
 
 from cli import audit, backup, health, keys, lifecycle, migrate, policy, secrets
 from cli.context import Settings
+from cli.launch import DB_ENV, DEFAULT_DB
 from cli.output import EXIT_FAILED, usage_error
 from ledger.store import LOCK_RETRY_SECONDS, Durability
 
@@ -31,8 +32,8 @@ app = typer.Typer(
 def root(
     ctx: typer.Context,
     db: Annotated[
-        Path, typer.Option("--db", envvar="KEYLEDGER_DB", help="The ledger file.")
-    ] = Path("keyledger.db"),
+        Path, typer.Option("--db", envvar=DB_ENV, help="The ledger file.")
+    ] = Path(DEFAULT_DB),
     actor: Annotated[
         str | None,
         typer.Option("--actor", envvar="KEYLEDGER_ACTOR",

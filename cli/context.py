@@ -11,13 +11,13 @@ from typing import Annotated
 
 import typer
 
+from cli.launch import PASSWORD_ENV, is_utf8
 from cli.output import warn
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.service import default_origin
 from ledger.store import LOCK_RETRY_SECONDS, Durability, Projector
 from projections import ReadModels, projector
 
-PASSWORD_ENV = "ENCRYPTION_MASTER_PASSWORD"
 CLI_ORIGIN = default_origin("keyledger-cli")
 NEW_PASSWORD_ENV = "ENCRYPTION_NEW_MASTER_PASSWORD"
 
@@ -70,7 +70,7 @@ def _password(env: str, prompt: str, confirm: bool) -> str:
     if value is not None:
         if not value:
             raise WrongPasswordError(f"{env} is set but empty")
-        if not _is_utf8(value):
+        if not is_utf8(value):
             raise WrongPasswordError(f"{env} is not valid UTF-8 text")
         return value
     if not stdin_is_tty():
@@ -81,14 +81,6 @@ def _password(env: str, prompt: str, confirm: bool) -> str:
     if not value:
         raise WrongPasswordError("the password is empty")
     return value
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that were not UTF-8 arrive as surrogates
-        return False
-    return True
 
 
 def open_ledger(

@@ -6,34 +6,76 @@ An application reads its secrets with::
 
     with Ledger.open("keyledger.db", os.environ["ENCRYPTION_MASTER_PASSWORD"]) as ledger:
         db_password = ledger.get("db_password").value
+
+The names below are imported on first use (PEP 562), so that importing one module of
+the package (``ledger.crypto``, say) does not import them all: the command line derives
+the master key on the second core while the rest of keyledger is being imported.
 """
 
-from ledger.errors import (
-    ConcurrencyError,
-    ConfirmationRequired,
-    IntegrityError,
-    InvalidCiphertext,
-    InvalidInputError,
-    KeyledgerError,
-    LedgerBusyError,
-    LedgerFormatError,
-    LedgerNotFoundError,
-    LedgerReadOnlyError,
-    UnknownSecretError,
-    VersionError,
-    WrongPasswordError,
-)
-from ledger.imports import ImportResult
-from ledger.migration import MigrationResult
-from ledger.service import (
-    Ledger,
-    RotationResult,
-    SecretInfo,
-    SecretValue,
-    VersionReport,
-    default_actor,
-)
-from ledger.store import Projector, SQLiteRecorder, StoredEvent
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledger.errors import (
+        ConcurrencyError,
+        ConfirmationRequired,
+        IntegrityError,
+        InvalidCiphertext,
+        InvalidInputError,
+        KeyledgerError,
+        LedgerBusyError,
+        LedgerFormatError,
+        LedgerNotFoundError,
+        LedgerReadOnlyError,
+        UnknownSecretError,
+        VersionError,
+        WrongPasswordError,
+    )
+    from ledger.imports import ImportResult
+    from ledger.migration import MigrationResult
+    from ledger.service import (
+        Ledger,
+        RotationResult,
+        SecretInfo,
+        SecretValue,
+        VersionReport,
+        default_actor,
+    )
+    from ledger.store import Projector, SQLiteRecorder, StoredEvent
+
+
+# Where each name below lives: imported from there on first use.
+_HOMES = {
+    name: module
+    for module, names in {
+        "ledger.errors": (
+            "ConcurrencyError", "ConfirmationRequired", "IntegrityError", "InvalidCiphertext",
+            "InvalidInputError", "KeyledgerError", "LedgerBusyError", "LedgerFormatError",
+            "LedgerNotFoundError", "LedgerReadOnlyError", "UnknownSecretError", "VersionError",
+            "WrongPasswordError",
+        ),
+        "ledger.imports": ("ImportResult",),
+        "ledger.migration": ("MigrationResult",),
+        "ledger.service": (
+            "Ledger", "RotationResult", "SecretInfo", "SecretValue", "VersionReport",
+            "default_actor",
+        ),
+        "ledger.store": ("Projector", "SQLiteRecorder", "StoredEvent"),
+    }.items()
+    for name in names
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _HOMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ledger' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ConcurrencyError",

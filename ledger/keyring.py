@@ -14,7 +14,7 @@ from ledger import crypto
 from ledger.errors import IntegrityError, InvalidCiphertext, VersionError, WrongPasswordError
 from ledger.store import KdfRecord, LedgerMeta
 
-KDF_ALGORITHM = "PBKDF2-HMAC-SHA256"
+KDF_ALGORITHM = crypto.KDF_ALGORITHM
 
 
 def new_kdf(password: str, iterations: int) -> tuple[KdfRecord, bytes]:

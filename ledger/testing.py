@@ -80,7 +80,7 @@ def keyledger_command() -> list[str]:
     found = shutil.which("keyledger", path=str(Path(sys.executable).parent))
     if found:
         return [found]
-    return [sys.executable, "-c", "from cli.app import main; main()"]
+    return [sys.executable, "-c", "from cli.launch import main; main()"]
 
 
 def read_all(ledger: Ledger) -> dict[str, str]:

@@ -68,7 +68,7 @@ def test_an_unexpected_crash_prints_no_locals(tmp_path: Path) -> None:
         "    plaintext = secret.value\n"
         "    raise RuntimeError('simulated bug')\n"
         "s.Ledger.get = broken\n"
-        "from cli.app import main\n"
+        "from cli.launch import main\n"  # the executable's entry point
         "main()\n"
     )
     env = {**os.environ, "KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": PASSWORD,
