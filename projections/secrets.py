@@ -35,9 +35,6 @@ class SecretProjection:
                 deleted INTEGER NOT NULL DEFAULT 0)"""
         )
         conn.execute(
-            "CREATE INDEX IF NOT EXISTS proj_secrets_live ON proj_secrets (deleted, key_version, scheme)"
-        )
-        conn.execute(
             """CREATE TABLE IF NOT EXISTS proj_secret_counts (
                 key_version INTEGER NOT NULL, scheme TEXT NOT NULL, live INTEGER NOT NULL,
                 PRIMARY KEY (key_version, scheme))"""
@@ -106,7 +103,7 @@ def _stored_states(
     pending = list(names)
     for i in range(0, len(pending), 500):
         chunk = pending[i:i + 500]
-        rows = conn.execute(  # by primary key: a filter on `deleted` would pick its index
+        rows = conn.execute(
             f"""SELECT name, key_version, scheme, deleted FROM proj_secrets
                 WHERE name IN ({", ".join("?" * len(chunk))})""",
             chunk,
@@ -135,11 +132,9 @@ class DistributionReport:
 
 def list_secrets(conn: sqlite3.Connection, limit: int | None = None) -> list[SecretRow]:
     """Live secrets in name order; the first ``limit`` of them when given."""
-    rows = conn.execute(
-        # `+deleted`: the filter must not pick the `deleted` index, which would sort every
-        # row to return the first few; walking the name key stops at ``limit``.
+    rows = conn.execute(  # walks the name key, so it stops at ``limit``
         """SELECT name, key_version, revision, scheme, updated_at FROM proj_secrets
-           WHERE +deleted = 0 ORDER BY name LIMIT ?""",
+           WHERE deleted = 0 ORDER BY name LIMIT ?""",
         (-1 if limit is None else limit,),
     )
     return [SecretRow(*row) for row in rows]
