@@ -145,5 +145,4 @@ def sqlite_reason(exc: sqlite3.Error) -> str:
         return "the ledger file is damaged: a stored row is not valid text"
     if "malformed" in text or "not a database" in text or "corrupt" in text:
         return "the ledger file is damaged (SQLite: database disk image is malformed)"
-    printable = "".join(ch for ch in text if " " <= ch <= "~")
-    return printable[:120] + ("..." if len(printable) > 120 else "")
+    return errors.printable_ascii(text)

@@ -69,3 +69,10 @@ class InvalidInputError(KeyledgerError):
 
 class ConfirmationRequired(KeyledgerError):
     """A destructive command needs --yes when no terminal can ask."""
+
+
+def printable_ascii(text: str, limit: int = 120) -> str:
+    """``text`` with everything but printable ASCII dropped, cut at ``limit``: for a message
+    that quotes SQLite, whose own words may quote bytes of a damaged file."""
+    kept = "".join(ch for ch in text if " " <= ch <= "~")
+    return kept[:limit] + ("..." if len(kept) > limit else "")

@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import quote
 
 from ledger import events as ev
 from ledger.chain import GENESIS_HASH, ChainRow, chain_rows, event_hash
@@ -42,6 +43,7 @@ from ledger.errors import (
     LedgerFormatError,
     LedgerNotFoundError,
     LedgerReadOnlyError,
+    printable_ascii,
 )
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
@@ -227,6 +229,9 @@ class SQLiteRecorder:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         self.path = Path(path)
+        # Where it is, whatever the working directory later: for the processes and
+        # connections that open it again (the migrate worker, audit verify's checks).
+        self.file = self.path.absolute()
         self.projector = projector
         self.lock_timeout = lock_timeout
         if create:
@@ -252,7 +257,9 @@ class SQLiteRecorder:
                     f"{self.path} is read-only for this user; keyledger needs write access to "
                     "the file and its directory, even to read (SQLite's WAL)"
                 ) from None
-            raise LedgerFormatError(f"{self.path} is not a keyledger ledger ({exc})") from None
+            raise LedgerFormatError(
+                f"{self.path} is not a keyledger ledger ({printable_ascii(str(exc))})"
+            ) from None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -733,9 +740,11 @@ def _is_keyledger() -> int:
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
-    """A connection of its own that only reads the ledger at ``path``: for a forked
-    worker, which must not use the connection it inherited."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    """A connection of its own that only reads the ledger at ``path`` (absolute), which
+    another connection of this program holds open: for a forked worker, which must not
+    use the connection it inherited."""
+    conn = sqlite3.connect(f"file://{quote(os.fsencode(path))}?mode=ro", uri=True,
+                           isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA query_only = ON")
     return conn

@@ -160,6 +160,22 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
             Ledger.open(path, PASSWORD)
 
 
+def test_a_damaged_schema_is_refused_in_printable_words(tmp_path: Path) -> None:
+    """SQLite quotes the damaged schema text in its error; the message keeps only
+    printable ASCII of it, so a byte in the file cannot drive the terminal."""
+    path = tmp_path / "l.db"
+    create_test_ledger(path, PASSWORD).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute("UPDATE sqlite_master SET sql = replace(sql, 'origin TEXT', '\x12\x1b[2J') "
+                 "WHERE name = 'events'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerFormatError, match="is not a keyledger ledger") as caught:
+        Ledger.open(path, PASSWORD)
+    assert str(caught.value).isprintable() and "malformed database schema" in str(caught.value)
+
+
 def test_newer_format_is_refused(tmp_path: Path) -> None:
     """A ledger written by a newer keyledger is refused with a clear message."""
     path = tmp_path / "l.db"
