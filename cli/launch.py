@@ -81,6 +81,8 @@ def _command(args: Sequence[str]) -> tuple[tuple[str, ...] | None, str | None]:
                 db = value
         elif arg.startswith("-"):
             return None, db  # --help, say
+        elif "--help" in args:
+            return None, db  # `keyledger secrets get --help` unlocks nothing
         else:
             return (arg, next(rest, "")), db
     return None, db
@@ -88,9 +90,15 @@ def _command(args: Sequence[str]) -> tuple[tuple[str, ...] | None, str | None]:
 
 def _kdf_inputs(path: Path, algorithm: str) -> tuple[bytes, int] | None:
     """The salt and iteration count stored in the ledger at ``path``, read without
-    writing or creating anything; None for anything else than a readable ledger."""
+    writing or creating anything; None for anything else than a readable ledger.
+
+    A ledger nobody has open has no ``-wal`` file, and is read as an immutable file: a
+    read-only connection in WAL mode would leave ``-wal`` and ``-shm`` files behind. With
+    a ``-wal`` file there, it is read through it, so a changed password counts."""
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path.absolute()))}?mode=ro", uri=True)
+        where = path.absolute()
+        mode = "ro" if Path(f"{where}-wal").exists() else "ro&immutable=1"
+        conn = sqlite3.connect(f"file://{quote(os.fsencode(where))}?mode={mode}", uri=True)
         try:
             rows = dict(conn.execute(
                 "SELECT key, value FROM meta "

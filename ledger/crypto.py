@@ -66,6 +66,7 @@ def derive_kek(password: str, salt: bytes, iterations: int) -> bytes:
     """The key-encryption key for ``password`` (PBKDF2-HMAC-SHA256, 32 bytes): the one
     :func:`derive_kek_ahead` started for the same inputs, if any, else derived now."""
     ahead = _AHEAD.pop((password, salt, iterations), None)
+    _AHEAD.clear()  # one unlock per process: nothing else started ahead is wanted now
     if ahead is not None:
         ahead.join()
         if ahead.kek is not None:

@@ -61,7 +61,7 @@ def check_chain(
     start = 0 if tail is None else max(0, top - tail)
     with ThreadPoolExecutor(1) as thread:
         # SQLite's own check runs beside the hashing: it leaves Python's lock while it works.
-        verdict = thread.submit(_pragma_check, recorder.path, pragma) if sqlite_check else None
+        verdict = thread.submit(_pragma_check, recorder.file, pragma) if sqlite_check else None
         first_bad = _first_bad_link(recorder, start, top)
         if verdict is not None and verdict.result() != "ok":
             problems.insert(0, f"SQLite {pragma}: {verdict.result()}")
@@ -90,7 +90,7 @@ def _first_bad_link(recorder: SQLiteRecorder, start: int, top: int) -> int | Non
     if at_middle is None:  # a gap: the sequential walk names it
         return first_broken_link(recorder.chain_rows(start), prev_hash, start + 1)
     later = subprocess.Popen(  # -I: isolated, so nothing beside chain.py shadows the stdlib
-        [sys.executable, "-I", chain.__file__, str(recorder.path), str(middle), at_middle.hash],
+        [sys.executable, "-I", chain.__file__, str(recorder.file), str(middle), at_middle.hash],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:

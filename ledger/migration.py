@@ -146,21 +146,32 @@ class Migration:
             for heads in self._head_batches():
                 yield [head_state(h) for h in heads]
             return
+        # The fork must not copy an open transaction or statement: the worker's own
+        # connection shares this process's SQLite locks.
+        assert not recorder.conn.in_transaction
         produce = functools.partial(
-            pipeline.migration_batches, recorder.path, self.batch_size,
+            pipeline.migration_batches, recorder.file, self.batch_size,
             keys=self._usable_keys(), target=self.result.target_version, run_id=self._run_id(),
         )
         for verdicts in pipeline.produce_ahead(produce):
-            states = []
+            states: list[SecretState] = []
+            for_writer: dict[int, str] = {}  # position in the batch -> stream
             for verdict, name, revision, version, scheme, token, payload in verdicts:
                 if verdict == pipeline.DELETED:
                     states.append(SecretState(name, revision, True))
-                elif verdict == pipeline.WRITER:  # rare: read it again and decide it here
-                    states.append(self.ledger.secret(name))
+                elif verdict == pipeline.WRITER:  # read again below, and decided here
+                    for_writer[len(states)] = ev.secret_stream(name)
+                    states.append(SecretState(name, revision, True))
                 else:  # the old ciphertext is not needed: current, or re-encrypted already
                     states.append(SecretState(name, revision, False, version, None, scheme))
                     if token is not None and payload is not None:
                         self._prepared[name] = (revision, token, payload)
+            if for_writer:  # a retired version's secrets, say: one query for the batch
+                found = recorder.stream_heads_of(for_writer.values())
+                for i, stream in for_writer.items():
+                    head = found.get(stream)
+                    states[i] = (head_state(head) if head is not None
+                                 else SecretState(states[i].name, 0, deleted=True))
             yield states
 
     def _usable_keys(self) -> dict[int, bytes]:

@@ -128,13 +128,6 @@ def _failure(exc: Exception) -> tuple[str, str]:
     return "error", type(exc).__name__
 
 
-def _send(conn: Connection, rows: Any) -> None:
-    try:
-        conn.send(rows)
-    except OSError:  # a broken pipe: the worker is gone
-        raise IntegrityError(_DIED) from None
-
-
 def _receive(conn: Connection) -> tuple[str, Any]:
     """The worker's next ``(kind, value)``; its failure raised here."""
     try:

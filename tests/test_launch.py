@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 import ledger
 from cli import launch
 from cli.app import app
-from ledger import Ledger, WrongPasswordError, crypto
+from ledger import Ledger, SQLiteRecorder, WrongPasswordError, crypto
 from ledger.testing import create_test_ledger
 
 ENV = {launch.PASSWORD_ENV: PASSWORD}
@@ -43,9 +43,16 @@ def made(db_path: Path) -> Path:
     return db_path
 
 
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
 def test_an_unlocking_command_gets_the_key_derived_ahead(made: Path, derivations: list[str]) -> None:
-    """One derivation, on the launcher's thread, and the unlock takes its result."""
+    """One derivation, on the launcher's thread, and the unlock takes its result. Reading
+    the salt leaves the ledger's directory as it was (no -wal or -shm files)."""
+    before = files(made.parent)
     assert launch.derive_ahead(["--db", str(made), "secrets", "get", "x"], ENV)
+    assert files(made.parent) == before
     with Ledger.open(made, PASSWORD) as opened:
         assert opened.keyring().current == 1
     assert derivations == ["keyledger-kdf"]
@@ -53,27 +60,51 @@ def test_an_unlocking_command_gets_the_key_derived_ahead(made: Path, derivations
 
 
 def test_a_wrong_password_derived_ahead_still_opens_nothing(made: Path, derivations: list[str]) -> None:
-    assert launch.derive_ahead(["secrets", "get", "x"], {**ENV, launch.DB_ENV: str(made)})
+    """The stored check still decides. The first unlock forgets whatever else was started
+    ahead, so the right password, tried next, derives in place."""
+    with SQLiteRecorder(made) as recorder:
+        head = recorder.head()
     assert launch.derive_ahead(["secrets", "get", "x"],
                                {launch.PASSWORD_ENV: "not it", launch.DB_ENV: str(made)})
+    assert launch.derive_ahead(["secrets", "get", "x"], {**ENV, launch.DB_ENV: str(made)})
     with pytest.raises(WrongPasswordError):
         Ledger.open(made, "not it")
-    with Ledger.open(made, PASSWORD):
-        pass
-    assert derivations == ["keyledger-kdf", "keyledger-kdf"]
+    assert crypto._AHEAD == {}
+    with Ledger.open(made, PASSWORD) as opened:
+        assert opened.recorder.head() == head
+    assert sorted(derivations) == ["MainThread", "keyledger-kdf", "keyledger-kdf"]
 
 
 def test_a_derivation_for_other_inputs_is_not_used(made: Path, derivations: list[str]) -> None:
-    """Another salt (the ledger re-keyed since, say): the unlock derives its own key."""
+    """Another salt (the ledger re-keyed since, say): the unlock derives its own key, and
+    forgets the one started ahead."""
     crypto.derive_kek_ahead(PASSWORD, b"another salt....", 1000)
+    for started in crypto._AHEAD.values():
+        started.join()
     with Ledger.open(made, PASSWORD):
         pass
     assert derivations == ["keyledger-kdf", "MainThread"]
+    assert crypto._AHEAD == {}
+
+
+def test_a_ledger_in_use_is_read_through_its_wal(made: Path, derivations: list[str]) -> None:
+    """With the ledger open elsewhere, its latest KDF record (in the WAL) is the one read:
+    after a password change, the new salt."""
+    with Ledger.open(made, PASSWORD) as opened:
+        opened.recorder.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        opened.rekey_master("a new password", kdf_iterations=1000, _allow_weak_kdf=True)
+        assert launch.derive_ahead(["secrets", "get", "x"],
+                                   {launch.PASSWORD_ENV: "a new password",
+                                    launch.DB_ENV: str(made)})
+        with Ledger.open(made, "a new password"):
+            pass
+    # The first open and the rekey derive in place; the second open takes the new salt's.
+    assert derivations == ["MainThread", "MainThread", "keyledger-kdf"]
 
 
 @pytest.mark.parametrize("args", [
     ["info"], ["report", "--json"], ["init"], ["verify-backup", "b.db"], ["secrets", "list"],
-    ["--help"], ["--db"], [], ["policy", "show"],
+    ["--help"], ["--db"], [], ["policy", "show"], ["secrets", "get", "x", "--help"],
 ])
 def test_commands_that_do_not_unlock_derive_nothing(args: list[str], made: Path,
                                                     derivations: list[str]) -> None:
@@ -93,8 +124,9 @@ def test_nothing_is_derived_without_what_it_needs(made: Path, tmp_path: Path,
     assert not missing.exists()
     other = tmp_path / "notes.txt"
     other.write_text("not a database")
+    before = files(tmp_path)
     assert not launch.derive_ahead([f"--db={other}", *args], ENV)
-    assert other.read_text() == "not a database"
+    assert files(tmp_path) == before
     assert derivations == []
 
 
@@ -103,6 +135,7 @@ def test_nothing_is_derived_without_what_it_needs(made: Path, tmp_path: Path,
     (["--db", "x.db", "--actor", "me", "migrate", "--yes"], ("migrate", "--yes"), "x.db"),
     (["--db=y.db", "--lock-timeout", "3", "health-check"], ("health-check", ""), "y.db"),
     (["--durability", "normal", "--help"], None, None),
+    (["migrate", "--help"], None, None),
 ])
 def test_the_command_is_read_past_the_root_options(
     args: list[str], words: tuple[str, ...] | None, db: str | None

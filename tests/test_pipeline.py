@@ -17,7 +17,7 @@ from conftest import PASSWORD
 from ledger import IntegrityError, Ledger, VersionError, migration, pipeline
 from ledger import events as ev
 from ledger.integrity import verify_ledger
-from ledger.testing import read_all, seed_encrypt
+from ledger.testing import create_test_ledger, read_all, seed_encrypt
 from projections import ReadModels, projector
 
 SEED_PASSWORD = "the old system's password"
@@ -126,6 +126,27 @@ def test_a_killed_worker_is_a_clean_error(ledger: Ledger, monkeypatch: pytest.Mo
         ledger.migrate(batch_size=10)
     assert ledger.recorder.head() == head_before
     assert ledger.report().needing_migration == 6
+
+
+def test_the_worker_finds_a_ledger_opened_by_a_relative_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker opens the ledger again: where it is, not where the working directory
+    has moved to since (and it creates nothing there)."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    with create_test_ledger(Path("keyledger.db"), PASSWORD, projector=projector()) as opened:
+        for i in range(6):
+            opened.set(f"s{i}", str(i))
+        opened.rotate()
+        monkeypatch.chdir(elsewhere)
+        result = opened.migrate(batch_size=4)
+        assert (result.migrated, result.failed) == (6, 0)
+        assert read_all(opened) == {f"s{i}": str(i) for i in range(6)}
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_prepare_sorts_every_kind_of_head(mixed: Ledger) -> None:
