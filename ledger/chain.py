@@ -84,6 +84,41 @@ def chain_rows(conn: sqlite3.Connection, after_seq: int = 0,
         yield from batch
 
 
+# Each row's hash material written by SQLite: its json_array() escapes strings as
+# hash_material does (quote, backslash, control characters; non-ASCII kept), so the
+# text is the same byte for byte, and Python only hashes it. A property test holds the
+# two to each other; a row where they differ is decided by hash_material all the same.
+MATERIAL_SQL = (
+    "SELECT seq, prev_hash, hash, json_array(seq, prev_hash, stream, stream_rev, type, "
+    "schema_version, occurred_at, actor, origin, payload) "
+    "FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
+)
+
+
+def first_broken_link_in(conn: sqlite3.Connection, after_seq: int = 0,
+                         last_seq: int | None = None, prev_hash: str = GENESIS_HASH) -> int | None:
+    """:func:`first_broken_link` over rows ``after_seq + 1 .. last_seq`` of ``conn``, with
+    SQLite building each row's hash material (about a third faster). A row whose
+    material does not hash to its stored hash is checked again, with the rows after it,
+    by :func:`hash_material` before it is called broken."""
+    end = last_seq if last_seq is not None else 2**62
+    try:
+        cursor = conn.execute(MATERIAL_SQL, (after_seq, end))
+    except sqlite3.OperationalError:  # an SQLite built without its JSON functions
+        return first_broken_link(chain_rows(conn, after_seq, last_seq), prev_hash, after_seq + 1)
+    sha256, expected = hashlib.sha256, after_seq + 1
+    while batch := cursor.fetchmany(5000):
+        for seq, row_prev, stored, material in batch:
+            if seq != expected:
+                return expected
+            if row_prev != prev_hash:
+                return expected
+            if sha256(material.encode("utf-8")).hexdigest() != stored:
+                return first_broken_link(chain_rows(conn, seq - 1, last_seq), prev_hash, expected)
+            prev_hash, expected = stored, expected + 1
+    return None
+
+
 def first_broken_link(rows: Iterable[ChainRow], prev_hash: str = GENESIS_HASH,
                       expected_seq: int = 1) -> int | None:
     """The seq of the first row whose link, position or hash is wrong; None if all hold.
@@ -116,7 +151,7 @@ def _main(argv: list[str]) -> int:
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA query_only = ON")
-        bad = first_broken_link(chain_rows(conn, after), prev_hash, after + 1)
+        bad = first_broken_link_in(conn, after, prev_hash=prev_hash)
     finally:
         conn.close()
     print(bad or 0)

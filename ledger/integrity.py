@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger import chain
-from ledger.chain import GENESIS_HASH, first_broken_link
+from ledger.chain import GENESIS_HASH, first_broken_link_in
 from ledger.errors import InvalidInputError, LedgerFormatError
 from ledger.signing import (
     Anchor,
@@ -84,23 +84,23 @@ def _first_bad_link(recorder: SQLiteRecorder, start: int, top: int) -> int | Non
     prev = recorder.event_at(start)
     prev_hash = prev.hash if prev else GENESIS_HASH
     if top - start < PARALLEL_MIN_EVENTS:
-        return first_broken_link(recorder.chain_rows(start), prev_hash, start + 1)
+        return first_broken_link_in(recorder.conn, start, prev_hash=prev_hash)
     middle = (start + top) // 2
     at_middle = recorder.event_at(middle)
     if at_middle is None:  # a gap: the sequential walk names it
-        return first_broken_link(recorder.chain_rows(start), prev_hash, start + 1)
+        return first_broken_link_in(recorder.conn, start, prev_hash=prev_hash)
     later = subprocess.Popen(  # -I: isolated, so nothing beside chain.py shadows the stdlib
         [sys.executable, "-I", chain.__file__, str(recorder.file), str(middle), at_middle.hash],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
-        first = first_broken_link(recorder.chain_rows(start, middle), prev_hash, start + 1)
+        first = first_broken_link_in(recorder.conn, start, middle, prev_hash)
     finally:
         out, _ = later.communicate()
     if first is not None:
         return first
     if later.returncode != 0 or not out.strip().isdigit():  # it could not run: do its half here
-        return first_broken_link(recorder.chain_rows(middle), at_middle.hash, middle + 1)
+        return first_broken_link_in(recorder.conn, middle, prev_hash=at_middle.hash)
     return int(out) or None
 
 

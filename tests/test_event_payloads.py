@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import typing
 from typing import Any, Literal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,3 +69,57 @@ def test_a_column_of_another_type_breaks_the_link(position: int, value: Any) -> 
         value = 1.5  # a str in a str column is no type change
     row[position] = value
     assert chain.first_broken_link([tuple(row)]) == 1
+
+
+STORED_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+
+@given(st.tuples(INTS, STORED_TEXT, STORED_TEXT, INTS, STORED_TEXT, INTS, STORED_TEXT,
+                 STORED_TEXT, STORED_TEXT, STORED_TEXT))
+def test_sqlite_writes_the_same_hash_material(fields: tuple[Any, ...]) -> None:
+    """``audit verify`` lets SQLite's json_array() write the material: the same text as
+    hash_material for any values a row can hold (SQLite stores no lone surrogates)."""
+    conn = sqlite3.connect(":memory:")
+    (material,) = conn.execute(f"SELECT json_array({', '.join('?' * 10)})", fields).fetchone()
+    conn.close()
+    assert material == chain.hash_material(*fields)
+
+
+COLUMNS = ("seq INTEGER PRIMARY KEY, prev_hash, stream, stream_rev, type, schema_version, "
+           "occurred_at, actor, origin, payload, hash")
+
+
+def events_table(rows: int) -> sqlite3.Connection:
+    """An in-memory ``events`` table of ``rows`` well-chained rows (every column untyped,
+    so a test may store any type in it)."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute(f"CREATE TABLE events ({COLUMNS})")
+    prev = chain.GENESIS_HASH
+    for seq in range(1, rows + 1):
+        row = [seq, prev, f"secret:s{seq}", 1, "SecretWritten", 1, "2026-11-28T00:00:00Z",
+               "ops@host", "cli", '{"v":"é\\n\\u0001"}']
+        prev = chain.event_hash(*row)
+        conn.execute("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", (*row, prev))
+    return conn
+
+
+@pytest.mark.parametrize("material_sql", [
+    chain.MATERIAL_SQL,  # SQLite writes the material
+    chain.MATERIAL_SQL.replace("json_array(", "'x' || json_array("),  # a text of its own: checked again
+    "SELECT no_such_function()",  # an SQLite without JSON functions: the Python walk
+], ids=["sqlite", "differs", "unavailable"])
+def test_the_chain_check_in_sqlite_finds_what_the_python_walk_finds(
+    material_sql: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chain, "MATERIAL_SQL", material_sql)
+    conn = events_table(6)
+    assert chain.first_broken_link_in(conn) is None
+    assert chain.first_broken_link_in(conn, 3, 5, conn.execute(
+        "SELECT hash FROM events WHERE seq = 3").fetchone()[0]) is None
+    conn.execute("UPDATE events SET stream_rev = '1' WHERE seq = 4")  # same text, other type
+    assert chain.first_broken_link_in(conn) == 4
+    conn.execute("UPDATE events SET stream_rev = 1, actor = 'mallory' WHERE seq = 4")
+    assert chain.first_broken_link_in(conn) == 4
+    conn.execute("UPDATE events SET actor = 'ops@host' WHERE seq = 4")
+    conn.execute("DELETE FROM events WHERE seq = 5")
+    assert chain.first_broken_link_in(conn) == 5
