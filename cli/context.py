@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from cli.launch import PASSWORD_ENV, is_utf8
-from cli.output import warn
+from cli.output import note, warn
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.service import default_origin
 from ledger.store import LOCK_RETRY_SECONDS, Durability, Projector
@@ -120,6 +120,9 @@ def open_read_models(ctx: typer.Context, *, check: bool = True) -> ReadModels:
 
 
 def _checked(views: ReadModels) -> ReadModels:
+    if views.upgraded:
+        note("rebuilt the read models from the events for this version of keyledger "
+             "(an earlier version wrote them)")
     if views.repaired:
         warn(f"the read models disagreed with the ledger ({'; '.join(views.repaired)}); "
              "rebuilt them from the events. Someone may have edited the file: check it.")

@@ -82,6 +82,10 @@ def warn(message: str) -> None:
     err_console.print(f"⚠️  {message}", markup=False)
 
 
+def note(message: str) -> None:
+    err_console.print(f"🔄 {message}", markup=False)
+
+
 def fail(message: str, *, code: int = EXIT_FAILED, as_json: bool = False) -> NoReturn:
     """One line on stderr (and an error document on stdout under ``--json``), then exit."""
     if as_json:

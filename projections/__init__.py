@@ -70,6 +70,8 @@ class ReadModels:
         #: What the quick checks found wrong when opened; the read models were then rebuilt
         #: from the events, so every answer below is the events' truth.
         self.repaired: list[str] = []
+        #: Whether they were an earlier keyledger's, untouched, and so rebuilt on open.
+        self.upgraded = False
         if check:
             self._check_on_open()
 
@@ -79,6 +81,10 @@ class ReadModels:
         back, or only a backup copy or a VACUUM) makes this open compare every row with its
         event; if all agree, the cookie is accepted and the next open is quick again."""
         recorder = self.recorder
+        if self.runner.earlier_layout(recorder.conn):
+            self.upgraded = True
+            self.rebuild()
+            return
         self.repaired = self._checkpoint_problems()
         if not self.repaired:
             self.runner.refresh(recorder)

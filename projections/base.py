@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ledger.events import DomainEvent
@@ -52,6 +54,24 @@ _COOKIES_SQL = """SELECT c.schema_cookie, v.schema_version
 
 _SCHEMA_SQL = """SELECT name, sql FROM sqlite_master
     WHERE name LIKE 'proj\\_%' ESCAPE '\\' AND sql IS NOT NULL ORDER BY name"""
+
+
+#: The fingerprint (:func:`layout_fingerprint`) of the read models this keyledger
+#: creates. A test holds it to :attr:`ProjectionRunner.schema`: when the tables, indexes or
+#: guards change, the outgoing value moves to :data:`EARLIER_LAYOUTS`.
+LAYOUT = "6d5c6cf64059f436a103b82ddd76387931362d6d14c8f18f9402b082c4fa0782"
+
+#: The read models of earlier keyledgers, exactly as each created them: found untouched
+#: on open, they are rebuilt as an upgrade rather than reported as an edit.
+EARLIER_LAYOUTS = {
+    "fbf04cb9f10b85d8fce06451fd9f2725191a100f3c5c3189fad9bb1388a40f23":
+        "session 3, with the index proj_secrets_live",
+}
+
+
+def layout_fingerprint(schema: Mapping[str, str]) -> str:
+    """SHA-256 over every ``proj_*`` table, index and trigger's name and SQL."""
+    return hashlib.sha256(json.dumps(sorted(schema.items())).encode("utf-8")).hexdigest()
 
 
 _STRAY_SQL = """SELECT type, name FROM sqlite_master WHERE name LIKE 'proj\\_%' ESCAPE '\\'
@@ -139,6 +159,14 @@ class ProjectionRunner:
         """Store the present cookie, once every row was found to agree with the events."""
         with recorder.write_transaction() as conn:
             self._store_cookie(conn)
+
+    def earlier_layout(self, conn: sqlite3.Connection) -> bool:
+        """Whether the read models are an earlier keyledger's, as it left them: their
+        tables, indexes and guards are one of :data:`EARLIER_LAYOUTS`, and SQLite's
+        schema cookie is the one it stored after its own last change. (With the guards
+        in place and the cookie unmoved, no row can have been edited either.)"""
+        found = dict(conn.execute(_SCHEMA_SQL).fetchall())
+        return layout_fingerprint(found) in EARLIER_LAYOUTS and not self.cookie_moved(conn)
 
     def schema_problems(self, conn: sqlite3.Connection) -> list[str]:
         """A table, index or guard of the read models missing, added or different from

@@ -7,11 +7,14 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from cli_support import invoke
+from conftest import PASSWORD
 from tamper_support import edit_read_models, refused_edit
 
-from ledger import Ledger
+from ledger import Ledger, SQLiteRecorder
 from ledger.backup import take_backup
-from projections import ReadModels
+from projections import ReadModels, projector
+from projections.base import EARLIER_LAYOUTS, LAYOUT, layout_fingerprint
 
 EDITS = {
     "a secret moved to another version": "UPDATE proj_secrets SET key_version = 7 WHERE name = 'a'",
@@ -146,3 +149,65 @@ def test_a_rebuild_clears_stray_objects_in_the_read_models_namespace(filled: Led
         assert views.repaired
     with ReadModels.open(db_path) as views:
         assert views.repaired == []
+
+
+def test_this_keyledgers_layout_is_known() -> None:
+    """Changing a read-model table, index or guard fails here until the outgoing layout
+    is added to EARLIER_LAYOUTS, so that upgraded ledgers are not reported as edited."""
+    runner = projector()
+    assert layout_fingerprint(runner.schema) == LAYOUT
+    assert LAYOUT not in EARLIER_LAYOUTS
+
+
+SESSION_3_INDEX = "CREATE INDEX proj_secrets_live ON proj_secrets (deleted, key_version, scheme)"
+
+
+def as_session_3_left_it(db_path: Path, *, cookie_stored: bool = True) -> None:
+    """The read models as the previous keyledger created them: today's, plus its index,
+    with the schema cookie it stored after its own schema change."""
+    with SQLiteRecorder(db_path) as recorder:
+        recorder.conn.execute(SESSION_3_INDEX)
+        if cookie_stored:
+            recorder.conn.execute("UPDATE proj_checkpoint SET schema_cookie = "
+                                  "(SELECT schema_version FROM pragma_schema_version)")
+
+
+def test_an_earlier_keyledgers_read_models_are_rebuilt_as_an_upgrade(
+    filled: Ledger, db_path: Path
+) -> None:
+    truth = ReadModels(filled.recorder)
+    expected = (truth.report(), truth.keyring(), truth.secrets(), truth.migration_runs())
+    filled.close()
+    as_session_3_left_it(db_path)
+    with ReadModels.open(db_path) as views:
+        assert views.upgraded and views.repaired == []
+        assert (views.report(), views.keyring(), views.secrets(), views.migration_runs()) == expected
+        assert views.problems(deep=True) == []
+        assert layout_fingerprint(views.runner.schema) == LAYOUT
+    with ReadModels.open(db_path) as views:  # done once
+        assert not views.upgraded and views.repaired == []
+
+
+def test_an_earlier_layout_changed_behind_keyledgers_back_is_still_an_edit(
+    filled: Ledger, db_path: Path
+) -> None:
+    """The same tables, but the cookie moved after the previous keyledger stored it (a
+    guard dropped and put back, say): reported, not taken for an upgrade."""
+    filled.close()
+    as_session_3_left_it(db_path, cookie_stored=False)
+    with ReadModels.open(db_path) as views:
+        assert not views.upgraded and views.repaired
+
+
+def test_the_cli_says_upgraded_not_edited(filled: Ledger, db_path: Path) -> None:
+    """The first command after an upgrade notes the rebuild; a health check that is that
+    first command stays healthy."""
+    filled.close()
+    as_session_3_left_it(db_path)
+    health = invoke(db_path, "health-check", "--json", password=PASSWORD)
+    assert health.exit_code == 0, health.stdout
+    assert "earlier version wrote them" in health.stderr
+    as_session_3_left_it(db_path)
+    result = invoke(db_path, "info", "--json")
+    assert result.exit_code == 0
+    assert "earlier version wrote them" in result.stderr and "edited" not in result.stderr
