@@ -46,26 +46,18 @@ def hash_material(
     )
 
 
-def event_hash(
-    seq: int,
-    prev_hash: str,
-    stream: str,
-    stream_rev: int,
-    type_name: str,
-    schema_version: int,
-    occurred_at: str,
-    actor: str,
-    origin: str,
-    payload: str,
-) -> str:
-    """SHA-256 over the row's position, its predecessor's hash and its canonical content.
+# The fields an event's hash covers, in the order :func:`hash_material` takes them.
+HashFields = tuple[int, str, str, int, str, int, str, str, str, str]
+
+
+def event_hash(*fields: *HashFields) -> str:
+    """SHA-256 over the row's position, its predecessor's hash and its canonical content
+    (the fields of :func:`hash_material`, in its order).
 
     The fields are serialised as one JSON array (:func:`hash_material`), so no two
     different rows can produce the same input by shifting text between fields.
     """
-    material = hash_material(seq, prev_hash, stream, stream_rev, type_name, schema_version,
-                             occurred_at, actor, origin, payload)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    return hashlib.sha256(hash_material(*fields).encode("utf-8")).hexdigest()
 
 
 # The columns of an event row in the order the hash covers them, then the stored hash.
