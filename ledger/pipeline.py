@@ -44,8 +44,8 @@ HeadRow = tuple[str, int, str, int, str]
 #: The worker's verdict on one head: ``(verdict, name, revision, key_version, scheme,
 #: new_ciphertext, payload)``, the verdict one of ``DELETED``, ``CURRENT`` (already on the
 #: target), ``PREPARED`` (ciphertext and payload filled in) or ``WRITER`` (a key the worker
-#: lacks, a payload or ciphertext that does not open: the writer decides it from the row
-#: and reports it exactly as it does without a worker).
+#: lacks, a payload or ciphertext that does not open: the writer reads the secret again,
+#: decides it and reports it exactly as it does without a worker).
 Prepared = tuple[str, str, int, int | None, str | None, str | None, str | None]
 DELETED, CURRENT, PREPARED, WRITER = "deleted", "current", "prepared", "writer"
 
@@ -66,7 +66,7 @@ def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
     while read, say; keyledger's messages never quote a value) is raised again here
     with its message; any other failure as :class:`IntegrityError` naming only its type.
     """
-    with _forked(_produce, produce) as conn:
+    with _forked(produce) as conn:
         while (message := _receive(conn))[0] != "end":
             yield message[1]
 
@@ -77,15 +77,15 @@ _DIED = "the worker process died; nothing of what it was preparing was written: 
 
 
 @contextlib.contextmanager
-def _forked(target: Callable[[Connection, Any], None], arg: Any) -> Iterator[Connection]:
-    """A forked worker running ``target(its end of the pipe, arg)``, and this end. On
-    leaving, this end is closed (the worker then reads EOF or writes into a broken pipe,
-    and exits) and the worker is joined."""
+def _forked(produce: Callable[[], Iterable[Any]]) -> Iterator[Connection]:
+    """A forked worker sending ``produce()``'s items (:func:`_produce`), and this end of
+    its pipe. On leaving, this end is closed (the worker's next write then fails, and it
+    exits) and the worker is joined."""
     import multiprocessing
 
     context = multiprocessing.get_context("fork")
     ours, theirs = context.Pipe(duplex=False)
-    worker = context.Process(target=_run_worker, args=(ours, theirs, target, arg), daemon=True)
+    worker = context.Process(target=_run_worker, args=(ours, theirs, produce), daemon=True)
     worker.start()
     theirs.close()
     try:
@@ -99,13 +99,13 @@ def _forked(target: Callable[[Connection, Any], None], arg: Any) -> Iterator[Con
 
 
 def _run_worker(ours: Connection, theirs: Connection,
-                target: Callable[[Connection, Any], None], arg: Any) -> None:
+                produce: Callable[[], Iterable[Any]]) -> None:
     # Ctrl-C reaches the whole process group: the writer handles it and closes the pipe,
     # which ends the worker; the worker must not print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ours.close()
     try:
-        target(theirs, arg)
+        _produce(theirs, produce)
     except (EOFError, OSError):
         return  # the writer closed the pipe, or is gone
 
