@@ -430,14 +430,8 @@ class SQLiteRecorder:
 
     def stream_heads(self, prefix: str, after: str, limit: int) -> list[StoredEvent]:
         """The head rows of streams named ``prefix...``, past ``after``, in name order."""
-        lower = max(prefix, after)
-        rows = self.conn.execute(
-            f"""SELECT {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}
-                FROM streams s JOIN events e ON e.seq = s.head_seq
-                WHERE s.stream > ? AND s.stream < ? ORDER BY s.stream LIMIT ?""",
-            (lower, _prefix_upper_bound(prefix), limit),
-        )
-        return [StoredEvent(*row) for row in rows]
+        columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
+        return [StoredEvent(*row) for row in _heads(self.conn, columns, prefix, after, limit)]
 
     def stream_heads_of(self, streams: Collection[str]) -> dict[str, StoredEvent]:
         """The head row of each of ``streams`` that has one, by stream, in one query."""
@@ -756,12 +750,18 @@ def head_rows(
     """``(stream, stream_rev, type, schema_version, payload)`` of the head event of each
     stream named ``prefix...`` past ``after``, in name order: :meth:`SQLiteRecorder.stream_heads`
     as plain tuples."""
+    columns = "s.stream, e.stream_rev, e.type, e.schema_version, e.payload"
+    return _heads(conn, columns, prefix, after, limit).fetchall()
+
+
+def _heads(conn: sqlite3.Connection, columns: str, prefix: str, after: str,
+           limit: int) -> sqlite3.Cursor:
+    """``columns`` of the head events of the streams named ``prefix...`` past ``after``."""
     return conn.execute(
-        """SELECT s.stream, e.stream_rev, e.type, e.schema_version, e.payload
-           FROM streams s JOIN events e ON e.seq = s.head_seq
-           WHERE s.stream > ? AND s.stream < ? ORDER BY s.stream LIMIT ?""",
+        f"""SELECT {columns} FROM streams s JOIN events e ON e.seq = s.head_seq
+            WHERE s.stream > ? AND s.stream < ? ORDER BY s.stream LIMIT ?""",
         (max(prefix, after), _prefix_upper_bound(prefix), limit),
-    ).fetchall()
+    )
 
 
 def _kdf_rows(kdf: KdfRecord) -> list[tuple[str, str]]:
