@@ -33,7 +33,7 @@ from ledger.errors import (
     KeyledgerError,
     VersionError,
 )
-from ledger.store import NewEvent, SQLiteRecorder, StoredEvent
+from ledger.store import NewEvent, SQLiteRecorder
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -129,21 +129,13 @@ class Migration:
             self._mark_recorded()
         return result
 
-    def _head_batches(self) -> Iterator[list[StoredEvent]]:
-        after = ""
-        while heads := self.ledger.recorder.stream_heads(
-            ev.SECRET_STREAM_PREFIX, after, self.batch_size
-        ):
-            after = heads[-1].stream
-            yield heads
-
     def _states(self, total: int) -> Iterator[list[SecretState]]:
         """Each batch's secrets as their heads left them; with a worker, the re-encrypted
         ones also have their new event waiting in ``_prepared``."""
         recorder = self.ledger.recorder
         if (total < PIPELINE_MIN_SECRETS or not isinstance(recorder, SQLiteRecorder)
                 or not pipeline.can_fork()):
-            for heads in self._head_batches():
+            for heads in self.ledger._stream_head_batches(ev.SECRET_STREAM_PREFIX, self.batch_size):
                 yield [head_state(h) for h in heads]
             return
         # The fork must not copy an open transaction or statement: the worker's own
@@ -276,4 +268,3 @@ class Migration:
                 unfinished[started.run_id] = head.seq
         candidates = {run: seq for run, seq in unfinished.items() if run not in taken_over}
         return max(candidates, key=candidates.__getitem__, default=None)
-

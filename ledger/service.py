@@ -596,9 +596,14 @@ class Ledger:
         return VersionReport(total, current, total - up_to_date, dict(sorted(distribution.items())))
 
     def _stream_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> Iterator[StoredEvent]:
-        after = ""
-        while heads := self.recorder.stream_heads(prefix, after, DEFAULT_BATCH_SIZE):
+        for heads in self._stream_head_batches(prefix, DEFAULT_BATCH_SIZE):
             yield from heads
+
+    def _stream_head_batches(self, prefix: str, size: int) -> Iterator[list[StoredEvent]]:
+        """The head events of the streams named ``prefix...``, ``size`` at a time in name order."""
+        after = ""
+        while heads := self.recorder.stream_heads(prefix, after, size):
+            yield heads
             after = heads[-1].stream
 
     # -- imports and migration (see ledger.imports, ledger.migration) -----------------------
