@@ -25,10 +25,10 @@ from ledger.store import NewEvent
 if TYPE_CHECKING:
     from ledger.service import Ledger
 
-# Events decided, encrypted and appended at a time: enough to amortise each chunk's
-# queries, few enough that a chunk's events take a few megabytes.
 T = TypeVar("T")
 
+# Events decided, encrypted and appended at a time: enough to amortise each chunk's
+# queries, few enough that a chunk's events take a few megabytes.
 IMPORT_CHUNK = 5_000
 #: From this many entries on, a worker process reads and encrypts them (see ledger.pipeline).
 PIPELINE_MIN_ENTRIES = 5_000

@@ -14,14 +14,12 @@ from ledger import crypto
 from ledger.errors import IntegrityError, InvalidCiphertext, VersionError, WrongPasswordError
 from ledger.store import KdfRecord, LedgerMeta
 
-KDF_ALGORITHM = crypto.KDF_ALGORITHM
-
 
 def new_kdf(password: str, iterations: int) -> tuple[KdfRecord, bytes]:
     """Fresh KDF parameters (random salt) for ``password`` and the KEK they give."""
     salt = os.urandom(crypto.SALT_BYTES)
     kek = crypto.derive_kek(password, salt, iterations)
-    return KdfRecord(KDF_ALGORITHM, iterations, salt, crypto.kek_check_value(kek)), kek
+    return KdfRecord(crypto.KDF_ALGORITHM, iterations, salt, crypto.kek_check_value(kek)), kek
 
 
 def unlock_kek(meta: LedgerMeta, password: str) -> bytes:
@@ -29,7 +27,7 @@ def unlock_kek(meta: LedgerMeta, password: str) -> bytes:
 
     :raises WrongPasswordError: the password does not open this ledger.
     """
-    if meta.kdf.algorithm != KDF_ALGORITHM:
+    if meta.kdf.algorithm != crypto.KDF_ALGORITHM:
         raise WrongPasswordError(f"unsupported KDF {meta.kdf.algorithm!r}")
     if not password:
         raise WrongPasswordError("the master password is empty")
