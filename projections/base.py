@@ -69,6 +69,11 @@ EARLIER_LAYOUTS = {
 }
 
 
+def _stored_schema(conn: sqlite3.Connection) -> dict[str, str]:
+    """Name to SQL of every ``proj_*`` table, index and trigger in ``conn``'s database."""
+    return dict(conn.execute(_SCHEMA_SQL).fetchall())
+
+
 def layout_fingerprint(schema: Mapping[str, str]) -> str:
     """SHA-256 over every ``proj_*`` table, index and trigger's name and SQL."""
     return hashlib.sha256(json.dumps(sorted(schema.items())).encode("utf-8")).hexdigest()
@@ -118,7 +123,7 @@ class ProjectionRunner:
         records them: made once in an in-memory database, to compare a ledger's with."""
         with contextlib.closing(sqlite3.connect(":memory:")) as conn:
             self._create(conn)
-            return dict(conn.execute(_SCHEMA_SQL).fetchall())
+            return _stored_schema(conn)
 
     def setup(self, conn: sqlite3.Connection, *, guarded: bool = True) -> None:
         """Create what is missing (tables, guards, the checkpoint row), and store SQLite's
@@ -165,15 +170,15 @@ class ProjectionRunner:
         tables, indexes and guards are one of :data:`EARLIER_LAYOUTS`, and SQLite's
         schema cookie is the one it stored after its own last change. (With the guards
         in place and the cookie unmoved, no row can have been edited either.)"""
-        found = dict(conn.execute(_SCHEMA_SQL).fetchall())
-        return layout_fingerprint(found) in EARLIER_LAYOUTS and not self.cookie_moved(conn)
+        return (layout_fingerprint(_stored_schema(conn)) in EARLIER_LAYOUTS
+                and not self.cookie_moved(conn))
 
     def schema_problems(self, conn: sqlite3.Connection) -> list[str]:
         """A table, index or guard of the read models missing, added or different from
         :attr:`schema`: written by another version of keyledger, or edited (a guard dropped
         to change a row, say). Constant time. (A moved schema cookie is not a problem by
         itself: see :meth:`cookie_moved`.)"""
-        found = dict(conn.execute(_SCHEMA_SQL).fetchall())
+        found = _stored_schema(conn)
         if not found:
             return []  # no read models yet: the first catch-up creates them from the events
         if found != self.schema:
