@@ -100,7 +100,7 @@ def restore_command(
     # The password must open the backup, and the ledger it replaces (else an old password
     # could roll back a rekey): otherwise nothing changes. A ledger too damaged to open
     # at all may be replaced with --force.
-    Ledger.open(file, password).close()
+    Ledger.open(file, password, upgrade=False).close()
     if s.db.exists() and s.db.stat().st_size > 0:
         try:
             Ledger.open(s.db, password).close()

@@ -83,7 +83,7 @@ def verify_backup(path: Path, password: str | None) -> BackupReport:
         report = BackupReport(str(path), verify_ledger(recorder))
     if password is None:
         return report
-    with Ledger.open(path, password) as backup:
+    with Ledger.open(path, password, upgrade=False) as backup:
         report.versions = sorted(backup.keyring().versions)
         report.decrypted = 0
         for info in backup.secrets():
@@ -142,10 +142,19 @@ def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[in
             try:
                 before = live.head()[0]
                 is_prefix = _history_is_kept(live, source, chain.events)
-                same_ledger = (live.read_meta().ledger_id == source.read_meta().ledger_id
-                               and recorded_public_key(live) == chain.public_key)
+                live_id, live_key = live.read_meta().ledger_id, recorded_public_key(live)
+                same_ledger = (live_id == source.read_meta().ledger_id
+                               and live_key == chain.public_key)
             finally:
                 live.close()
+            if (not same_ledger and live_id == source.read_meta().ledger_id
+                    and live_key is not None):
+                # One ledger id, two signing keys: a ledger has one key for life, so the
+                # copy is a forgery, whatever --force says.
+                raise IntegrityError(
+                    "the backup claims this ledger's id but is signed with another key: a "
+                    "forgery, refused even with --force"
+                )
             if not same_ledger and not force:
                 raise LedgerFormatError(
                     "the backup is of another ledger (its id or signing key differs from "

@@ -13,8 +13,8 @@ from functools import singledispatchmethod
 from typing import TYPE_CHECKING
 
 from ledger import events as ev
-from ledger.crypto import MAX_VERSION, MIN_VERSION
-from ledger.errors import InvalidInputError, VersionError
+from ledger.crypto import MAX_VERSION, MIN_VERSION, SCHEME_BOUND, SCHEME_SEED
+from ledger.errors import IntegrityError, InvalidInputError, VersionError
 
 if TYPE_CHECKING:
     from ledger.store import StoredEvent
@@ -177,11 +177,31 @@ def secret_state(name: str, revision: int, head: ev.DomainEvent | None) -> Secre
         return SecretState(name, revision, deleted=True)
     if isinstance(head, ev.SecretDeleted):
         return SecretState(name, revision, deleted=True)
+    if isinstance(head, ev.SecretMigrated | ev.SecretWritten) and head.scheme != SCHEME_BOUND:
+        # keyledger writes and migrates only in the bound scheme: the unbound one is the
+        # old system's, and only an import can carry it.
+        raise IntegrityError(f"secret {name!r}: a {type(head).__name__} in scheme "
+                             f"{head.scheme!r}, which keyledger never writes")
     if isinstance(head, ev.SecretMigrated):
         return SecretState(name, revision, False, head.to_version, head.ciphertext, head.scheme)
     if isinstance(head, ev.SecretWritten | ev.SecretImported):
         return SecretState(name, revision, False, head.key_version, head.ciphertext, head.scheme)
     raise TypeError(f"{type(head).__name__} is not a secret event")
+
+
+def require_scheme_allowed(keyring: KeyringState, state: SecretState) -> None:
+    """The old system's unbound scheme (no name/version binding) only under a key version
+    the authenticated keyring says was imported from it.
+
+    :raises IntegrityError: any other combination.
+    """
+    if state.scheme == SCHEME_SEED:
+        version = keyring.versions.get(state.key_version or 0)
+        if version is None or version.origin != "seed-import":
+            raise IntegrityError(
+                f"secret {state.name!r} is in the old system's unbound scheme under key "
+                f"version {state.key_version}, which did not come from the old system"
+            )
 
 
 def head_state(head: StoredEvent) -> SecretState:

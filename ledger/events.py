@@ -146,6 +146,14 @@ class LedgerRestored(DomainEvent):
     forced: bool = False
 
 
+class LedgerUpgraded(DomainEvent):
+    """The ledger's format was brought up to date after its whole chain verified (format 4:
+    every checkpoint from this event on signs the heads of every stream)."""
+
+    from_format: int
+    to_format: int
+
+
 class KeyRotationRejected(DomainEvent):
     requested_version: int
     reason: str
@@ -249,6 +257,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         SecretRead,
         BackupTaken,
         LedgerRestored,
+        LedgerUpgraded,
         MasterKeyRewrapped,
         SecretWritten,
         SecretReset,

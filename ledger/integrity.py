@@ -279,7 +279,8 @@ def _check_anchor(
 
 
 def _checkpoint(ledger_id: str, row: CheckpointRow) -> Checkpoint:
-    return Checkpoint(ledger_id, row.seq, row.head_hash, row.signed_at, row.signature)
+    return Checkpoint(ledger_id, row.seq, row.head_hash, row.signed_at, row.signature,
+                      row.heads_root)
 
 
 def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:

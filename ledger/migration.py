@@ -95,7 +95,9 @@ class Migration:
     def run(self) -> MigrationResult:
         ledger, result = self.ledger, self.result
         started = time.perf_counter()
-        total = ledger.recorder.stream_count(ev.SECRET_STREAM_PREFIX)
+        # Every streams row the batches will page through, proven against the signed
+        # checkpoint first: an edited row must not make the run skip a secret.
+        total = ledger.verify_heads(ev.SECRET_STREAM_PREFIX)
         if not result.dry_run:
             run_id = uuid.uuid4().hex[:16]
             resumes = self._unfinished_run()

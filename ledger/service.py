@@ -25,6 +25,7 @@ from ledger.domain import (
     format_time,
     head_state,
     range_warning,
+    require_scheme_allowed,
     secret_state,
     validate_name,
     validate_value,
@@ -149,6 +150,7 @@ class Ledger:
     def __init__(
         self, recorder: Recorder, meta: LedgerMeta, kek: bytes, *,
         actor: str | None = None, clock: Clock = utc_now, origin: str | None = None,
+        upgrade: bool = True,
     ) -> None:
         self.recorder = recorder
         self.actor = actor or default_actor()
@@ -160,6 +162,14 @@ class Ledger:
         self._checkpoints: CheckpointSigner | None = None
         self._keyring = KeyringState()
         self._keys = KeyMaterial(kek, meta.ledger_id, {}, {})
+        # A ledger from before the heads map, read without upgrading it (a backup, which
+        # must keep its bytes): its whole chain is walked once, then its rows are trusted.
+        self._whole_chain_checked = False
+        if recorder.needs_upgrade and not upgrade:
+            recorder.verify_whole_chain(self._signer())
+            self._whole_chain_checked = True
+        else:
+            self._upgrade()
         self._refresh_keyring()
 
     # -- opening ------------------------------------------------------------------------
@@ -234,21 +244,24 @@ class Ledger:
     def open(
         cls, path: str | os.PathLike[str], password: str, *, actor: str | None = None,
         clock: Clock = utc_now, projector: Projector | None = None, origin: str | None = None,
+        upgrade: bool = True,
     ) -> Ledger:
-        """Open an existing ledger.
+        """Open an existing ledger. A ledger from an earlier keyledger is upgraded in place
+        (once) unless ``upgrade`` is False, as for a backup being read.
 
         :raises LedgerNotFoundError: no ledger at ``path``.
         :raises WrongPasswordError: the password does not open it; nothing was changed.
+        :raises IntegrityError: its signed tail or heads do not verify; nothing was changed.
         """
         return cls.unlock(
             SQLiteRecorder(path, projector=projector), password, actor=actor, clock=clock,
-            origin=origin,
+            origin=origin, upgrade=upgrade,
         )
 
     @classmethod
     def unlock(
         cls, recorder: Recorder, password: str, *, actor: str | None = None,
-        clock: Clock = utc_now, origin: str | None = None,
+        clock: Clock = utc_now, origin: str | None = None, upgrade: bool = True,
     ) -> Ledger:
         """Unlock the ledger behind ``recorder``; closes it if the password is wrong.
 
@@ -257,7 +270,8 @@ class Ledger:
         try:
             meta = recorder.read_meta()
             kek = unlock_kek(meta, password)
-            return cls(recorder, meta, kek, actor=actor, clock=clock, origin=origin)
+            return cls(recorder, meta, kek, actor=actor, clock=clock, origin=origin,
+                       upgrade=upgrade)
         except BaseException:
             recorder.close()
             raise
@@ -277,9 +291,44 @@ class Ledger:
 
     # -- keyring ------------------------------------------------------------------------
 
+    def _upgrade(self) -> None:
+        """Bring a ledger written by an earlier keyledger up to the current format (once,
+        after its whole chain verifies; see :meth:`SQLiteRecorder.upgrade`)."""
+        if not self.recorder.needs_upgrade:
+            return
+        head = self.recorder.stream_head(ev.LEDGER_STREAM)
+        self.recorder.upgrade(
+            NewEvent(ev.LEDGER_STREAM, (head.stream_rev if head else 0) + 1,
+                     ev.LedgerUpgraded(from_format=self.recorder.format_version,
+                                       to_format=FORMAT_VERSION)),
+            actor=self.actor, occurred_at=format_time(self.clock()), origin=self.origin,
+            signer=self._signer(),
+        )
+
+    def _head(self, stream: str) -> StoredEvent | None:
+        """The head event of ``stream``, shown to be the newest the ledger signed for."""
+        if self._whole_chain_checked:
+            return self.recorder.stream_head(stream)
+        return self.recorder.verified_head(stream, self._signer())
+
+    def _stream(self, stream: str) -> list[StoredEvent]:
+        """Every event of ``stream``, each shown to be the ledger's."""
+        if self._whole_chain_checked:
+            return self.recorder.read_stream(stream)
+        return self.recorder.verified_stream(stream, self._signer(), whole=True)
+
+    def _fold_heads(self, prefix: str, fold: Callable[[StoredEvent], None]) -> None:
+        """``fold`` over every head of the streams named ``prefix...``; raises at the end
+        if the heads are not the signed ones (act on what was folded only after)."""
+        if self._whole_chain_checked:
+            for stored in self._stream_heads(prefix):
+                fold(stored)
+        else:
+            self.recorder.fold_verified_heads(self._signer(), prefix, fold)
+
     def keyring(self) -> KeyringState:
         """The keyring as the ledger holds it now (re-read if another process changed it)."""
-        head = self.recorder.stream_head(ev.KEYRING_STREAM)
+        head = self._head(ev.KEYRING_STREAM)
         if head is None or head.stream_rev != self._keyring.revision:
             self._refresh_keyring()
         return self._keyring
@@ -288,7 +337,7 @@ class Ledger:
         # One snapshot: a rekey-master committing between these reads must not pair the
         # new KDF parameters with the old wrapped keys (or the other way round).
         with self.recorder.snapshot():
-            rows = self.recorder.read_stream(ev.KEYRING_STREAM)
+            rows = self._stream(ev.KEYRING_STREAM)
             meta = self.recorder.read_meta()
             wrapped = self.recorder.read_wrapped_keys()
         state = KeyringState()
@@ -403,7 +452,7 @@ class Ledger:
     # -- secrets ------------------------------------------------------------------------
 
     def secret(self, name: str) -> SecretState:
-        head = self.recorder.stream_head(ev.secret_stream(name))
+        head = self._head(ev.secret_stream(name))
         if head is None:
             return SecretState(name, 0, deleted=True)
         return secret_state(name, head.stream_rev, head.decode())
@@ -460,7 +509,7 @@ class Ledger:
 
     def read_auditing(self) -> bool:
         """Whether every :meth:`get` is recorded as a ``SecretRead`` event (one indexed lookup)."""
-        return read_auditing_status(self.recorder).enabled
+        return _read_auditing_at(self._head(ev.AUDIT_SETTINGS_STREAM)).enabled
 
     def set_read_auditing(self, enabled: bool, *, reason: str | None = None) -> bool:
         """Turn read auditing on or off (``ReadAuditingSet``); whether anything changed.
@@ -506,6 +555,7 @@ class Ledger:
         if state.key_version not in self._keyring.versions:
             self._refresh_keyring()
         self._keyring.require_usable(state.key_version)
+        require_scheme_allowed(self._keyring, state)
         key = self._keys.data_key(state.key_version)
         return crypto.decrypt_secret_untrusted(
             key, state.ciphertext, state.name, state.scheme or crypto.SCHEME_BOUND,
@@ -552,7 +602,18 @@ class Ledger:
         """Bring back ``name``'s value from an open ``backup`` ledger, as a new event here.
 
         :raises UnknownSecretError: the backup holds no live secret of that name.
+        :raises IntegrityError: the backup does not verify as ``verify-backup`` checks it,
+            or is of another ledger (another id or signing key); nothing is written.
         """
+        from ledger.integrity import verify_ledger  # only a restore pays for the full walk
+
+        report = verify_ledger(backup.recorder)  # type: ignore[arg-type]
+        if not report.ok:
+            raise IntegrityError(f"the backup does not verify: {'; '.join(report.problems)}")
+        if (backup._meta.ledger_id != self._meta.ledger_id
+                or backup._signing_key().public_key != self._signing_key().public_key):
+            raise IntegrityError("the backup is of another ledger (its id or signing key "
+                                 "differs from this one's); nothing was restored")
         # Not a disclosure: the value goes straight into this ledger, recorded as a restore;
         # and a backup being read for that must not gain events of its own.
         secret = backup._get_unaudited(name)
@@ -583,17 +644,44 @@ class Ledger:
     def report(self) -> VersionReport:
         """How many live secrets sit on each key version, folded from the events.
 
-        Reads every secret's head event, so it costs time in proportion to the number of
+        Reads every secret's head event and proves the whole map of stream heads against
+        the latest signed checkpoint, so it costs time in proportion to the number of
         secrets; the CLI's ``report`` reads the same figures from the read models.
+
+        :raises IntegrityError: a streams row or head event is not the one signed for.
         """
         current = self.keyring().current
         distribution: dict[int, int] = {}
         up_to_date = 0
-        for info in self.secrets():
-            distribution[info.key_version] = distribution.get(info.key_version, 0) + 1
-            up_to_date += info.key_version == current and info.scheme == crypto.SCHEME_BOUND
+
+        def count(stored: StoredEvent) -> None:
+            nonlocal up_to_date
+            state = head_state(stored)
+            if not state.deleted:
+                assert state.key_version is not None
+                distribution[state.key_version] = distribution.get(state.key_version, 0) + 1
+                up_to_date += state.key_version == current and state.scheme == crypto.SCHEME_BOUND
+
+        # Every head proven against the signed root before any count is used: retire and
+        # destroy decide on these figures.
+        self._fold_heads(ev.SECRET_STREAM_PREFIX, count)
         total = sum(distribution.values())
         return VersionReport(total, current, total - up_to_date, dict(sorted(distribution.items())))
+
+    def verify_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
+        """Prove every streams row and head event against the latest signed checkpoint
+        (O(n)); the number of streams named ``prefix...``.
+
+        :raises IntegrityError: one of them is not the one signed for.
+        """
+        seen = 0
+
+        def count(_: StoredEvent) -> None:
+            nonlocal seen
+            seen += 1
+
+        self._fold_heads(prefix, count)
+        return seen
 
     def _stream_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> Iterator[StoredEvent]:
         for heads in self._stream_head_batches(prefix, DEFAULT_BATCH_SIZE):

@@ -37,6 +37,8 @@ SIGNATURE_ALGORITHM = "Ed25519"
 PUBLIC_KEY_PREFIX = "ed25519:"
 ANCHOR_FORMAT = "keyledger-anchor/v1"
 _CHECKPOINT_LABEL = "keyledger/checkpoint/v1"
+# A checkpoint that also signs the root of the stream heads (ledger.heads): format 4 on.
+_CHECKPOINT_LABEL_HEADS = "keyledger/checkpoint/v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,23 +50,33 @@ class Checkpoint:
     head: str
     signed_at: str
     signature: bytes
+    heads_root: str | None = None
 
     def message(self) -> bytes:
-        return checkpoint_message(self.ledger_id, self.seq, self.head, self.signed_at)
+        return checkpoint_message(self.ledger_id, self.seq, self.head, self.signed_at,
+                                  self.heads_root)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "ledger_id": self.ledger_id, "seq": self.seq, "head": self.head,
             "signed_at": self.signed_at,
             "signature": base64.b64encode(self.signature).decode("ascii"),
         }
+        if self.heads_root is not None:
+            document["heads_root"] = self.heads_root
+        return document
 
 
-def checkpoint_message(ledger_id: str, seq: int, head: str, signed_at: str) -> bytes:
-    """The exact bytes a checkpoint signs: one JSON array, so fields cannot shift."""
-    return json.dumps(
-        [_CHECKPOINT_LABEL, ledger_id, seq, head, signed_at], separators=(",", ":")
-    ).encode("utf-8")
+def checkpoint_message(ledger_id: str, seq: int, head: str, signed_at: str,
+                       heads_root: str | None = None) -> bytes:
+    """The exact bytes a checkpoint signs: one JSON array, so fields cannot shift. A
+    checkpoint with a heads root signs it under a label of its own, so no signature over
+    one form can be read as the other."""
+    fields: list[object] = (
+        [_CHECKPOINT_LABEL, ledger_id, seq, head, signed_at] if heads_root is None
+        else [_CHECKPOINT_LABEL_HEADS, ledger_id, seq, head, signed_at, heads_root]
+    )
+    return json.dumps(fields, separators=(",", ":")).encode("utf-8")
 
 
 class SigningKey:
@@ -86,8 +98,9 @@ class SigningKey:
         raw = self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
 
-    def sign(self, ledger_id: str, seq: int, head: str, signed_at: str) -> bytes:
-        return self._key.sign(checkpoint_message(ledger_id, seq, head, signed_at))
+    def sign(self, ledger_id: str, seq: int, head: str, signed_at: str,
+             heads_root: str | None = None) -> bytes:
+        return self._key.sign(checkpoint_message(ledger_id, seq, head, signed_at, heads_root))
 
 
 class CheckpointSigner:
@@ -99,11 +112,14 @@ class CheckpointSigner:
         self._ledger_id = ledger_id
         self._public = parse_public_key(key.public_key)
 
-    def sign(self, seq: int, head: str, signed_at: str) -> bytes:
-        return self._key.sign(self._ledger_id, seq, head, signed_at)
+    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None) -> bytes:
+        return self._key.sign(self._ledger_id, seq, head, signed_at, heads_root)
 
-    def holds(self, seq: int, head: str, signed_at: str, signature: bytes) -> bool:
-        return signature_holds(self._public, Checkpoint(self._ledger_id, seq, head, signed_at, signature))
+    def holds(self, seq: int, head: str, signed_at: str, signature: bytes,
+              heads_root: str | None) -> bool:
+        return signature_holds(
+            self._public, Checkpoint(self._ledger_id, seq, head, signed_at, signature, heads_root)
+        )
 
 
 def recorded_public_key(recorder: Recorder) -> str | None:
@@ -191,6 +207,8 @@ def read_anchor(path: Path) -> Anchor:
             ledger_id=_text(data["ledger_id"], _HEX_32), seq=_count(data["seq"]),
             head=_text(data["head"], _HEX_64), signed_at=_text(data["signed_at"], _TIME),
             signature=base64.b64decode(_text(data["signature"]), validate=True),
+            heads_root=(None if data.get("heads_root") is None
+                        else _text(data["heads_root"], _HEX_64)),
         )
         public_key = _text(data["public_key"])
     except (KeyError, ValueError, TypeError, binascii.Error):

@@ -35,7 +35,8 @@ from typing import Literal, Protocol
 from urllib.parse import quote
 
 from ledger import events as ev
-from ledger.chain import GENESIS_HASH, ChainRow, chain_rows, event_hash
+from ledger import heads
+from ledger.chain import GENESIS_HASH, ChainRow, chain_rows, event_hash, first_broken_link_in
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -48,7 +49,9 @@ from ledger.errors import (
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
 # 1 lacked events.origin, 2 lacked signed checkpoints: pre-release layouts, never shipped.
-FORMAT_VERSION = 3
+# 3 lacked the authenticated map of stream heads (ledger.heads): upgraded on first unlock.
+FORMAT_VERSION = 4
+UPGRADABLE_FORMAT = 3
 BUSY_TIMEOUT_MS = 2_000
 LOCK_RETRY_SECONDS = 30.0
 #: An SQL function that exists only on keyledger's own connections. Triggers that must
@@ -115,21 +118,24 @@ class LedgerMeta:
 class Signer(Protocol):
     """Signs checkpoints, and tells whether a stored one carries a valid signature."""
 
-    def sign(self, seq: int, head: str, signed_at: str) -> bytes: ...
+    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None) -> bytes: ...
 
-    def holds(self, seq: int, head: str, signed_at: str, signature: bytes) -> bool: ...
+    def holds(self, seq: int, head: str, signed_at: str, signature: bytes,
+              heads_root: str | None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CheckpointRow:
     """One row of ``checkpoints``; ``event_hash`` is the hash stored at ``seq`` (None: no
-    such event)."""
+    such event); ``heads_root`` the root of the stream heads it signs (None: signed by a
+    format-3 keyledger, before heads were committed to)."""
 
     seq: int
     head_hash: str
     signed_at: str
     signature: bytes
     event_hash: str | None
+    heads_root: str | None = None
 
 
 class Projector(Protocol):
@@ -191,6 +197,27 @@ class Recorder(Protocol):
 
     def latest_checkpoint(self) -> CheckpointRow | None: ...
 
+    def verified_tip(self, signer: Signer) -> CheckpointRow: ...
+
+    def verified_stream(self, stream: str, signer: Signer, *, whole: bool = False
+                        ) -> list[StoredEvent]: ...
+
+    def verified_head(self, stream: str, signer: Signer) -> StoredEvent | None: ...
+
+    def fold_verified_heads(self, signer: Signer, prefix: str,
+                            fold: Callable[[StoredEvent], None]) -> None: ...
+
+    def verify_whole_chain(self, signer: Signer) -> None: ...
+
+    @property
+    def needs_upgrade(self) -> bool: ...
+
+    @property
+    def format_version(self) -> int: ...
+
+    def upgrade(self, event: NewEvent, *, actor: str, occurred_at: str, origin: str,
+                signer: Signer) -> bool: ...
+
     def snapshot(self) -> contextlib.AbstractContextManager[object]: ...
 
     def close(self) -> None: ...
@@ -207,6 +234,38 @@ _TRIGGERS = [
     for table in ("events", "checkpoints")
     for action in ("UPDATE", "DELETE")
 ]
+
+# The heads map (ledger.heads), added the same way to a new ledger and to an upgraded one.
+_HEADS_SCHEMA = [
+    "ALTER TABLE streams ADD COLUMN head_hash TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE streams ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE streams ADD COLUMN bucket INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX streams_by_bucket ON streams (bucket, stream)",
+    "CREATE TABLE heads_tree (node INTEGER PRIMARY KEY, digest BLOB NOT NULL)",
+    "ALTER TABLE checkpoints ADD COLUMN heads_root TEXT",
+]
+
+
+def _heads_error(stream: str | None = None) -> IntegrityError:
+    subject = f"stream {stream!r} does" if stream is not None else "the streams' heads do"
+    return IntegrityError(
+        f"{subject} not match the latest signed checkpoint (the streams table, the "
+        "heads tree or an event changed behind keyledger's back); refusing to act on "
+        "them: run `keyledger audit verify`"
+    )
+
+
+def _row_hash(row: ChainRow) -> str | None:
+    """The hash a chain row's own fields produce (None: a column of the wrong type)."""
+    try:
+        return event_hash(*row[:10])
+    except (TypeError, ValueError):
+        return None
+
+
+def _stored_hash(e: StoredEvent) -> str | None:
+    return _row_hash((e.seq, e.prev_hash, e.stream, e.stream_rev, e.type, e.schema_version,
+                      e.occurred_at, e.actor, e.origin, e.payload, e.hash))
 
 
 Durability = Literal["full", "normal"]
@@ -234,6 +293,7 @@ class SQLiteRecorder:
         self.file = self.path.absolute()
         self.projector = projector
         self.lock_timeout = lock_timeout
+        self.format_version = FORMAT_VERSION
         if create:
             _create_private_file(self.path)
         elif not self.path.exists():
@@ -249,6 +309,13 @@ class SQLiteRecorder:
             self.conn.execute(f"PRAGMA synchronous = {durability.upper()}")
             # Freed content is overwritten with zeros, so an erased key leaves no copy behind.
             self.conn.execute("PRAGMA secure_delete = ON")
+        except UnicodeDecodeError:
+            # SQLite quoted bytes of a damaged schema that are not even UTF-8.
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            raise LedgerFormatError(
+                f"{self.path} is not a keyledger ledger (malformed database schema)"
+            ) from None
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self.conn.close()
@@ -276,7 +343,8 @@ class SQLiteRecorder:
             )
         if app_id != APPLICATION_ID:
             raise LedgerFormatError(f"{self.path} is not a keyledger ledger")
-        if version < FORMAT_VERSION:
+        self.format_version = version
+        if version < UPGRADABLE_FORMAT:
             raise LedgerFormatError(
                 f"{self.path} has ledger format {version}, written by a pre-release keyledger; "
                 "re-create it (export the values with the pre-release tool, then import)"
@@ -286,6 +354,16 @@ class SQLiteRecorder:
                 f"{self.path} has ledger format {version}; this keyledger reads up to "
                 f"{FORMAT_VERSION}: upgrade keyledger"
             )
+
+    @property
+    def _root_column(self) -> str:
+        return "c.heads_root" if self.format_version >= FORMAT_VERSION else "NULL"
+
+    @property
+    def needs_upgrade(self) -> bool:
+        """Whether this ledger was written by a keyledger that did not yet commit to the
+        stream heads: :meth:`upgrade` makes it current (needs the signing key)."""
+        return self.format_version < FORMAT_VERSION
 
     def _has_meta(self) -> bool:
         return self.conn.execute(
@@ -331,6 +409,8 @@ class SQLiteRecorder:
                 """CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, head_hash TEXT NOT NULL,
                     signed_at TEXT NOT NULL, signature BLOB NOT NULL)"""
             )
+            for statement in _HEADS_SCHEMA:
+                self.conn.execute(statement)
             for trigger in _TRIGGERS:
                 self.conn.execute(trigger)
             self.conn.executemany(
@@ -346,7 +426,10 @@ class SQLiteRecorder:
             self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
             if self.projector is not None:
                 self.projector.setup(self.conn)
-            return self._append_locked(events, actor, occurred_at, origin, keys, None, None, signer)
+            self.format_version = FORMAT_VERSION
+            return self._append_locked(
+                events, actor, occurred_at, origin, keys, None, None, signer, heads.EMPTY_ROOT
+            )[0]
 
     # -- reads -------------------------------------------------------------------------
 
@@ -382,7 +465,7 @@ class SQLiteRecorder:
     def checkpoints(self) -> Iterator[CheckpointRow]:
         """Every signed checkpoint in seq order, with the hash the events hold at its seq."""
         cursor = self.conn.execute(
-            """SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash
+            f"""SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash, {self._root_column}
                FROM checkpoints c LEFT JOIN events e ON e.seq = c.seq ORDER BY c.seq"""
         )
         while batch := cursor.fetchmany(1000):
@@ -391,7 +474,7 @@ class SQLiteRecorder:
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         row = self.conn.execute(
-            """SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash
+            f"""SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash, {self._root_column}
                FROM checkpoints c LEFT JOIN events e ON e.seq = c.seq
                ORDER BY c.seq DESC LIMIT 1"""
         ).fetchone()
@@ -528,9 +611,11 @@ class SQLiteRecorder:
         """
         with self.write_transaction():
             self._check_revisions(events, expect or {})
+            root = self._verified_root(signer)
             return self._append_locked(
-                events, actor, occurred_at, origin, keys, kdf, signing_key, signer
-            )
+                events, actor, occurred_at, origin, keys, kdf, signing_key, signer, root,
+                also=expect or {},
+            )[0]
 
     def append_chunks(
         self, chunks: Iterable[Sequence[NewEvent]], *, actor: str, occurred_at: str,
@@ -547,31 +632,35 @@ class SQLiteRecorder:
         events appended.
 
         :raises ConcurrencyError: a revision is not the one the events were decided against.
-        :raises IntegrityError: with a ``signer``, the ledger ends in unsigned events.
+        :raises IntegrityError: with a ``signer``, the ledger's tail, checkpoint or a
+            touched stream does not verify.
         """
         with self.write_transaction():
             self._check_revisions((), expect or {})
-            if signer is not None and (top := self.head()[0]):
-                self._refuse_unsigned_tail(top, signer)
+            root = self._verified_root(signer)
+            self._verify_streams(expect or {}, root)
             appended = 0
             for chunk in chunks:
                 if chunk:
                     self._check_revisions(chunk, {})
-                    appended += len(self._append_locked(
-                        chunk, actor, occurred_at, origin, None, None, None, None
-                    ))
+                    stored, root = self._append_locked(
+                        chunk, actor, occurred_at, origin, None, None, None, None, root
+                    )
+                    appended += len(stored)
             if signer is not None and appended:
-                self._sign_head(*self.head(), occurred_at, signer)
+                self._sign_head(*self.head(), occurred_at, signer, root)
             return appended
 
     def _append_locked(
         self, events: Sequence[NewEvent], actor: str, occurred_at: str, origin: str,
         keys: Mapping[int, bytes | None] | None, kdf: KdfRecord | None,
-        signing_key: bytes | None, signer: Signer | None,
-    ) -> list[StoredEvent]:
+        signing_key: bytes | None, signer: Signer | None, root: str | None,
+        also: Collection[str] = (),
+    ) -> tuple[list[StoredEvent], str | None]:
+        """Write the rows; ``root``, when known, is the verified heads root before them,
+        which the touched streams (and ``also``) must prove against. Returns the rows and
+        the new root."""
         seq, prev_hash = self.head()
-        if signer is not None and seq:
-            self._refuse_unsigned_tail(seq, signer)
         stored: list[StoredEvent] = []
         for new in events:
             seq += 1
@@ -599,12 +688,7 @@ class SQLiteRecorder:
                 for s in stored
             ],
         )
-        self.conn.executemany(
-            "INSERT INTO streams (stream, revision, head_seq) VALUES (?, ?, ?) "
-            "ON CONFLICT (stream) DO UPDATE SET revision = excluded.revision, "
-            "head_seq = excluded.head_seq",
-            [(s.stream, s.stream_rev, s.seq) for s in stored],
-        )
+        new_root = self._advance_heads(stored, root, also)
         if keys:
             self.conn.executemany(
                 "INSERT INTO keys (version, wrapped) VALUES (?, ?) "
@@ -622,33 +706,326 @@ class SQLiteRecorder:
                 (base64.b64encode(signing_key).decode("ascii"),),
             )
         if signer is not None and stored:
-            self._sign_head(seq, prev_hash, occurred_at, signer)
+            self._sign_head(seq, prev_hash, occurred_at, signer, new_root)
         if self.projector is not None:
             self.projector.catch_up(self, [(new.event, row) for new, row in zip(events, stored, strict=True)])
-        return stored
+        return stored, new_root
 
-    def _sign_head(self, seq: int, head_hash: str, signed_at: str, signer: Signer) -> None:
-        """Store the signed checkpoint of the head the transaction is about to commit."""
-        self.conn.execute(
-            "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) VALUES (?, ?, ?, ?)",
-            (seq, head_hash, signed_at, signer.sign(seq, head_hash, signed_at)),
+    # -- the heads map -------------------------------------------------------------------
+
+    def _bucket_leaves(self, buckets: Collection[int]) -> dict[int, dict[str, heads.Leaf]]:
+        """Every leaf in each of ``buckets``, by bucket and stream."""
+        found: dict[int, dict[str, heads.Leaf]] = {b: {} for b in buckets}
+        pending = sorted(buckets)
+        for i in range(0, len(pending), 500):
+            chunk = pending[i:i + 500]
+            rows = self.conn.execute(
+                f"""SELECT bucket, stream, revision, head_seq, head_hash, digest FROM streams
+                    WHERE bucket IN ({", ".join("?" * len(chunk))})""",
+                chunk,
+            )
+            for bucket, stream, revision, head_seq, head_hash, digest in rows:
+                if bucket in found:
+                    found[bucket][stream] = (stream, revision, head_seq, head_hash, digest)
+        return found
+
+    def _node_digests(self, nodes: Collection[int]) -> dict[int, bytes]:
+        found: dict[int, bytes] = {}
+        pending = sorted(nodes)
+        for i in range(0, len(pending), 500):
+            chunk = pending[i:i + 500]
+            found.update(self.conn.execute(
+                f"SELECT node, digest FROM heads_tree WHERE node IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall())
+        return found
+
+    def _proven_leaves(
+        self, streams: Iterable[str], root: str
+    ) -> tuple[dict[int, dict[str, heads.Leaf]], dict[int, bytes]]:
+        """The leaves of the buckets ``streams`` fall in, and the sibling digests above
+        them, once they are shown to produce ``root``.
+
+        :raises IntegrityError: they do not: a streams row or a tree node was changed
+            behind keyledger's back.
+        """
+        buckets = {heads.bucket_of(stream) for stream in streams}
+        leaves = self._bucket_leaves(buckets)
+        for bucket, members in leaves.items():
+            if any(heads.bucket_of(stream) != bucket for stream in members):
+                raise _heads_error()
+        siblings = self._node_digests(heads.siblings_needed(buckets))
+        computed, _ = heads.recompute(
+            {b: heads.bucket_digest(members.values()) for b, members in leaves.items()}, siblings
         )
+        if computed != root:
+            raise _heads_error()
+        return leaves, siblings
 
-    def _refuse_unsigned_tail(self, top: int, signer: Signer) -> None:
-        """A signature over the new head would vouch for every event before it, so the
-        last event must already carry a checkpoint that holds: at ``top``, naming the hash
-        stored there, signed with this ledger's key. Events or checkpoints written by
-        someone bypassing keyledger are never signed over."""
+    def _verify_streams(self, streams: Iterable[str], root: str | None) -> None:
+        if root is not None:
+            self._proven_leaves(streams, root)
+
+    def _advance_heads(
+        self, stored: Sequence[StoredEvent], root: str | None, also: Collection[str]
+    ) -> str | None:
+        """Move the touched streams' leaves and the tree over them; the new root (None
+        on a format-3 ledger, which has no tree until :meth:`upgrade`).
+
+        With ``root`` given, the touched streams and ``also`` are first proven against it,
+        so a signature over the new root never vouches for a head nobody checked."""
+        if self.format_version < FORMAT_VERSION:
+            self.conn.executemany(
+                "INSERT INTO streams (stream, revision, head_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT (stream) DO UPDATE SET revision = excluded.revision, "
+                "head_seq = excluded.head_seq",
+                [(s.stream, s.stream_rev, s.seq) for s in stored],
+            )
+            return None
+        touched = {s.stream for s in stored} | set(also)
+        if root is not None:
+            leaves, siblings = self._proven_leaves(touched, root)
+        else:
+            buckets = {heads.bucket_of(stream) for stream in touched}
+            leaves = self._bucket_leaves(buckets)
+            siblings = self._node_digests(heads.siblings_needed(buckets))
+        changed: dict[str, tuple[heads.Leaf, int]] = {}
+        for row in stored:
+            bucket = heads.bucket_of(row.stream)
+            previous = leaves[bucket].get(row.stream)
+            if (previous[1] if previous else 0) + 1 != row.stream_rev:
+                raise _heads_error()
+            leaf = (row.stream, row.stream_rev, row.seq, row.hash,
+                    heads.next_stream_digest(previous[4] if previous else heads.STREAM_START,
+                                             row.hash))
+            leaves[bucket][row.stream] = leaf
+            changed[row.stream] = (leaf, bucket)
+        self.conn.executemany(
+            "INSERT INTO streams (stream, revision, head_seq, head_hash, digest, bucket) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
+            "revision = excluded.revision, head_seq = excluded.head_seq, "
+            "head_hash = excluded.head_hash, digest = excluded.digest, bucket = excluded.bucket",
+            [(*leaf[:5], bucket) for leaf, bucket in changed.values()],
+        )
+        new_root, nodes = heads.recompute(
+            {b: heads.bucket_digest(members.values()) for b, members in leaves.items()}, siblings
+        )
+        self.conn.executemany(
+            "INSERT INTO heads_tree (node, digest) VALUES (?, ?) "
+            "ON CONFLICT (node) DO UPDATE SET digest = excluded.digest",
+            list(nodes.items()),
+        )
+        return new_root
+
+    def _sign_head(self, seq: int, head_hash: str, signed_at: str, signer: Signer,
+                   heads_root: str | None) -> None:
+        """Store the signed checkpoint of the head the transaction is about to commit."""
+        signature = signer.sign(seq, head_hash, signed_at, heads_root)
+        if self.format_version >= FORMAT_VERSION:
+            self.conn.execute(
+                "INSERT INTO checkpoints (seq, head_hash, signed_at, signature, heads_root) "
+                "VALUES (?, ?, ?, ?, ?)", (seq, head_hash, signed_at, signature, heads_root),
+            )
+        else:
+            self.conn.execute(
+                "INSERT INTO checkpoints (seq, head_hash, signed_at, signature) VALUES (?, ?, ?, ?)",
+                (seq, head_hash, signed_at, signature),
+            )
+
+    def verified_tip(self, signer: Signer) -> CheckpointRow:
+        """The latest checkpoint, once shown to cover the ledger's last event: at its seq,
+        naming the hash stored there, which that event's own fields produce, and signed
+        with this ledger's key. Constant time.
+
+        :raises IntegrityError: it does not (events or checkpoints written, cut or edited
+            behind keyledger's back).
+        """
         latest = self.latest_checkpoint()
+        row = self.conn.execute(
+            "SELECT seq, prev_hash, stream, stream_rev, type, schema_version, occurred_at, "
+            "actor, origin, payload, hash FROM events ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        top = 0 if row is None else row[0]
+        if row is not None and _row_hash(row) != row[10]:
+            raise IntegrityError(
+                f"the last event (seq {top}) does not match its hash (edited behind "
+                "keyledger's back?); refusing to use this ledger: run `keyledger audit verify`"
+            )
         if (latest is None or latest.seq != top or latest.event_hash != latest.head_hash
                 or not signer.holds(latest.seq, latest.head_hash, latest.signed_at,
-                                    latest.signature)):
+                                    latest.signature, latest.heads_root)):
             signed = 0 if latest is None else latest.seq
             raise IntegrityError(
                 f"the last event (seq {top}) is not covered by a valid signed checkpoint "
-                f"(latest: seq {signed}; written behind keyledger's back?); refusing to sign "
-                "over it: run `keyledger audit verify`"
+                f"(latest: seq {signed}; written behind keyledger's back?); refusing to use "
+                "it: run `keyledger audit verify`"
             )
+        return latest
+
+    def _verified_root(self, signer: Signer | None) -> str | None:
+        """The heads root the next append must prove against (None: unsigned append)."""
+        if signer is None:
+            return None
+        if not self.head()[0]:
+            return heads.EMPTY_ROOT
+        tip = self.verified_tip(signer)
+        if self.format_version < FORMAT_VERSION:
+            return None
+        if tip.heads_root is None:
+            raise _heads_error()
+        return tip.heads_root
+
+    def verified_stream(self, stream: str, signer: Signer, *, whole: bool = False
+                        ) -> list[StoredEvent]:
+        """The head event of ``stream`` (``whole``: every event of it, in order), each
+        shown to be the ledger's: the latest checkpoint holds (:meth:`verified_tip`), the
+        stream's leaf proves against the heads root it signs, and the events' own fields
+        produce the hashes the leaf commits to. An empty list: the proof shows the stream
+        has no event. O(log n) in the ledger's size (``whole``: plus the stream's length).
+
+        :raises IntegrityError: any of that does not hold; nothing is returned.
+        """
+        with self._reading():
+            tip = self.verified_tip(signer)
+            if tip.heads_root is None:
+                raise _heads_error()
+            leaves, _ = self._proven_leaves([stream], tip.heads_root)
+            leaf = leaves[heads.bucket_of(stream)].get(stream)
+            if leaf is None:
+                return []
+            _, revision, head_seq, head_hash, digest = leaf
+            rows = (self.read_stream(stream) if whole
+                    else [e for e in [self.event_at(head_seq)] if e is not None])
+        if not rows or rows[-1].seq != head_seq or rows[-1].stream_rev != revision:
+            raise _heads_error(stream)
+        if whole:
+            running = heads.STREAM_START
+            for rev, row in enumerate(rows, 1):
+                if row.stream != stream or row.stream_rev != rev or _stored_hash(row) != row.hash:
+                    raise _heads_error(stream)
+                running = heads.next_stream_digest(running, row.hash)
+            if running != digest:
+                raise _heads_error(stream)
+        if rows[-1].stream != stream or _stored_hash(rows[-1]) != head_hash:
+            raise _heads_error(stream)
+        return rows
+
+    def fold_verified_heads(self, signer: Signer, prefix: str,
+                            fold: Callable[[StoredEvent], None]) -> None:
+        """Call ``fold`` with the head event of every stream named ``prefix...``, then show
+        that the whole heads map, every streams row and every head event is the one the
+        latest checkpoint signs. Whatever ``fold`` gathered may be acted on only once this
+        returns: it raises after the last call if anything did not hold. O(n) in the
+        number of streams: for decisions about all of them (destroy, retire, migrate).
+
+        :raises IntegrityError: a streams row, a tree node or a head event is not the
+            signed one, or a stream is missing or added.
+        """
+        with self._reading():
+            tip = self.verified_tip(signer)
+            if tip.heads_root is None:
+                raise _heads_error()
+            upper = _prefix_upper_bound(prefix)
+            cursor = self.conn.execute(
+                f"""SELECT s.bucket, s.stream, s.revision, s.head_seq, s.head_hash, s.digest,
+                    {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}
+                    FROM streams s LEFT JOIN events e ON e.seq = s.head_seq
+                    ORDER BY s.bucket, s.stream"""
+            )
+            digests: dict[int, bytes] = {}
+            bucket, members = -1, list[heads.Leaf]()
+            while batch := cursor.fetchmany(5000):
+                for row in batch:
+                    if row[0] != bucket:
+                        if members:
+                            digests[bucket] = heads.bucket_digest(members)
+                        bucket, members = row[0], []
+                    stream, revision, head_seq, head_hash = row[1], row[2], row[3], row[4]
+                    event = None if row[6] is None else StoredEvent(*row[6:])
+                    if (event is None or heads.bucket_of(stream) != bucket
+                            or event.stream != stream or event.stream_rev != revision
+                            or _stored_hash(event) != head_hash):
+                        raise _heads_error(stream)
+                    members.append((stream, revision, head_seq, head_hash, row[5]))
+                    if prefix <= stream < upper:
+                        fold(event)
+            if members:
+                digests[bucket] = heads.bucket_digest(members)
+            if heads.recompute(digests, {})[0] != tip.heads_root:
+                raise _heads_error()
+
+    def verified_head(self, stream: str, signer: Signer) -> StoredEvent | None:
+        """:meth:`verified_stream`'s head, or None for a stream without events."""
+        rows = self.verified_stream(stream, signer)
+        return rows[-1] if rows else None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """One snapshot for several reads, unless the caller already holds a transaction."""
+        if self.conn.in_transaction:
+            yield
+        else:
+            with self.snapshot():
+                yield
+
+    def verify_whole_chain(self, signer: Signer) -> None:
+        """Walk the whole hash chain and check the signed tail: after this every event row
+        is the ledger's (O(n); for a ledger with no heads map yet).
+
+        :raises IntegrityError: a link is broken or the tail is not signed.
+        """
+        with self._reading():
+            self.verified_tip(signer)
+            bad = first_broken_link_in(self.conn)
+        if bad is not None:
+            raise IntegrityError(
+                f"the hash chain breaks at seq {bad}; refusing to use this ledger: "
+                "run `keyledger audit verify`"
+            )
+
+    def upgrade(self, event: NewEvent, *, actor: str, occurred_at: str, origin: str,
+                signer: Signer) -> bool:
+        """Make a format-3 ledger current: check its whole chain and signed tail, build
+        the heads map from the verified events, and append ``event`` with the first
+        checkpoint that signs a heads root, in one transaction. Whether anything changed.
+
+        :raises IntegrityError: the chain or its tail does not verify; nothing changes.
+        """
+        with self.write_transaction():
+            self.format_version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            if not self.needs_upgrade:
+                return False
+            self.verify_whole_chain(signer)
+            for statement in _HEADS_SCHEMA:
+                self.conn.execute(statement)
+            leaves: dict[str, heads.Leaf] = {}
+            for seq, stream, rev, digest in self.conn.execute(
+                    "SELECT seq, stream, stream_rev, hash FROM events ORDER BY seq"):
+                previous = leaves.get(stream)
+                if (previous[1] if previous else 0) + 1 != rev:
+                    raise _heads_error(stream)
+                leaves[stream] = (stream, rev, seq, digest, heads.next_stream_digest(
+                    previous[4] if previous else heads.STREAM_START, digest))
+            self.conn.executemany(
+                "UPDATE streams SET revision = ?, head_seq = ?, head_hash = ?, digest = ?, "
+                "bucket = ? WHERE stream = ?",
+                [(*leaf[1:5], heads.bucket_of(stream), stream) for stream, leaf in leaves.items()],
+            )
+            by_bucket: dict[int, list[heads.Leaf]] = {}
+            for stream, leaf in leaves.items():
+                by_bucket.setdefault(heads.bucket_of(stream), []).append(leaf)
+            root, nodes = heads.recompute(
+                {b: heads.bucket_digest(members) for b, members in by_bucket.items()}, {}
+            )
+            self.conn.executemany("INSERT INTO heads_tree (node, digest) VALUES (?, ?)",
+                                  list(nodes.items()))
+            self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
+                              (str(FORMAT_VERSION),))
+            self.format_version = FORMAT_VERSION
+            self._check_revisions([event], {})
+            self._append_locked([event], actor, occurred_at, origin, None, None, None, signer, root)
+            return True
 
     def _check_revisions(self, events: Sequence[NewEvent], expect: Mapping[str, int]) -> None:
         expected = dict(expect)

@@ -198,3 +198,100 @@ def test_an_old_password_cannot_roll_back_a_rekeyed_ledger(tmp_path: Path) -> No
     refused = invoke(db, "restore", str(out), "--yes", "--force")  # the old password
     assert refused.exit_code == 1 and "wrong master password" in error_line(refused)
     assert invoke(db, "secrets", "get", "a", password="brand new one").stdout == before[1]
+
+
+# -- a backup is verified before anything is taken from it ---------------------------------
+
+
+def _backup_with_old_value(ledger: Ledger, tmp_path: Path) -> Path:
+    ledger.set("db_password", "old-value")
+    ledger.set("db_password", "new-value")
+    out = tmp_path / "b.db"
+    take_backup(ledger, out)
+    return out
+
+
+def test_secrets_restore_refuses_a_backup_whose_chain_does_not_verify(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """An old genuine SecretWritten copied into the backup as the newest event (chain
+    rehashed): the restore walks the backup first and takes nothing from it."""
+    from forgery_support import forge_everything
+
+    from ledger import IntegrityError
+
+    out = _backup_with_old_value(ledger, tmp_path)
+    with closing(sqlite3.connect(out)) as conn:
+        first = conn.execute("SELECT seq FROM events WHERE stream = 'secret:db_password' "
+                             "ORDER BY stream_rev LIMIT 1").fetchone()[0]
+        second = conn.execute("SELECT seq FROM events WHERE stream = 'secret:db_password' "
+                              "ORDER BY stream_rev DESC LIMIT 1").fetchone()[0]
+        for trigger in ("events_no_update", "events_no_delete"):
+            conn.execute(f"DROP TRIGGER {trigger}")
+        conn.execute("UPDATE events SET payload = (SELECT payload FROM events WHERE seq = ?) "
+                     "WHERE seq = ?", (first, second))
+        conn.commit()
+    forge_everything(out, second)
+    before = ledger.recorder.head()
+    with pytest.raises(IntegrityError), Ledger.open(out, PASSWORD, upgrade=False) as backup:
+        ledger.restore_from_backup("db_password", backup, backup_file=out.name)
+    assert ledger.recorder.head() == before
+    assert ledger.get("db_password").value == "new-value"
+
+
+def test_secrets_restore_refuses_another_ledgers_backup(ledger: Ledger, tmp_path: Path) -> None:
+    """A backup of another ledger, even one under the same password, gives no value here."""
+    from ledger import IntegrityError
+
+    other = tmp_path / "other.db"
+    with create_test_ledger(other, PASSWORD) as foreign:
+        foreign.set("db_password", "planted")
+    ledger.set("db_password", "mine")
+    with Ledger.open(other, PASSWORD, upgrade=False) as backup, \
+            pytest.raises(IntegrityError, match="another ledger"):
+        ledger.restore_from_backup("db_password", backup, backup_file=other.name)
+    assert ledger.get("db_password").value == "mine"
+
+
+def test_a_backup_claiming_this_ledgers_id_under_another_key_is_refused_even_forced(
+        ledger: Ledger, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ledger keeps one signing key for life: a copy built from scratch under this
+    ledger's id, with its own key and a password the forger chose, is a forgery, which
+    --force does not let through, and the live file is untouched."""
+    import uuid
+
+    from ledger import IntegrityError
+
+    ledger.set("a", "1")
+    ledger_id = ledger.recorder.read_meta().ledger_id
+    forged = tmp_path / "forged.db"
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(hex=ledger_id))
+    with create_test_ledger(forged, "the forger's password") as other:
+        other.set("a", "planted")
+    monkeypatch.undo()
+    assert verify_backup(forged, None).chain.ok  # a well-formed ledger in every other way
+    ledger.recorder.shred()
+    before = db_path.read_bytes()
+    with pytest.raises(IntegrityError, match="forgery"):
+        restore(forged, db_path, force=True)
+    assert db_path.read_bytes() == before
+
+
+def test_a_backup_whose_signing_key_is_not_its_recorded_one_does_not_open(
+        ledger: Ledger, tmp_path: Path) -> None:
+    """The wrapped private key of another ledger under the same password, put in a copy:
+    its public half is not the recorded one, so neither verify-backup nor a restore use it."""
+    from ledger import IntegrityError
+
+    out = _backup_with_old_value(ledger, tmp_path)
+    other = tmp_path / "other.db"
+    with create_test_ledger(other, PASSWORD):
+        pass
+    with closing(sqlite3.connect(other)) as conn:
+        wrapped = conn.execute("SELECT value FROM meta WHERE key = 'signing_key'").fetchone()[0]
+    with closing(sqlite3.connect(out)) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'signing_key'", (wrapped,))
+        conn.commit()
+    with pytest.raises(IntegrityError):
+        verify_backup(out, PASSWORD)
+    with pytest.raises(IntegrityError):
+        Ledger.open(out, PASSWORD, upgrade=False)

@@ -232,7 +232,8 @@ def _forge(path: Path, stream: str, rev: int, type_name: str, payload: str) -> t
         digest = event_hash(seq, prev_hash, stream, rev, type_name, 1, at, "forger", origin, payload)
         conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, 1, ?, ?, 'forger', ?, ?, ?)",
                      (seq, stream, rev, type_name, payload, at, origin, prev_hash, digest))
-        conn.execute("INSERT OR REPLACE INTO streams VALUES (?, ?, ?)", (stream, rev, seq))
+        conn.execute("INSERT OR REPLACE INTO streams (stream, revision, head_seq) VALUES (?, ?, ?)",
+                     (stream, rev, seq))
         conn.commit()
     return seq, digest
 
@@ -246,13 +247,16 @@ def test_a_forged_event_with_a_forged_checkpoint_is_never_signed_over(tmp_path: 
         top = ledger.recorder.head()[0]
     seq, head_hash = _forge(path, ev.secret_stream("a"), 2, "SecretDeleted", '{"name":"a"}')
     with closing(sqlite3.connect(path)) as conn:
-        conn.execute("INSERT INTO checkpoints VALUES (?, ?, 'x', zeroblob(64))", (seq, head_hash))
+        conn.execute("INSERT INTO checkpoints (seq, head_hash, signed_at, signature) "
+                     "VALUES (?, ?, 'x', zeroblob(64))", (seq, head_hash))
         conn.commit()
     assert not verdict(path).ok
-    with Ledger.open(path, "pw") as ledger:
-        with pytest.raises(IntegrityError, match="not covered by a valid signed checkpoint"):
-            ledger.set("b", "2")
-        assert ledger.recorder.head()[0] == top + 1
+    # Unlocking already proves the tail (the keyring is read through it), so the ledger
+    # refuses before any write is attempted.
+    with pytest.raises(IntegrityError, match="not covered by a valid signed checkpoint"):
+        Ledger.open(path, "pw")
+    with SQLiteRecorder(path) as recorder:
+        assert recorder.head()[0] == top + 1
 
 
 def test_a_second_signing_key_is_never_trusted(tmp_path: Path) -> None:
@@ -278,8 +282,8 @@ def test_a_second_signing_key_is_never_trusted(tmp_path: Path) -> None:
     assert seq == top + 1
     with closing(sqlite3.connect(forged)) as conn:
         at = "2026-01-01T00:00:00.000000Z"
-        conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)",
-                     (seq, head_hash, at, key.sign(ledger_id, seq, head_hash, at)))
+        conn.execute("INSERT INTO checkpoints (seq, head_hash, signed_at, signature) "
+                     "VALUES (?, ?, ?, ?)", (seq, head_hash, at, key.sign(ledger_id, seq, head_hash, at)))
         conn.commit()
     report = verdict(forged)
     assert not report.ok and report.first_bad_seq == top + 1

@@ -1,0 +1,370 @@
+"""Without the password, a forger who can write the ledger file cannot make keyledger serve
+any value but the last one written, nor decide anything on facts they changed.
+
+Each test tampers with a closed ledger as `forgery_support` does (the strongest forger
+also recomputes the hash chain and the heads map) and checks that every read and write
+either gives the truth or refuses with an IntegrityError naming the tampering.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from contextlib import closing, suppress
+from pathlib import Path
+
+import pytest
+from forgery_support import (
+    forge_everything,
+    head_seq,
+    rebuild_heads,
+    rebuild_tree,
+    rehash_from,
+    run_sql,
+    seqs_of,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger import IntegrityError, Ledger, heads
+from ledger import events as ev
+from ledger.errors import KeyledgerError, UnknownSecretError
+from ledger.testing import create_test_ledger
+
+PASSWORD = "correct horse battery staple"
+
+
+def make(path: Path) -> None:
+    """db_password written twice, api_key once then deleted, stripe_key once."""
+    with create_test_ledger(path, PASSWORD) as ledger:
+        ledger.set("db_password", "old-value")
+        ledger.set("db_password", "new-value")
+        ledger.set("api_key", "gone")
+        ledger.delete("api_key")
+        ledger.set("stripe_key", "sk_live")
+
+
+TRUTH = {"db_password": "new-value", "api_key": None, "stripe_key": "sk_live"}
+
+
+def outcome(path: Path, name: str) -> str | None:
+    """What keyledger serves for ``name``: the value, None for no secret, or 'refused'."""
+    try:
+        with Ledger.open(path, PASSWORD) as ledger:
+            return ledger.get(name).value
+    except UnknownSecretError:
+        return None
+    except IntegrityError:
+        return "refused"
+
+
+def write_outcome(path: Path) -> str:
+    try:
+        with Ledger.open(path, PASSWORD) as ledger:
+            ledger.set("db_password", "third")
+    except IntegrityError:
+        return "refused"
+    return "written"
+
+
+@pytest.fixture
+def ledger_file(tmp_path: Path) -> Path:
+    path = tmp_path / "ledger.db"
+    make(path)
+    return path
+
+
+def test_an_untouched_ledger_serves_the_last_values(ledger_file: Path) -> None:
+    """The baseline the attacks are measured against: every read gives the last write."""
+    assert {name: outcome(ledger_file, name) for name in TRUTH} == TRUTH
+
+
+def test_a_moved_streams_row_is_refused_by_get_and_by_writes(ledger_file: Path) -> None:
+    """One UPDATE of streams.head_seq (no trigger dropped) no longer changes what get serves:
+    the streams row no longer proves against the signed heads root."""
+    old = seqs_of(ledger_file, "secret:db_password")[0]
+    with closing(sqlite3.connect(ledger_file)) as conn:
+        conn.execute("UPDATE streams SET head_seq = ?, revision = 1 WHERE stream = ?",
+                     (old, "secret:db_password"))
+        conn.commit()
+    assert outcome(ledger_file, "db_password") == "refused"
+    assert write_outcome(ledger_file) == "refused"
+
+
+def test_a_moved_streams_row_with_the_tree_rebuilt_is_still_refused(ledger_file: Path) -> None:
+    """Recomputing the whole heads tree for the edited row gives a root nobody signed."""
+    old = seqs_of(ledger_file, "secret:db_password")[0]
+    run_sql(ledger_file, ("DELETE FROM events WHERE seq = ?",
+                          (seqs_of(ledger_file, "secret:db_password")[1],)))
+    rehash_from(ledger_file, old)
+    rebuild_heads(ledger_file)
+    assert outcome(ledger_file, "db_password") == "refused"
+
+
+def test_an_old_write_replayed_as_the_newest_event_is_refused(ledger_file: Path) -> None:
+    """A genuine old SecretWritten copied to the tail, chain and heads recomputed and the
+    last checkpoint moved onto it: the signature does not cover it."""
+    with closing(sqlite3.connect(ledger_file)) as conn:
+        first = conn.execute(
+            "SELECT stream, type, schema_version, payload, occurred_at, actor, origin FROM events "
+            "WHERE stream = 'secret:db_password' ORDER BY stream_rev LIMIT 1").fetchone()
+        top = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
+        conn.execute(
+            "INSERT INTO events (seq, stream, stream_rev, type, schema_version, payload, "
+            "occurred_at, actor, origin, prev_hash, hash) VALUES (?, ?, 3, ?, ?, ?, ?, ?, ?, '', '')",
+            (top + 1, *first))
+        conn.commit()
+    forge_everything(ledger_file, top + 1)
+    assert outcome(ledger_file, "db_password") == "refused"
+    assert write_outcome(ledger_file) == "refused"
+
+
+def test_a_changed_scheme_or_key_version_is_refused(ledger_file: Path) -> None:
+    """The head event's payload edited (scheme to the old system's, another key version),
+    with or without the chain and heads redone: the head no longer matches what was signed."""
+    seq = head_seq(ledger_file, "secret:stripe_key")
+    run_sql(ledger_file, ("UPDATE events SET payload = replace(replace(payload, "
+                          "'\"scheme\":\"bound-v1\"', '\"scheme\":\"seed\"'), '\"key_version\":1', "
+                          "'\"key_version\":7') WHERE seq = ?", (seq,)))
+    assert outcome(ledger_file, "stripe_key") == "refused"
+    forge_everything(ledger_file, seq)
+    assert outcome(ledger_file, "stripe_key") == "refused"
+
+
+def test_swapped_stream_revisions_are_refused(ledger_file: Path) -> None:
+    """The old and new values of a secret swap revisions, everything recomputed."""
+    first, second = seqs_of(ledger_file, "secret:db_password")
+    run_sql(ledger_file,
+            ("UPDATE events SET stream_rev = 99 WHERE seq = ?", (first,)),
+            ("UPDATE events SET stream_rev = 1 WHERE seq = ?", (second,)),
+            ("UPDATE events SET stream_rev = 2 WHERE seq = ?", (first,)))
+    assert outcome(ledger_file, "db_password") == "refused"
+    forge_everything(ledger_file, first)
+    assert outcome(ledger_file, "db_password") == "refused"
+
+
+def test_a_deleted_secret_deleted_event_does_not_bring_the_secret_back(ledger_file: Path) -> None:
+    """Removing the SecretDeleted event, with the streams row pointed back, or everything
+    recomputed: get refuses instead of serving the deleted value."""
+    gone = seqs_of(ledger_file, "secret:api_key")[-1]
+    run_sql(ledger_file, ("DELETE FROM events WHERE seq = ?", (gone,)),
+            ("UPDATE streams SET head_seq = head_seq - 1, revision = 1 WHERE stream = ?",
+             ("secret:api_key",)))
+    assert outcome(ledger_file, "api_key") == "refused"
+    forge_everything(ledger_file, gone)
+    assert outcome(ledger_file, "api_key") == "refused"
+
+
+def test_an_edited_tree_node_or_signed_root_is_refused(ledger_file: Path, tmp_path: Path) -> None:
+    """A node of the heads tree, or the root a checkpoint records, changed: every proof
+    through it fails, and a root that is not the signed one fails the signature."""
+    copy = tmp_path / "copy.db"
+    shutil.copy(ledger_file, copy)
+    run_sql(ledger_file, "UPDATE heads_tree SET digest = zeroblob(32) WHERE node IN (2, 3)")
+    assert outcome(ledger_file, "db_password") == "refused"
+    run_sql(copy, "UPDATE checkpoints SET heads_root = '" + "0" * 64 + "' "
+                  "WHERE seq = (SELECT max(seq) FROM checkpoints)")
+    assert outcome(copy, "db_password") == "refused"
+
+
+def test_an_edited_keyring_event_is_refused(ledger_file: Path) -> None:
+    """The keyring is folded from every one of its events: a middle one edited (recomputed
+    or not) fails the stream's running digest."""
+    first = seqs_of(ledger_file, ev.KEYRING_STREAM)[0]
+    run_sql(ledger_file, ("UPDATE events SET payload = replace(payload, 'generated', 'seed') "
+                          "WHERE seq = ?", (first,)))
+    rehash_from(ledger_file, first)
+    with pytest.raises(IntegrityError):
+        Ledger.open(ledger_file, PASSWORD)
+
+
+def test_an_absent_secret_is_proven_absent(ledger_file: Path) -> None:
+    """A name with no events gets UnknownSecretError from a proof of absence, and a forged
+    streams row for it (no event behind it) is refused, not served."""
+    assert outcome(ledger_file, "never_written") is None
+    with closing(sqlite3.connect(ledger_file)) as conn:
+        conn.execute("INSERT INTO streams (stream, revision, head_seq, head_hash, digest, bucket) "
+                     "SELECT 'secret:never_written', revision, head_seq, head_hash, digest, ? "
+                     "FROM streams WHERE stream = 'secret:stripe_key'",
+                     (heads.bucket_of("secret:never_written"),))
+        conn.commit()
+    assert outcome(ledger_file, "never_written") == "refused"
+
+
+# -- the invariant, over random tampering --------------------------------------------------
+
+
+def tamper(work: Path, table: str, column: str, key: str, target: object, other: object,
+           kind: str) -> None:
+    if kind == "edit":
+        run_sql(work, (f"UPDATE {table} SET {column} = CASE typeof({column}) "
+                       f"WHEN 'integer' THEN {column} + 1 WHEN 'blob' THEN zeroblob(32) "
+                       f"ELSE {column} || 'x' END WHERE {key} = ?", (target,)))
+    elif kind == "delete":
+        run_sql(work, (f"DELETE FROM {table} WHERE {key} = ?", (target,)))
+    else:
+        run_sql(work, (f"UPDATE {table} SET {column} = (SELECT {column} FROM {table} "
+                       f"WHERE {key} = ?) WHERE {key} = ?", (other, target)))
+
+TABLES = {
+    "events": ["stream", "stream_rev", "type", "payload", "prev_hash", "hash"],
+    "streams": ["revision", "head_seq", "head_hash", "digest", "bucket"],
+    "heads_tree": ["digest"],
+    "checkpoints": ["seq", "head_hash", "signature", "heads_root"],
+}
+
+
+@st.composite
+def tampering(draw: st.DrawFn) -> tuple[str, str, int, str, bool]:
+    table = draw(st.sampled_from(sorted(TABLES)))
+    column = draw(st.sampled_from(TABLES[table]))
+    kind = draw(st.sampled_from(["edit", "delete", "swap"]))
+    return table, column, draw(st.integers(0, 10_000)), kind, draw(st.booleans())
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "ledger.db"
+    make(path)
+    return path
+
+
+@given(change=tampering())
+def test_no_tampering_makes_get_serve_a_value_that_is_not_the_last(
+    template: Path, change: tuple[str, str, int, str, bool],
+) -> None:
+    """Any column of any row of the events, streams, heads tree or checkpoints edited, a row
+    deleted or two swapped, with or without the chain and heads recomputed afterwards:
+    every secret reads as its last write, reads as absent only if it is, or is refused."""
+    table, column, pick, kind, forge = change
+    work = Path(str(template) + f".{pick}.{kind}.db")
+    shutil.copy(template, work)
+    try:
+        key = {"events": "seq", "streams": "stream", "heads_tree": "node",
+               "checkpoints": "seq"}[table]
+        with closing(sqlite3.connect(work)) as conn:
+            keys = [r[0] for r in conn.execute(f"SELECT {key} FROM {table} ORDER BY {key}")]
+        target = keys[pick % len(keys)]
+        other = keys[(pick + 1) % len(keys)]
+        # A change the table's own constraints refuse leaves the file as it was.
+        with suppress(sqlite3.IntegrityError):
+            tamper(work, table, column, key, target, other, kind)
+        if forge and table == "events":
+            with suppress(sqlite3.Error, TypeError, ValueError):
+                forge_everything(work, 1)
+        for name, truth in TRUTH.items():
+            try:
+                got = outcome(work, name)
+            except KeyledgerError:
+                got = "refused"
+            assert got in (truth, "refused"), (name, got)
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(work) + suffix).unlink(missing_ok=True)
+
+
+# -- decisions on all secrets: retire, destroy, migrate ---------------------------------------
+
+
+def rotated_and_migrated(path: Path) -> None:
+    """Version 2 current, every secret migrated to it but db_password, which a forger will
+    try to hide from retire and destroy by pointing its streams row at an older event."""
+    make(path)
+    with Ledger.open(path, PASSWORD) as ledger:
+        ledger.rotate()
+
+
+def test_an_edited_streams_row_cannot_make_migrate_skip_a_secret(tmp_path: Path) -> None:
+    """The attack that shipped: one UPDATE of streams made migrate pass a secret by, after
+    which its key could be retired and destroyed. Now migrate proves every row first."""
+    path = tmp_path / "l.db"
+    rotated_and_migrated(path)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE streams SET head_seq = (SELECT max(seq) FROM events "
+                     "WHERE stream = 'keyring') WHERE stream = 'secret:db_password'")
+        conn.commit()
+    with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError, match="signed"):
+        ledger.migrate()
+
+
+def test_retire_and_destroy_count_live_secrets_from_proven_heads(tmp_path: Path) -> None:
+    """db_password's streams row aimed at another secret's SecretDeleted (leaf copied whole,
+    tree rebuilt or not): retire, report and migrate refuse on the tampering instead of
+    counting a live secret as gone."""
+    path = tmp_path / "l.db"
+    rotated_and_migrated(path)
+    with Ledger.open(path, PASSWORD) as ledger:
+        result = ledger.migrate()
+        assert result.migrated == 2
+        ledger.set("db_password", "on-v1-again")  # written under v2: fine
+    # The forger makes the streams say db_password is deleted (its streams row aimed at
+    # api_key's SecretDeleted), tree and all rebuilt: retire must still see the truth.
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "UPDATE streams SET (revision, head_seq, head_hash, digest) = (SELECT revision, "
+            "head_seq, head_hash, digest FROM streams WHERE stream = 'secret:api_key') "
+            "WHERE stream = 'secret:db_password'")
+        conn.commit()
+    # The tree left alone: the keyring still proves, so the ledger opens, but every
+    # decision over all secrets proves every row first and refuses.
+    with Ledger.open(path, PASSWORD) as ledger:
+        for decide in (lambda: ledger.retire(1), lambda: ledger.report(),
+                       lambda: ledger.migrate()):
+            with pytest.raises(IntegrityError, match="signed checkpoint"):
+                decide()
+    # The tree rebuilt over the edited row: its root is not the signed one, so nothing
+    # that unlocks proceeds at all.
+    rebuild_tree(path)
+    with pytest.raises(IntegrityError, match="signed checkpoint"):
+        Ledger.open(path, PASSWORD)
+
+
+def test_a_format_3_ledger_is_upgraded_on_unlock_and_then_protected(tmp_path: Path) -> None:
+    """A ledger written by the previous keyledger (format 3, no heads map) opens: its whole
+    chain is verified, the map is built and signed in one LedgerUpgraded event, the values
+    read as before, and an edited streams row is refused from then on."""
+    path = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format3.db", path)
+    with Ledger.open(path, PASSWORD) as ledger:
+        assert ledger.recorder.format_version == 4
+        assert ledger.get("db_password").value == "new-value"
+        assert ledger.get("stripe_key").value == "sk_live"
+        upgraded = ledger.recorder.stream_head(ev.LEDGER_STREAM)
+        assert upgraded is not None and upgraded.type == "LedgerUpgraded"
+        assert ledger.report().needing_migration == 0
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        conn.execute("UPDATE streams SET head_seq = 1 WHERE stream = 'secret:stripe_key'")
+        conn.commit()
+    assert outcome(path, "stripe_key") == "refused"
+
+
+def test_a_tampered_format_3_ledger_is_not_upgraded(tmp_path: Path) -> None:
+    """The upgrade signs a root over the heads, so it first walks the whole chain: a format-3
+    ledger with an event edited in the middle is refused and left exactly as it was."""
+    path = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format3.db", path)
+    run_sql(path, "UPDATE events SET actor = 'mallory' WHERE seq = 5")
+    before = path.read_bytes()
+    with pytest.raises(IntegrityError, match="seq 5"):
+        Ledger.open(path, PASSWORD)
+    assert path.read_bytes() == before
+
+
+def test_the_unbound_scheme_needs_a_key_version_from_the_old_system() -> None:
+    """A seed-scheme value is decrypted only under a version the keyring says was imported
+    from the old system; keyledger's own write and migrate events never carry it."""
+    from ledger.domain import KeyringState, SecretState, require_scheme_allowed, secret_state
+
+    keyring = KeyringState()
+    keyring.apply(ev.KeyVersionCreated(version=1, fingerprint="0" * 32, origin="generated"),
+                  "2026-01-01T00:00:00.000000Z")
+    keyring.apply(ev.KeyVersionCreated(version=90, fingerprint="1" * 32, origin="seed-import"),
+                  "2026-01-01T00:00:00.000000Z")
+    require_scheme_allowed(keyring, SecretState("a", 1, False, 90, "x", "seed"))
+    require_scheme_allowed(keyring, SecretState("a", 1, False, 1, "x", "bound-v1"))
+    with pytest.raises(IntegrityError, match="did not come from the old system"):
+        require_scheme_allowed(keyring, SecretState("a", 1, False, 1, "x", "seed"))
+    with pytest.raises(IntegrityError, match="never writes"):
+        secret_state("a", 2, ev.SecretWritten(name="a", key_version=90, ciphertext="x",
+                                              scheme="seed"))
