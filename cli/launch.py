@@ -97,6 +97,8 @@ def _kdf_inputs(path: Path, algorithm: str) -> tuple[bytes, int] | None:
     a ``-wal`` file there, it is read through it, so a changed password counts."""
     try:
         where = path.absolute()
+        if not where.is_file():  # a FIFO would block the open; a device is no ledger
+            return None
         mode = "ro" if Path(f"{where}-wal").exists() else "ro&immutable=1"
         conn = sqlite3.connect(f"file://{quote(os.fsencode(where))}?mode={mode}", uri=True)
         try:

@@ -20,6 +20,7 @@ from cli.context import (
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, printable
 from ledger import ImportResult, InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
+from ledger.domain import MAX_VALUE_BYTES
 
 if TYPE_CHECKING:
     from projections.history import HistoryEntry
@@ -40,7 +41,8 @@ def set_secret(
     name: Annotated[str, typer.Argument(help="The secret's name.")],
     value: Annotated[
         str | None,
-        typer.Option(help="The value. Avoid it: it lands in shell history. Prefer stdin."),
+        typer.Option(help="The value. Avoid it: it lands in shell history and shows in the "
+                                "process list (ps) while the command runs. Prefer stdin."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -71,7 +73,12 @@ def _read_value() -> str:
         return str(typer.prompt("Value", hide_input=True))
     if sys.stdin is None:
         raise InvalidInputError("no value given: pipe it on stdin or pass --value")
-    data = sys.stdin.buffer.read()
+    # At most one byte past the limit (plus a newline) is read: `< /dev/zero` is refused
+    # at 64 KiB, not after filling the memory.
+    data = sys.stdin.buffer.read(MAX_VALUE_BYTES + 3)
+    if len(data.removesuffix(b"\n").removesuffix(b"\r")) > MAX_VALUE_BYTES:
+        raise InvalidInputError(f"a secret value may be at most {MAX_VALUE_BYTES} bytes "
+                                "(stdin holds more)")
     if not data:
         raise InvalidInputError("stdin was empty: pipe the value in (or --value '' to store an empty one)")
     try:
@@ -115,13 +122,15 @@ def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
                     "scheme": r.scheme, "updated_at": r.updated_at} for r in rows])
         return
     from rich.table import Table  # here: start-up stays lean
+    from rich.text import Text
 
     table = Table(title=f"🔐 {len(rows)} secret(s)", title_justify="left")
     for column in ("Name", "Key version", "Revision", "Updated"):
         table.add_column(column)
     for r in rows:
         mark = "" if r.key_version == current and r.scheme == "bound-v1" else " ⚠️"
-        table.add_row(r.name, f"{r.key_version}{mark}", str(r.revision), r.updated_at)
+        # Text: a name is shown as it is, never read as rich markup ("[/]", "[bold]x[/bold]").
+        table.add_row(Text(r.name), f"{r.key_version}{mark}", str(r.revision), r.updated_at)
     console.print(table)
 
 

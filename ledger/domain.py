@@ -248,7 +248,8 @@ def check_rotation_target(keyring: KeyringState, version: int) -> None:
 
 
 def validate_name(name: str) -> str:
-    """A secret name: 1-256 characters, no control characters, no surrounding spaces."""
+    """A secret name: 1-256 characters, no control or invisible formatting characters, no
+    surrounding spaces."""
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidInputError(f"a secret name must be 1-{MAX_NAME_LENGTH} characters")
     if name != name.strip():
@@ -257,6 +258,11 @@ def validate_name(name: str) -> str:
         return name
     if any(unicodedata.category(ch) in ("Cc", "Cs", "Cn") for ch in name):
         raise InvalidInputError("a secret name may not contain control characters")
+    # Format characters (zero-width spaces and joiners, bidirectional overrides, a BOM)
+    # make two different names look alike, or one look like another: refused.
+    if any(unicodedata.category(ch) == "Cf" for ch in name):
+        raise InvalidInputError("a secret name may not contain invisible formatting characters "
+                                "(zero-width or bidirectional controls)")
     return name
 
 

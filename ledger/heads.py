@@ -25,7 +25,6 @@ leaves and nodes and calls it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 
 DEPTH = 16
@@ -40,8 +39,14 @@ _STREAM = b"keyledger/heads/stream\0"
 
 
 def bucket_of(stream: str) -> int:
-    """The bucket a stream's leaf sits in: the first two bytes of its name's SHA-256."""
-    return int.from_bytes(hashlib.sha256(stream.encode("utf-8")).digest()[:2], "big")
+    """The bucket a stream's leaf sits in: the first two bytes of its name's SHA-256
+    (-1, no bucket, for a name that is not text: a row no keyledger wrote)."""
+    if not isinstance(stream, str):
+        return -1
+    try:
+        return int.from_bytes(hashlib.sha256(stream.encode("utf-8")).digest()[:2], "big")
+    except UnicodeError:
+        return -1
 
 
 def next_stream_digest(previous: str, event_hash: str) -> str:
@@ -57,19 +62,29 @@ Leaf = tuple[str, int, int, str, str]
 
 
 def leaf_digest(leaf: Leaf) -> bytes:
+    """A leaf's digest: its fields at fixed widths, the name length-prefixed, so no two
+    leaves share an encoding."""
     stream, revision, head_seq, head_hash, digest = leaf
-    return hashlib.sha256(
-        _LEAF + json.dumps([stream, revision, head_seq, head_hash, digest],
-                           ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    ).digest()
+    try:
+        name = stream.encode("utf-8")
+        return hashlib.sha256(
+            _LEAF + len(name).to_bytes(4, "big") + name + revision.to_bytes(8, "big")
+            + head_seq.to_bytes(8, "big") + bytes.fromhex(head_hash) + bytes.fromhex(digest)
+        ).digest()
+    except (AttributeError, TypeError, OverflowError, ValueError, UnicodeError):
+        # A field no keyledger writes (text where a number belongs, not hex, too large).
+        raise ValueError("malformed leaf") from None
 
 
 def bucket_digest(leaves: Iterable[Leaf]) -> bytes:
     """The digest of one bucket: its leaves in name order (the order does not depend on
     how the caller found them)."""
-    return hashlib.sha256(
-        _BUCKET + b"".join(leaf_digest(leaf) for leaf in sorted(leaves))
-    ).digest()
+    return bucket_digest_of(sorted((leaf[0], leaf_digest(leaf)) for leaf in leaves))
+
+
+def bucket_digest_of(digests: Iterable[tuple[str, bytes]]) -> bytes:
+    """:func:`bucket_digest` from ``(stream, leaf digest)`` pairs already in name order."""
+    return hashlib.sha256(_BUCKET + b"".join(d for _, d in digests)).digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:

@@ -27,6 +27,7 @@ import json
 import os
 import random
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -255,6 +256,20 @@ def _heads_error(stream: str | None = None) -> IntegrityError:
     )
 
 
+def _leaf_digests(leaves: Mapping[int, Mapping[str, heads.Leaf]]) -> dict[str, bytes]:
+    try:
+        return {stream: heads.leaf_digest(leaf)
+                for members in leaves.values() for stream, leaf in members.items()}
+    except ValueError:
+        raise _heads_error() from None
+
+
+def _bucket_digests(leaves: Mapping[int, Mapping[str, heads.Leaf]],
+                    digests: Mapping[str, bytes]) -> dict[int, bytes]:
+    return {bucket: heads.bucket_digest_of((stream, digests[stream]) for stream in sorted(members))
+            for bucket, members in leaves.items()}
+
+
 def _row_hash(row: ChainRow) -> str | None:
     """The hash a chain row's own fields produce (None: a column of the wrong type)."""
     try:
@@ -294,6 +309,7 @@ class SQLiteRecorder:
         self.projector = projector
         self.lock_timeout = lock_timeout
         self.format_version = FORMAT_VERSION
+        _refuse_special_file(self.path, create=create)
         if create:
             _create_private_file(self.path)
         elif not self.path.exists():
@@ -741,30 +757,32 @@ class SQLiteRecorder:
         return found
 
     def _proven_leaves(
-        self, streams: Iterable[str], root: str
-    ) -> tuple[dict[int, dict[str, heads.Leaf]], dict[int, bytes]]:
-        """The leaves of the buckets ``streams`` fall in, and the sibling digests above
-        them, once they are shown to produce ``root``.
+        self, bucket_of: Mapping[str, int], root: str
+    ) -> tuple[dict[int, dict[str, heads.Leaf]], dict[int, bytes], dict[str, bytes]]:
+        """The leaves of the buckets the streams of ``bucket_of`` (stream -> its bucket)
+        fall in, the sibling digests above them and each leaf's digest, once they are
+        shown to produce ``root``.
 
         :raises IntegrityError: they do not: a streams row or a tree node was changed
             behind keyledger's back.
         """
-        buckets = {heads.bucket_of(stream) for stream in streams}
+        buckets = set(bucket_of.values())
         leaves = self._bucket_leaves(buckets)
         for bucket, members in leaves.items():
-            if any(heads.bucket_of(stream) != bucket for stream in members):
+            # A row's bucket column is only an index: the name decides the bucket.
+            if any((bucket_of.get(stream) or heads.bucket_of(stream)) != bucket
+                   for stream in members):
                 raise _heads_error()
         siblings = self._node_digests(heads.siblings_needed(buckets))
-        computed, _ = heads.recompute(
-            {b: heads.bucket_digest(members.values()) for b, members in leaves.items()}, siblings
-        )
+        digests = _leaf_digests(leaves)
+        computed, _ = heads.recompute(_bucket_digests(leaves, digests), siblings)
         if computed != root:
             raise _heads_error()
-        return leaves, siblings
+        return leaves, siblings, digests
 
     def _verify_streams(self, streams: Iterable[str], root: str | None) -> None:
         if root is not None:
-            self._proven_leaves(streams, root)
+            self._proven_leaves({stream: heads.bucket_of(stream) for stream in streams}, root)
 
     def _advance_heads(
         self, stored: Sequence[StoredEvent], root: str | None, also: Collection[str]
@@ -782,16 +800,19 @@ class SQLiteRecorder:
                 [(s.stream, s.stream_rev, s.seq) for s in stored],
             )
             return None
-        touched = {s.stream for s in stored} | set(also)
+        bucket_of = {stream: heads.bucket_of(stream) for stream in {s.stream for s in stored}}
+        bucket_of.update((stream, heads.bucket_of(stream)) for stream in also
+                         if stream not in bucket_of)
         if root is not None:
-            leaves, siblings = self._proven_leaves(touched, root)
+            leaves, siblings, digests = self._proven_leaves(bucket_of, root)
         else:
-            buckets = {heads.bucket_of(stream) for stream in touched}
+            buckets = set(bucket_of.values())
             leaves = self._bucket_leaves(buckets)
             siblings = self._node_digests(heads.siblings_needed(buckets))
+            digests = _leaf_digests(leaves)
         changed: dict[str, tuple[heads.Leaf, int]] = {}
         for row in stored:
-            bucket = heads.bucket_of(row.stream)
+            bucket = bucket_of[row.stream]
             previous = leaves[bucket].get(row.stream)
             if (previous[1] if previous else 0) + 1 != row.stream_rev:
                 raise _heads_error()
@@ -800,6 +821,8 @@ class SQLiteRecorder:
                                              row.hash))
             leaves[bucket][row.stream] = leaf
             changed[row.stream] = (leaf, bucket)
+        for stream, (leaf, _) in changed.items():
+            digests[stream] = heads.leaf_digest(leaf)
         self.conn.executemany(
             "INSERT INTO streams (stream, revision, head_seq, head_hash, digest, bucket) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
@@ -807,9 +830,7 @@ class SQLiteRecorder:
             "head_hash = excluded.head_hash, digest = excluded.digest, bucket = excluded.bucket",
             [(*leaf[:5], bucket) for leaf, bucket in changed.values()],
         )
-        new_root, nodes = heads.recompute(
-            {b: heads.bucket_digest(members.values()) for b, members in leaves.items()}, siblings
-        )
+        new_root, nodes = heads.recompute(_bucket_digests(leaves, digests), siblings)
         self.conn.executemany(
             "INSERT INTO heads_tree (node, digest) VALUES (?, ?) "
             "ON CONFLICT (node) DO UPDATE SET digest = excluded.digest",
@@ -889,7 +910,7 @@ class SQLiteRecorder:
             tip = self.verified_tip(signer)
             if tip.heads_root is None:
                 raise _heads_error()
-            leaves, _ = self._proven_leaves([stream], tip.heads_root)
+            leaves, _, _ = self._proven_leaves({stream: heads.bucket_of(stream)}, tip.heads_root)
             leaf = leaves[heads.bucket_of(stream)].get(stream)
             if leaf is None:
                 return []
@@ -938,7 +959,10 @@ class SQLiteRecorder:
                 for row in batch:
                     if row[0] != bucket:
                         if members:
-                            digests[bucket] = heads.bucket_digest(members)
+                            try:
+                                digests[bucket] = heads.bucket_digest(members)
+                            except ValueError:
+                                raise _heads_error() from None
                         bucket, members = row[0], []
                     stream, revision, head_seq, head_hash = row[1], row[2], row[3], row[4]
                     event = None if row[6] is None else StoredEvent(*row[6:])
@@ -947,10 +971,13 @@ class SQLiteRecorder:
                             or _stored_hash(event) != head_hash):
                         raise _heads_error(stream)
                     members.append((stream, revision, head_seq, head_hash, row[5]))
-                    if prefix <= stream < upper:
+                    if isinstance(stream, str) and prefix <= stream < upper:
                         fold(event)
-            if members:
-                digests[bucket] = heads.bucket_digest(members)
+            try:
+                if members:
+                    digests[bucket] = heads.bucket_digest(members)
+            except ValueError:
+                raise _heads_error() from None
             if heads.recompute(digests, {})[0] != tip.heads_root:
                 raise _heads_error()
 
@@ -1152,6 +1179,31 @@ def _kdf_rows(kdf: KdfRecord) -> list[tuple[str, str]]:
 
 def _prefix_upper_bound(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _refuse_special_file(path: Path, *, create: bool) -> None:
+    """A ledger is a regular file, or a path where none exists yet: a device (``/dev/null``,
+    which ``init`` would make private for the whole machine), a FIFO (which would hang the
+    first read) or a directory is refused before anything opens or changes it. ``init``
+    also refuses a symlink, whose target it would otherwise rewrite."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise LedgerFormatError(f"cannot use {path}: {exc.strerror or exc}") from None
+    if create and stat.S_ISLNK(info.st_mode):
+        raise LedgerFormatError(f"{path} is a symbolic link; init the ledger at its target's "
+                                "real path instead")
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise LedgerFormatError(f"cannot use {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise LedgerFormatError(f"{path} is a directory, not a ledger file")
+    if not stat.S_ISREG(info.st_mode):
+        raise LedgerFormatError(f"{path} is not a regular file (a device or a pipe); a "
+                                "ledger must be a regular file")
 
 
 def _create_private_file(path: Path) -> None:
