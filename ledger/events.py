@@ -12,9 +12,9 @@ import json
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import LedgerFormatError
 
@@ -40,6 +40,12 @@ def migration_stream(run_id: str) -> str:
     return MIGRATION_STREAM_PREFIX + run_id
 
 
+#: Every whole number an event records (key versions, counts), within SQLite's integer
+#: range: a damaged payload with an absurd number (10**30) is a damaged event, one clear
+#: line, not an overflow in whatever stores it next.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
+
 class DomainEvent(BaseModel):
     """Base of every event. Subclasses set ``SCHEMA_VERSION``; a new field means a new
     version and an upcaster, never a silent change of meaning."""
@@ -51,7 +57,7 @@ class DomainEvent(BaseModel):
 class LedgerInitialized(DomainEvent):
     ledger_id: str
     kdf_algorithm: str
-    kdf_iterations: int
+    kdf_iterations: Int64
 
 
 class SigningKeyCreated(DomainEvent):
@@ -65,53 +71,53 @@ KeyOrigin = Literal["generated", "seed-import"]
 
 
 class KeyVersionCreated(DomainEvent):
-    version: int
+    version: Int64
     fingerprint: str
     origin: KeyOrigin
     algorithm: str = "AES-256-GCM"
 
 
 class KeyRotated(DomainEvent):
-    from_version: int | None
-    to_version: int
+    from_version: Int64 | None
+    to_version: Int64
     reason: str | None = None
 
 
 class KeyVersionRetired(DomainEvent):
     """The version may no longer encrypt or decrypt (reversible)."""
 
-    version: int
+    version: Int64
     reason: str | None = None
     forced: bool = False  # retired although live secrets were still on it
 
 
 class KeyVersionReinstated(DomainEvent):
-    version: int
+    version: Int64
     reason: str | None = None
 
 
 class KeyDestructionScheduled(DomainEvent):
-    version: int
+    version: Int64
     not_before: str  # UTC ISO-8601; `keys destroy` run after this erases the key
 
 
 class KeyDestructionCancelled(DomainEvent):
-    version: int
+    version: Int64
 
 
 class KeyVersionDestroyed(DomainEvent):
     """The wrapped data key was erased from the key table: crypto-shredding."""
 
-    version: int
+    version: Int64
     reason: str | None = None
 
 
 class RotationPolicySet(DomainEvent):
     """When rotation falls due: the current key's age, or its encryption count."""
 
-    max_age_seconds: int
-    warn_seconds: int
-    max_encryptions: int
+    max_age_seconds: Int64
+    warn_seconds: Int64
+    max_encryptions: Int64
 
 
 class ReadAuditingSet(DomainEvent):
@@ -125,14 +131,14 @@ class SecretRead(DomainEvent):
     """A secret's value was decrypted for ``actor`` (recorded only with read auditing on)."""
 
     name: str
-    key_version: int
+    key_version: Int64
 
 
 class BackupTaken(DomainEvent):
     """A verified copy of the ledger (up to ``events``) was written to ``file_name``."""
 
     file_name: str
-    events: int
+    events: Int64
     head_hash: str
     sha256: str
 
@@ -141,8 +147,8 @@ class LedgerRestored(DomainEvent):
     """The ledger was replaced by a backup; recorded as the first event after it."""
 
     file_name: str
-    events_before: int
-    events_restored: int
+    events_before: Int64
+    events_restored: Int64
     forced: bool = False
 
 
@@ -150,18 +156,18 @@ class LedgerUpgraded(DomainEvent):
     """The ledger's format was brought up to date after its whole chain verified (format 4:
     every checkpoint from this event on signs the heads of every stream)."""
 
-    from_format: int
-    to_format: int
+    from_format: Int64
+    to_format: Int64
 
 
 class KeyRotationRejected(DomainEvent):
-    requested_version: int
+    requested_version: Int64
     reason: str
 
 
 class MasterKeyRewrapped(DomainEvent):
     kdf_algorithm: str
-    kdf_iterations: int
+    kdf_iterations: Int64
     fingerprints: dict[str, str]  # version -> fingerprint, unchanged by a re-wrap
 
 
@@ -170,7 +176,7 @@ SecretSource = Literal["set", "json", "dotenv", "seed"]
 
 class SecretWritten(DomainEvent):
     name: str
-    key_version: int
+    key_version: Int64
     ciphertext: str
     scheme: str
 
@@ -185,18 +191,18 @@ class SecretRestored(SecretWritten):
     """A secret's value was brought back from a backup, re-encrypted under the current key."""
 
     backup_file: str
-    backup_revision: int
+    backup_revision: Int64
 
 
 class SecretImported(DomainEvent):
     name: str
-    key_version: int
+    key_version: Int64
     ciphertext: str
     scheme: str
     source: SecretSource
     # For the guide's data: the version it was under, whether it was the legacy layout,
     # and whether it was re-encrypted (its version was taken by another key here).
-    seed_version: int | None = None
+    seed_version: Int64 | None = None
     legacy: bool = False
     reencrypted: bool = False
 
@@ -204,8 +210,8 @@ class SecretImported(DomainEvent):
 class SecretMigrated(DomainEvent):
     name: str
     run_id: str
-    from_version: int
-    to_version: int
+    from_version: Int64
+    to_version: Int64
     ciphertext: str
     scheme: str
 
@@ -216,9 +222,9 @@ class SecretDeleted(DomainEvent):
 
 class MigrationStarted(DomainEvent):
     run_id: str
-    target_version: int
-    batch_size: int
-    candidates: int  # secret streams the run will examine (live or deleted)
+    target_version: Int64
+    batch_size: Int64
+    candidates: Int64  # secret streams the run will examine (live or deleted)
     resumes: str | None = None
 
 
@@ -230,10 +236,10 @@ class MigrationFailure(BaseModel):
 
 class MigrationCompleted(DomainEvent):
     run_id: str
-    target_version: int
-    migrated: int
-    already_current: int
-    failed: int
+    target_version: Int64
+    migrated: Int64
+    already_current: Int64
+    failed: Int64
     failures: tuple[MigrationFailure, ...] = ()
     duration_seconds: float
     status: Literal["success", "partial"]
@@ -333,6 +339,8 @@ def _is_flat(cls: type[DomainEvent]) -> bool:
 
 def _is_scalar(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # a bounded number (Int64) is still a number
+        return _is_scalar(typing.get_args(annotation)[0])
     if origin is Literal:
         return all(isinstance(a, str | int | bool) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):

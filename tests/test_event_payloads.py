@@ -19,6 +19,8 @@ TEXT = st.text(max_size=20)  # any code point: quotes, backslashes, control and 
 
 def strategy_for(annotation: Any) -> st.SearchStrategy[Any]:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # a bounded number (ev.Int64)
+        return strategy_for(typing.get_args(annotation)[0])
     if origin is Literal:
         return st.sampled_from(typing.get_args(annotation))
     if origin is not None:  # a union such as ``str | None``

@@ -73,3 +73,24 @@ def test_the_launchers_head_start_skips_a_fifo(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.db"
     os.mkfifo(fifo)
     assert _kdf_inputs(fifo, "PBKDF2-HMAC-SHA256") is None
+
+
+def test_an_absurd_key_version_in_a_payload_is_one_clear_line(db: Path) -> None:
+    """A payload edited to key_version 10**30 was an OverflowError traceback from list,
+    info, report, health-check and set; now it is a damaged event (or the tampering that
+    it is), one line, for each."""
+    import sqlite3
+    from contextlib import closing
+
+    assert invoke(db, "secrets", "set", "a", "--value", "x").exit_code == 0
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("UPDATE events SET payload = replace(payload, '\"key_version\":1', "
+                     "'\"key_version\":1000000000000000000000000000000') WHERE stream = 'secret:a'")
+        conn.commit()
+    for args in (("info",), ("report",), ("secrets", "list"), ("health-check",),
+                 ("secrets", "set", "b", "--value", "y")):
+        result = invoke(db, *args)
+        assert result.exit_code != 0, args
+        if args[0] != "health-check":
+            assert error_line(result), args
