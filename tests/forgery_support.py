@@ -32,9 +32,8 @@ def run_sql(path: Path, *statements: str | tuple[str, tuple[object, ...]]) -> No
 def rehash_from(path: Path, seq: int = 1) -> None:
     """Recompute every event hash from ``seq`` on, so the chain verifies again."""
     with closing(sqlite3.connect(path)) as conn:
-        for table in ("events",):
-            for action in ("update", "delete"):
-                conn.execute(f"DROP TRIGGER IF EXISTS {table}_no_{action}")
+        for action in ("update", "delete"):
+            conn.execute(f"DROP TRIGGER IF EXISTS events_no_{action}")
         prev = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq - 1,)).fetchone()
         prev_hash = prev[0] if prev else "0" * 64
         rows = conn.execute(

@@ -9,6 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from forgery_support import rehash_from
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,22 +55,6 @@ def tamper(path: Path, sql: list[tuple[str, tuple[object, ...]]]) -> None:
             conn.execute(f"DROP TRIGGER {table}_no_delete")
         for statement, args in sql:
             conn.execute(statement, args)
-        conn.commit()
-
-
-def rehash_from(path: Path, seq: int) -> None:
-    """Recompute every hash from ``seq`` on, as a forger who knows the chain's recipe would."""
-    with closing(sqlite3.connect(path)) as conn:
-        prev = conn.execute("SELECT hash FROM events WHERE seq = ?", (seq - 1,)).fetchone()
-        prev_hash = prev[0] if prev else "0" * 64
-        rows = conn.execute(
-            "SELECT seq, stream, stream_rev, type, schema_version, occurred_at, actor, origin, payload "
-            "FROM events WHERE seq >= ? ORDER BY seq", (seq,)).fetchall()
-        for row in rows:
-            digest = event_hash(row[0], prev_hash, *row[1:])
-            conn.execute("UPDATE events SET prev_hash = ?, hash = ? WHERE seq = ?",
-                         (prev_hash, digest, row[0]))
-            prev_hash = digest
         conn.commit()
 
 
