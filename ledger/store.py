@@ -309,6 +309,7 @@ class SQLiteRecorder:
         self.projector = projector
         self.lock_timeout = lock_timeout
         self.format_version = FORMAT_VERSION
+        self._signed_tip: tuple[Signer, CheckpointRow] | None = None
         _refuse_special_file(self.path, create=create)
         if create:
             _create_private_file(self.path)
@@ -766,19 +767,26 @@ class SQLiteRecorder:
         :raises IntegrityError: they do not: a streams row or a tree node was changed
             behind keyledger's back.
         """
-        buckets = set(bucket_of.values())
-        leaves = self._bucket_leaves(buckets)
+        leaves, siblings, digests = self._load_leaves(bucket_of)
         for bucket, members in leaves.items():
             # A row's bucket column is only an index: the name decides the bucket.
             if any((bucket_of.get(stream) or heads.bucket_of(stream)) != bucket
                    for stream in members):
                 raise _heads_error()
-        siblings = self._node_digests(heads.siblings_needed(buckets))
-        digests = _leaf_digests(leaves)
         computed, _ = heads.recompute(_bucket_digests(leaves, digests), siblings)
         if computed != root:
             raise _heads_error()
         return leaves, siblings, digests
+
+    def _load_leaves(
+        self, bucket_of: Mapping[str, int]
+    ) -> tuple[dict[int, dict[str, heads.Leaf]], dict[int, bytes], dict[str, bytes]]:
+        """The leaves of the buckets of ``bucket_of``'s streams, the sibling digests above
+        them and each leaf's digest, as stored (unproven)."""
+        buckets = set(bucket_of.values())
+        leaves = self._bucket_leaves(buckets)
+        siblings = self._node_digests(heads.siblings_needed(buckets))
+        return leaves, siblings, _leaf_digests(leaves)
 
     def _verify_streams(self, streams: Iterable[str], root: str | None) -> None:
         if root is not None:
@@ -803,13 +811,8 @@ class SQLiteRecorder:
         bucket_of = {stream: heads.bucket_of(stream) for stream in {s.stream for s in stored}}
         bucket_of.update((stream, heads.bucket_of(stream)) for stream in also
                          if stream not in bucket_of)
-        if root is not None:
-            leaves, siblings, digests = self._proven_leaves(bucket_of, root)
-        else:
-            buckets = set(bucket_of.values())
-            leaves = self._bucket_leaves(buckets)
-            siblings = self._node_digests(heads.siblings_needed(buckets))
-            digests = _leaf_digests(leaves)
+        leaves, siblings, digests = (self._load_leaves(bucket_of) if root is None
+                                     else self._proven_leaves(bucket_of, root))
         changed: dict[str, tuple[heads.Leaf, int]] = {}
         for row in stored:
             bucket = bucket_of[row.stream]
@@ -873,8 +876,7 @@ class SQLiteRecorder:
                 "keyledger's back?); refusing to use this ledger: run `keyledger audit verify`"
             )
         if (latest is None or latest.seq != top or latest.event_hash != latest.head_hash
-                or not signer.holds(latest.seq, latest.head_hash, latest.signed_at,
-                                    latest.signature, latest.heads_root)):
+                or not self._signed(latest, signer)):
             signed = 0 if latest is None else latest.seq
             raise IntegrityError(
                 f"the last event (seq {top}) is not covered by a valid signed checkpoint "
@@ -882,6 +884,18 @@ class SQLiteRecorder:
                 "it: run `keyledger audit verify`"
             )
         return latest
+
+    def _signed(self, checkpoint: CheckpointRow, signer: Signer) -> bool:
+        """Whether ``checkpoint`` carries ``signer``'s valid signature. One read checks
+        the tip several times (the secret, the keyring, the read-auditing setting): the
+        signature is checked once per distinct checkpoint row, every field compared."""
+        if self._signed_tip is not None and self._signed_tip == (signer, checkpoint):
+            return True
+        if not signer.holds(checkpoint.seq, checkpoint.head_hash, checkpoint.signed_at,
+                            checkpoint.signature, checkpoint.heads_root):
+            return False
+        self._signed_tip = (signer, checkpoint)
+        return True
 
     def _verified_root(self, signer: Signer | None) -> str | None:
         """The heads root the next append must prove against (None: unsigned append)."""
