@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from cli import audit_export, audit_forensics, audit_trail
-from cli.context import JsonOption, settings
+from cli.context import CLI_ORIGIN, JsonOption, master_password, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
+from ledger import Ledger
 from ledger.errors import IntegrityError, LedgerFormatError
 from ledger.integrity import VerifyReport, verify_ledger
+from ledger.seen import STATE_DIR_ENV
 from ledger.signing import Anchor, read_anchor, recorded_public_key, write_anchor
 
 app = typer.Typer(
@@ -118,6 +120,49 @@ def anchor(
     else:
         console.print(f"⚓ Anchored seq {result.checkpoint.seq} (head {result.checkpoint.head[:16]}…) "
                       f"in {out}; keep it away from the ledger")
+
+
+@app.command("seen")
+@handles_errors
+def seen(
+    ctx: typer.Context,
+    forget: Annotated[bool, typer.Option(
+        "--forget",
+        help="Trust the ledger as it is now: replace what this host remembers with its "
+             "current checkpoint (after putting an older copy back on purpose).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the newest checkpoint this host verified for the ledger beside its tip now.
+
+    Every command that unlocks refuses a ledger behind that checkpoint, or with another
+    history at it (a copy put back over the file). The memory is kept in
+    $KEYLEDGER_STATE_DIR/seen.json (default ~/.local/state/keyledger; `off` disables it).
+
+    Example:  keyledger audit seen --forget
+    """
+    s = settings(ctx)
+    with Ledger.unlock(s.recorder(), master_password(), actor=s.actor, origin=CLI_ORIGIN,
+                       seen=None) as ledger:
+        result = ledger.review_seen(forget=forget)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    if result.state_file is None:
+        console.print(f"This host keeps no memory of checkpoints ({STATE_DIR_ENV}=off).",
+                      markup=False)
+    elif result.remembered is None:
+        console.print(f"This host has no checkpoint of this ledger in {result.state_file}.",
+                      markup=False)
+    else:
+        old = result.remembered
+        console.print(f"This host verified seq {old.seq} (head {old.head_hash[:16]}…, signed "
+                      f"{old.signed_at}); the ledger is {result.verdict}.", markup=False)
+    now = result.current
+    console.print(f"The ledger ends at seq {now.seq} (head {now.head_hash[:16]}…, signed "
+                  f"{now.signed_at}).", markup=False)
+    if result.forgotten:
+        console.print(f"Forgot the old checkpoint: this host now remembers seq {now.seq}.",
+                      markup=False)
 
 
 # The forensic, monitoring and reporting commands live in their own modules.

@@ -11,7 +11,7 @@ import typer
 from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger import KeyledgerError, Ledger, WrongPasswordError
-from ledger.backup import record_restore, restore, take_backup, verify_backup
+from ledger.backup import restore, take_backup, verify_backup
 
 BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
 
@@ -89,7 +89,7 @@ def restore_command(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Replace the ledger with a backup, then record the restore in it.
+    """Replace the ledger with a backup, recording the restore in it in the same step.
 
     Refused when the ledger has events the backup lacks (it would lose them) unless --force.
 
@@ -100,7 +100,7 @@ def restore_command(
     # The password must open the backup, and the ledger it replaces (else an old password
     # could roll back a rekey): otherwise nothing changes. A ledger too damaged to open
     # at all may be replaced with --force.
-    Ledger.open(file, password, upgrade=False).close()
+    Ledger.open(file, password, upgrade=False, seen=None).close()
     if s.db.exists() and s.db.stat().st_size > 0:
         try:
             Ledger.open(s.db, password).close()
@@ -110,9 +110,7 @@ def restore_command(
             if not force:
                 raise
     confirm(f"Replace {s.db} with {file}?", yes)
-    before, after = restore(file, s.db, force=force)
-    with Ledger.open(s.db, password, actor=s.actor, origin=CLI_ORIGIN) as restored:
-        record_restore(restored, file, before, after, force)
+    before, after = restore(file, s.db, password, force=force, actor=s.actor, origin=CLI_ORIGIN)
     if as_json:
         emit_json({"restored_from": str(file), "events_before": before, "events_restored": after,
                    "forced": force})

@@ -219,7 +219,7 @@ def restore_secret(
     Example:  keyledger secrets restore db_password --from-backup /backup/keyledger-2026-11-01.db
     """
     password = master_password()
-    with Ledger.open(from_backup, password, upgrade=False) as backup:
+    with Ledger.open(from_backup, password, upgrade=False, seen=None) as backup:
         ledger, views = open_ledger(ctx, password)
         with ledger, views:
             state = ledger.restore_from_backup(name, backup, backup_file=from_backup.name)

@@ -10,6 +10,7 @@ so a stale backup cannot silently roll back newer events, unless forced.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.errors import IntegrityError, InvalidInputError, KeyledgerError, LedgerFormatError
 from ledger.integrity import VerifyReport, verify_ledger
+from ledger.seen import SeenCheckpoints, memory_key
 from ledger.signing import recorded_public_key
 from ledger.store import SQLiteRecorder
 
@@ -83,7 +85,7 @@ def verify_backup(path: Path, password: str | None) -> BackupReport:
         report = BackupReport(str(path), verify_ledger(recorder))
     if password is None:
         return report
-    with Ledger.open(path, password, upgrade=False) as backup:
+    with Ledger.open(path, password, upgrade=False, seen=None) as backup:
         report.versions = sorted(backup.keyring().versions)
         report.decrypted = 0
         for info in backup.secrets():
@@ -116,21 +118,27 @@ def _history_is_kept(live: SQLiteRecorder, backup: SQLiteRecorder, backup_events
     return all(row.type == "BackupTaken" for row in live.read_events(backup_events))
 
 
-def record_restore(ledger: Ledger, backup_path: Path, before: int, after: int, forced: bool) -> None:
-    """Append ``LedgerRestored`` to a ledger just restored."""
-    ledger._append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
-        file_name=backup_path.name, events_before=before, events_restored=after, forced=forced,
-    ))
+def restore(
+    backup_path: Path, target: Path, password: str, *, force: bool = False,
+    actor: str | None = None, origin: str | None = None,
+) -> tuple[int, int]:
+    """Replace the ledger at ``target`` with the backup and record ``LedgerRestored`` in
+    it, as one step; ``(events before, events restored)``.
 
+    The backup is verified, copied to a private staging file beside ``target``, opened
+    there with ``password`` and given its ``LedgerRestored`` event; only then does one
+    SQLite transaction replace ``target``'s content with the staging file's. A crash
+    leaves the old ledger, or the new one with its record, never the new one without.
 
-def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[int, int]:
-    """Replace the ledger at ``target`` with the backup; ``(events before, events after)``.
-
-    :raises IntegrityError: the backup does not verify.
+    :raises IntegrityError: the backup does not verify, or claims this ledger's id under
+        another signing key (even with ``force``).
+    :raises WrongPasswordError: ``password`` does not open the backup.
     :raises LedgerFormatError: the target is another ledger (id or signing key), or its
         history is not a prefix of the backup's (it has events the backup lacks), unless
         ``force``.
     """
+    from ledger.service import Ledger
+
     source = SQLiteRecorder(backup_path)
     try:
         chain = verify_ledger(source)
@@ -166,9 +174,32 @@ def restore(backup_path: Path, target: Path, *, force: bool = False) -> tuple[in
                     f"(to seq {chain.events}); restoring would lose or rewrite events. "
                     "--force to replace it anyway"
                 )
-        source.backup_to(target, overwrite=target.exists())
+        staging = target.with_name(f".{target.name}.restoring-{os.getpid()}")
+        _remove_database(staging)
+        try:
+            source.backup_to(staging)
+            with Ledger.open(staging, password, actor=actor, origin=origin, seen=None) as new:
+                new._append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
+                    file_name=backup_path.name, events_before=before,
+                    events_restored=chain.events, forced=force,
+                ))
+                ledger_id, tip = new.ledger_id, new.signed_tip()
+            key = memory_key(ledger_id, str(target.absolute()))
+            with SQLiteRecorder(staging) as staged:
+                staged.backup_to(target, overwrite=target.exists())
+        finally:
+            _remove_database(staging)
+        memory = SeenCheckpoints.from_environment()
+        if memory is not None:
+            # A restore goes back on purpose: what this host saw before is replaced.
+            memory.record(key, tip, replace=True)
         return before, chain.events
     finally:
         source.close()
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 

@@ -55,6 +55,11 @@ class IntegrityError(KeyledgerError):
     """Stored data does not match what the events recorded (substituted key, bad link)."""
 
 
+class RollbackError(IntegrityError):
+    """The ledger is behind, or has another history than, the newest checkpoint this host
+    verified: the file was put back to an older copy."""
+
+
 class InvalidCiphertext(KeyledgerError):
     """A ciphertext could not be authenticated or parsed.
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 from ledger import crypto, imports, lifecycle
 from ledger import events as ev
+from ledger.chain import first_broken_link
 from ledger.domain import (
     KeyringState,
     SecretState,
@@ -36,6 +37,7 @@ from ledger.errors import (
     InvalidCiphertext,
     InvalidInputError,
     LedgerFormatError,
+    RollbackError,
     UnknownSecretError,
     VersionError,
     WrongPasswordError,
@@ -51,6 +53,7 @@ from ledger.migration import (
     MigrationResult,
     Progress,
 )
+from ledger.seen import Seen, SeenCheckpoints, SeenReview, memory_key, review
 from ledger.signing import CheckpointSigner, SigningKey, recorded_public_key
 from ledger.store import (
     FORMAT_VERSION,
@@ -64,6 +67,12 @@ from ledger.store import (
 )
 
 Clock = Callable[[], datetime]
+# ``seen``'s default: this host's memory of checkpoints as the environment names it.
+FROM_ENVIRONMENT: Literal["environment"] = "environment"
+SeenOption = SeenCheckpoints | None | Literal["environment"]
+# How many events past the checkpoint this host remembers are walked at unlock to prove
+# the ledger extends it (about 0.25 s at audit verify's rate).
+SEEN_PROOF_WINDOW = 100_000
 
 
 def utc_now() -> datetime:
@@ -150,7 +159,7 @@ class Ledger:
     def __init__(
         self, recorder: Recorder, meta: LedgerMeta, kek: bytes, *,
         actor: str | None = None, clock: Clock = utc_now, origin: str | None = None,
-        upgrade: bool = True,
+        upgrade: bool = True, seen: SeenOption = FROM_ENVIRONMENT,
     ) -> None:
         self.recorder = recorder
         self.actor = actor or default_actor()
@@ -171,6 +180,10 @@ class Ledger:
         else:
             self._upgrade()
         self._refresh_keyring()
+        self._seen = SeenCheckpoints.from_environment() if isinstance(seen, str) else seen
+        self._seen_tip: Seen | None = None
+        if not self._whole_chain_checked:
+            self._check_seen()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -179,7 +192,7 @@ class Ledger:
         cls, path: str | os.PathLike[str], password: str, *, actor: str | None = None,
         clock: Clock = utc_now, kdf_iterations: int = crypto.KEK_ITERATIONS,
         projector: Projector | None = None, origin: str | None = None,
-        _allow_weak_kdf: bool = False,
+        seen: SeenOption = FROM_ENVIRONMENT, _allow_weak_kdf: bool = False,
     ) -> Ledger:
         """Create a new ledger file at ``path`` with key version 1 current.
 
@@ -192,14 +205,14 @@ class Ledger:
         recorder = SQLiteRecorder(path, create=True, projector=projector)
         return cls.initialize(
             recorder, password, actor=actor, clock=clock, kdf_iterations=kdf_iterations,
-            origin=origin,
+            origin=origin, seen=seen,
         )
 
     @classmethod
     def initialize(
         cls, recorder: Recorder, password: str, *, actor: str | None = None,
         clock: Clock = utc_now, kdf_iterations: int = crypto.KEK_ITERATIONS,
-        origin: str | None = None,
+        origin: str | None = None, seen: SeenOption = FROM_ENVIRONMENT,
     ) -> Ledger:
         """Write a new ledger's first events into an empty ``recorder``; closes it on error."""
         try:
@@ -238,30 +251,36 @@ class Ledger:
         except BaseException:
             recorder.close()
             raise
-        return cls(recorder, meta, kek, actor=actor, clock=clock, origin=origin)
+        return cls(recorder, meta, kek, actor=actor, clock=clock, origin=origin, seen=seen)
 
     @classmethod
     def open(
         cls, path: str | os.PathLike[str], password: str, *, actor: str | None = None,
         clock: Clock = utc_now, projector: Projector | None = None, origin: str | None = None,
-        upgrade: bool = True,
+        upgrade: bool = True, seen: SeenOption = FROM_ENVIRONMENT,
     ) -> Ledger:
         """Open an existing ledger. A ledger from an earlier keyledger is upgraded in place
         (once) unless ``upgrade`` is False, as for a backup being read.
 
+        ``seen`` is this host's memory of the newest checkpoint verified per ledger
+        (:mod:`ledger.seen`; by default where the environment says, None for none, as
+        for a backup, which is an older copy by design).
+
         :raises LedgerNotFoundError: no ledger at ``path``.
         :raises WrongPasswordError: the password does not open it; nothing was changed.
         :raises IntegrityError: its signed tail or heads do not verify; nothing was changed.
+        :raises RollbackError: it is behind, or off, the newest checkpoint this host saw.
         """
         return cls.unlock(
             SQLiteRecorder(path, projector=projector), password, actor=actor, clock=clock,
-            origin=origin, upgrade=upgrade,
+            origin=origin, upgrade=upgrade, seen=seen,
         )
 
     @classmethod
     def unlock(
         cls, recorder: Recorder, password: str, *, actor: str | None = None,
         clock: Clock = utc_now, origin: str | None = None, upgrade: bool = True,
+        seen: SeenOption = FROM_ENVIRONMENT,
     ) -> Ledger:
         """Unlock the ledger behind ``recorder``; closes it if the password is wrong.
 
@@ -271,7 +290,7 @@ class Ledger:
             meta = recorder.read_meta()
             kek = unlock_kek(meta, password)
             return cls(recorder, meta, kek, actor=actor, clock=clock, origin=origin,
-                       upgrade=upgrade)
+                       upgrade=upgrade, seen=seen)
         except BaseException:
             recorder.close()
             raise
@@ -288,6 +307,72 @@ class Ledger:
     @property
     def kdf_iterations(self) -> int:
         return self._meta.kdf.iterations
+
+    @property
+    def ledger_id(self) -> str:
+        return self._meta.ledger_id
+
+    def signed_tip(self) -> Seen:
+        """The latest checkpoint, shown to cover the last event and carry this ledger's
+        signature (:meth:`SQLiteRecorder.verified_tip`)."""
+        tip = self.recorder.verified_tip(self._signer())
+        return Seen(tip.seq, tip.head_hash, tip.signed_at)
+
+    # -- what this host has seen ---------------------------------------------------------
+
+    def _check_seen(self) -> None:
+        """Refuse a ledger behind the newest checkpoint this host verified; then remember
+        this one. A rollback explained by a restore signed since then is accepted."""
+        if self._seen is None:
+            return
+        tip = self.recorder.verified_tip(self._signer())
+        ledger_id = self._memory_key()
+        seen = self._seen.get(ledger_id)
+        restored = False
+        if seen is not None:
+            hash_at = self._hash_at(seen, tip.seq) if tip.seq > seen.seq else None
+            try:
+                self._seen.check(ledger_id, tip.seq, tip.head_hash, hash_at, None)
+            except RollbackError:
+                self._seen.check(ledger_id, tip.seq, tip.head_hash, hash_at,
+                                 self._last_restored_at())
+                restored = True
+        self._seen_tip = Seen(tip.seq, tip.head_hash, tip.signed_at)
+        self._seen.record(ledger_id, self._seen_tip, replace=restored)
+
+    def _hash_at(self, seen: Seen, top: int) -> str | None:
+        """The hash at ``seen.seq`` of a ledger that has moved on to ``top``. Within
+        :data:`SEEN_PROOF_WINDOW` events it is proven: the chain from the remembered head
+        links, hash by hash, to the signed tip, or the answer is None. Past the window the
+        stored hash is taken as it is (a fork that long is only found by an anchor)."""
+        if top - seen.seq > SEEN_PROOF_WINDOW:
+            at = self.recorder.event_at(seen.seq)
+            return None if at is None else at.hash
+        broken = first_broken_link(self.recorder.chain_rows(seen.seq, top),
+                                   prev_hash=seen.head_hash, expected_seq=seen.seq + 1)
+        return seen.head_hash if broken is None else None
+
+    def _last_restored_at(self) -> str | None:
+        """When the newest ``LedgerRestored`` was written (its events proven), or None."""
+        restored = [e for e in self._stream(ev.BACKUP_STREAM) if e.type == "LedgerRestored"]
+        return restored[-1].occurred_at if restored else None
+
+    def _remember(self, seq: int, head_hash: str, signed_at: str) -> None:
+        """After an append: remember the checkpoint this session just signed."""
+        if self._seen is not None and self._seen_tip is not None:
+            self._seen_tip = Seen(seq, head_hash, signed_at)
+            self._seen.record(self._memory_key(), self._seen_tip, durable=False)
+
+    def review_seen(self, *, forget: bool = False) -> SeenReview:
+        """This host's memory of the ledger here beside its verified tip now; ``forget``
+        replaces the memory with that tip (an older copy was put back on purpose). Open
+        the ledger with ``seen=None`` to review one the memory refuses."""
+        return review(self._memory_key(), self.signed_tip(), forget=forget)
+
+    def _memory_key(self) -> str:
+        """This ledger at this place: a backup or copy elsewhere is an older copy by
+        design, so the memory is of the ledger where the host uses it."""
+        return memory_key(self._meta.ledger_id, self.recorder.location)
 
     # -- keyring ------------------------------------------------------------------------
 
@@ -780,22 +865,29 @@ class Ledger:
         signing_key: bytes | None = None,
     ) -> list[StoredEvent]:
         """Append ``events`` with a signed checkpoint of the new head, in one transaction."""
-        return self.recorder.append(
-            list(events), actor=self.actor, occurred_at=format_time(self.clock()),
+        occurred_at = format_time(self.clock())
+        stored = self.recorder.append(
+            list(events), actor=self.actor, occurred_at=occurred_at,
             origin=self.origin, keys=keys, kdf=kdf, signing_key=signing_key, expect=expect,
             signer=self._signer(),
         )
+        if stored:
+            self._remember(stored[-1].seq, stored[-1].hash, occurred_at)
+        return stored
 
     def _append_chunks(
         self, chunks: Iterable[Sequence[NewEvent]], *, expect: Mapping[str, int] | None = None,
     ) -> int:
         """Append every chunk's events in one transaction, with one signed checkpoint of
         the final head; the number appended (see :meth:`SQLiteRecorder.append_chunks`)."""
-        return self.recorder.append_chunks(
-            chunks, actor=self.actor, occurred_at=format_time(self.clock()),
-            origin=self.origin, expect=expect,
-            signer=self._signer(),
+        occurred_at = format_time(self.clock())
+        appended = self.recorder.append_chunks(
+            chunks, actor=self.actor, occurred_at=occurred_at, origin=self.origin,
+            expect=expect, signer=self._signer(),
         )
+        if appended:
+            self._remember(*self.recorder.head(), occurred_at)
+        return appended
 
     def _signer(self) -> CheckpointSigner:
         if self._checkpoints is None:

@@ -160,6 +160,11 @@ class Recorder(Protocol):
 
     def is_initialized(self) -> bool: ...
 
+    @property
+    def location(self) -> str:
+        """Where this ledger lives (a file's absolute path), as the host names it."""
+        ...
+
     def read_meta(self) -> LedgerMeta: ...
 
     def read_wrapped_keys(self) -> dict[int, bytes | None]: ...
@@ -193,6 +198,9 @@ class Recorder(Protocol):
     def head(self) -> tuple[int, str]: ...
 
     def event_at(self, seq: int) -> StoredEvent | None: ...
+
+    def chain_rows(self, after_seq: int = 0, last_seq: int | None = None
+                   ) -> Iterator[ChainRow]: ...
 
     def checkpoints(self) -> Iterator[CheckpointRow]: ...
 
@@ -389,6 +397,10 @@ class SQLiteRecorder:
 
     def is_initialized(self) -> bool:
         return self._has_meta()
+
+    @property
+    def location(self) -> str:
+        return str(self.file)
 
     def close(self) -> None:
         self.conn.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger import crypto
+from ledger.seen import STATE_DIR_ENV
 from ledger.service import Clock, Ledger
 from ledger.store import Projector
 
@@ -81,6 +82,18 @@ def keyledger_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "from cli.launch import main; main()"]
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a ``keyledger`` child process in a test: this process's, less
+    the password and keyledger's own settings (so the test says which it means) and the
+    colour switches, but keeping where the host memory of checkpoints lives
+    (:mod:`ledger.seen`), so a test's ledgers never reach the user's own memory."""
+    env = {k: v for k, v in os.environ.items()
+           if (k == STATE_DIR_ENV or not k.startswith(("ENCRYPTION_", "KEYLEDGER_")))
+           and k not in ("NO_COLOR", "FORCE_COLOR")}
+    env.update(extra)
+    return env
 
 
 def read_all(ledger: Ledger) -> dict[str, str]:

@@ -8,7 +8,6 @@ is the events head, the key table, the metadata and the plaintext of every secre
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from cli_support import PASSWORD
 from click.testing import Result
 
 from ledger import Ledger
-from ledger.testing import keyledger_command, read_all
+from ledger.testing import child_environment, keyledger_command, read_all
 
 TIMEOUT = 60
 MAX_LINE = 300
@@ -129,12 +128,8 @@ keyledger = keyledger_command
 
 
 def child_env(db: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ENCRYPTION_", "KEYLEDGER_")) and k not in ("NO_COLOR", "FORCE_COLOR")}
-    env.update({"KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": PASSWORD, "NO_COLOR": "1",
-                "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"})
-    env.update(extra)
-    return env
+    return child_environment(KEYLEDGER_DB=str(db), ENCRYPTION_MASTER_PASSWORD=PASSWORD,
+                             NO_COLOR="1", PYTHONDONTWRITEBYTECODE="1", COLUMNS="200", **extra)
 
 
 def run_exe(

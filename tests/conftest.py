@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from cli_support import PASSWORD as CLI_PASSWORD
 from hypothesis import HealthCheck, settings
 
 from ledger import Ledger
+from ledger.seen import STATE_DIR_ENV
 from ledger.testing import create_test_ledger
 from projections import ReadModels, projector
 
@@ -21,6 +25,31 @@ settings.register_profile(
 settings.load_profile("default")
 
 PASSWORD = "correct horse battery staple"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Session fixtures build ledgers before any test's own memory exists: give the
+    whole run one of its own, never the developer's ``~/.local/state/keyledger``."""
+    os.environ[STATE_DIR_ENV] = tempfile.mkdtemp(prefix="keyledger-host-state-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop(STATE_DIR_ENV, ""), ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def host_memory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test gets its own memory of verified checkpoints (ledger.seen), outside the
+    folder it works in, so no test sees another's ledgers or the developer's own. Set
+    without monkeypatch, so a test's ``monkeypatch.undo()`` keeps it."""
+    state = tmp_path_factory.mktemp("host-state")
+    before = os.environ.get(STATE_DIR_ENV)
+    os.environ[STATE_DIR_ENV] = str(state)
+    yield state
+    if before is None:
+        os.environ.pop(STATE_DIR_ENV, None)
+    else:
+        os.environ[STATE_DIR_ENV] = before
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ from typer.testing import CliRunner
 from cli.app import app as cli_app
 from ledger import Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
-from ledger.testing import create_test_ledger, keyledger_command, read_all
+from ledger.testing import child_environment, create_test_ledger, keyledger_command, read_all
 from projections import ReadModels, projector
 
 PASSWORD = "crash-harness master password 5a9c"
@@ -97,10 +97,12 @@ keyledger = keyledger_command
 
 
 def environment(db: Path, command: Command) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ENCRYPTION_", "KEYLEDGER_")) and k not in ("NO_COLOR", "FORCE_COLOR")}
+    env = child_environment()
     env.update({"KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": PASSWORD,
-                "KEYLEDGER_ACTOR": "crash-harness@test", "NO_COLOR": "1"})
+                "KEYLEDGER_ACTOR": "crash-harness@test", "NO_COLOR": "1",
+                # Each round starts from a copy of one template ledger: a host that
+                # remembered the last round's checkpoint would call the copy a rollback.
+                "KEYLEDGER_STATE_DIR": str(db.parent / "host-state")})
     if command.rekeys:
         env["ENCRYPTION_NEW_MASTER_PASSWORD"] = NEW_PASSWORD
     return env

@@ -56,7 +56,7 @@ def test_a_backup_taken_during_a_migration_restores_and_reads_everything(tmp_pat
     for copy in backups:
         assert verify_backup(copy, PASSWORD).ok
         restored = tmp_path / f"restored-{copy.name}"
-        restore(copy, restored)
+        restore(copy, restored, PASSWORD)
         with Ledger.open(restored, PASSWORD, projector=projector()) as back:
             assert read_all(back) == values
             assert ReadModels(back.recorder).problems(deep=True) == []
@@ -72,10 +72,10 @@ def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, db_path: P
     ledger.set("a", "new")
     ledger.close()
     with pytest.raises(LedgerFormatError, match="not a prefix"):
-        restore(out, db_path)
+        restore(out, db_path, PASSWORD)
     with Ledger.open(db_path, PASSWORD) as still:
         assert still.get("a").value == "new"
-    restore(out, db_path, force=True)
+    restore(out, db_path, PASSWORD, force=True)
     with Ledger.open(db_path, PASSWORD) as back:
         assert back.get("a").value == "old"
 
@@ -182,7 +182,7 @@ def test_a_fresh_backup_restores_without_force(ledger: Ledger, db_path: Path, tm
     take_backup(ledger, out)
     take_backup(ledger, tmp_path / "b2.db")
     ledger.close()
-    assert restore(out, db_path) == (7, 5)
+    assert restore(out, db_path, PASSWORD) == (7, 5)
 
 
 def test_an_old_password_cannot_roll_back_a_rekeyed_ledger(tmp_path: Path) -> None:
@@ -272,7 +272,7 @@ def test_a_backup_claiming_this_ledgers_id_under_another_key_is_refused_even_for
     ledger.recorder.shred()
     before = db_path.read_bytes()
     with pytest.raises(IntegrityError, match="forgery"):
-        restore(forged, db_path, force=True)
+        restore(forged, db_path, PASSWORD, force=True)
     assert db_path.read_bytes() == before
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.testing import create_test_ledger, keyledger_command, ledger_files
+from ledger.testing import child_environment, create_test_ledger, keyledger_command, ledger_files
 
 PASSWORD = "subprocess master password e41d"
 VALUE = "tour-plaintext-value-0c7a93"
@@ -28,11 +28,7 @@ keyledger = keyledger_command
 
 
 def environment(db: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ENCRYPTION_", "KEYLEDGER_")) and k not in ("NO_COLOR", "FORCE_COLOR")}
-    env.update({"KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": PASSWORD})
-    env.update(extra)
-    return env
+    return child_environment(KEYLEDGER_DB=str(db), ENCRYPTION_MASTER_PASSWORD=PASSWORD, **extra)
 
 
 def run(

@@ -274,7 +274,7 @@ def test_a_second_signing_key_is_never_trusted(tmp_path: Path) -> None:
     assert not report.ok and report.first_bad_seq == top + 1
     assert any("second signing key" in p for p in report.problems)
     with pytest.raises(IntegrityError, match="does not verify"):
-        restore(forged, path)
+        restore(forged, path, "pw")
 
 
 def test_a_garbage_recorded_key_is_a_fault_not_a_crash(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def migrate_copy(source: Path, target: Path, *, worker: bool, monkeypatch: pytes
             shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
     with monkeypatch.context() as patch:
         patch.setattr(migration, "PIPELINE_MIN_SECRETS", 0 if worker else 10**9)
-        with Ledger.open(target, PASSWORD, projector=projector()) as ledger:
+        # Two copies of one ledger going separate ways: no host memory to call it a fork.
+        with Ledger.open(target, PASSWORD, projector=projector(), seen=None) as ledger:
             result = ledger.migrate(batch_size=4)
             values = {}
             for info in ledger.secrets():
