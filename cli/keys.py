@@ -18,7 +18,7 @@ from cli.context import (
     open_read_models,
     settings,
 )
-from cli.output import console, emit_json, handles_errors, warn
+from cli.output import ERASE_PENDING_WARNING, console, emit_json, handles_errors, warn
 from ledger import Ledger, LedgerFormatError, RotationResult
 from ledger.domain import range_warning
 from ledger.signing import recorded_public_key
@@ -204,8 +204,13 @@ def rekey_master(ctx: typer.Context, yes: YesOption = False, as_json: JsonOption
     with ledger, views:
         confirm("Re-wrap every key under a new master password?", yes)
         count = ledger.rekey_master(new_master_password())
+        pending = ledger.erase_pending
+        if pending is not None:
+            warn(ERASE_PENDING_WARNING.format(what="a copy of the old key wraps") +
+                 "; a copy of the file taken now still opens with the old password")
         if as_json:
-            emit_json({"rewrapped_keys": count, "kdf_iterations": ledger.kdf_iterations})
+            emit_json({"rewrapped_keys": count, "kdf_iterations": ledger.kdf_iterations,
+                       "erase_pending": pending is not None})
         else:
             console.print(f"✅ Re-wrapped {count} key version(s) under the new master password")
             console.print("   Update ENCRYPTION_MASTER_PASSWORD everywhere it is used.")

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cli.context import JsonOption, YesOption, confirm, open_ledger
-from cli.output import console, emit_json, handles_errors
+from cli.output import ERASE_PENDING_WARNING, console, emit_json, handles_errors, warn
 from ledger import InvalidInputError
 from ledger.lifecycle import LifecycleResult, parse_duration
 
@@ -96,9 +96,12 @@ def cancel_destroy(ctx: typer.Context, version: VersionArgument, as_json: JsonOp
 
 
 def _show(result: LifecycleResult, done: str, as_json: bool) -> None:
+    if result.erase_pending:
+        warn(ERASE_PENDING_WARNING.format(what=f"key version {result.version}'s wrapped data key"))
     if as_json:
         emit_json({"version": result.version, "status": result.status,
-                   "live_secrets": result.live_secrets, "destroy_after": result.destroy_after})
+                   "live_secrets": result.live_secrets, "destroy_after": result.destroy_after,
+                   "erase_pending": result.erase_pending})
         return
     when = f" after {result.destroy_after}" if result.destroy_after else ""
     console.print(f"✅ Key version {result.version} {done}{when} (status: {result.status})")

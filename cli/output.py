@@ -78,6 +78,15 @@ def printable(value: Any) -> str:
     return "".join(ch if unicodedata.category(ch)[0] != "C" else f"\\u{ord(ch):04x}" for ch in text)
 
 
+# Said by keys destroy and rekey-master when another process's older snapshot kept them
+# from rewriting the database file (ledger.service.Ledger.finish_erasure).
+ERASE_PENDING_WARNING = (
+    "{what} is still in the database file: another process is reading an older state of "
+    "the ledger. It is erased by the next keyledger command that unlocks the ledger once "
+    "that process is done; `keyledger health-check` reports it until then"
+)
+
+
 def warn(message: str) -> None:
     err_console.print(f"⚠️  {message}", markup=False)
 

@@ -29,6 +29,9 @@ class LifecycleResult:
     status: str
     live_secrets: int
     destroy_after: str | None = None
+    # Destroyed in the ledger, but another process's older snapshot keeps the wrapped
+    # key in the database file until it ends; the next command that unlocks erases it.
+    erase_pending: bool = False
 
 
 def _known(keyring: KeyringState, version: int) -> None:
@@ -120,8 +123,8 @@ def destroy(
                            f"{state.destroy_after}; not before")
     _append_keyring(ledger, keyring, ev.KeyVersionDestroyed(version=version, reason=reason),
                     keys={version: None})
-    ledger.recorder.shred()
-    return LifecycleResult(version, DESTROYED, 0)
+    erased = ledger.finish_erasure(f"key version {version}'s wrapped data key")
+    return LifecycleResult(version, DESTROYED, 0, erase_pending=not erased)
 
 
 def cancel_destroy(ledger: Ledger, version: int) -> LifecycleResult:

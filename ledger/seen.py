@@ -76,10 +76,12 @@ class SeenCheckpoints:
     def get(self, key: str) -> Seen | None:
         return self._read().get(key)
 
-    def check(self, key: str, seq: int, head_hash: str, hash_at: str | None,
+    @staticmethod
+    def check(seen: Seen | None, seq: int, head_hash: str, hash_at: str | None,
               restored_at: str | None) -> None:
-        """Refuse a ledger whose verified tip (``seq``, ``head_hash``) is behind what this
-        host saw, or whose event at the remembered seq (``hash_at``) is another one.
+        """Refuse a ledger whose verified tip (``seq``, ``head_hash``) is behind ``seen``
+        (what this host remembered, read before the tip), or whose event at the
+        remembered seq (``hash_at``) is another one.
 
         ``restored_at`` is when the ledger's newest proven ``LedgerRestored`` was signed
         (None: never restored): a restore after what this host saw explains a shorter or
@@ -87,7 +89,6 @@ class SeenCheckpoints:
 
         :raises RollbackError: the ledger went back or sideways.
         """
-        seen = self.get(key)
         if seen is None or (restored_at is not None and restored_at > seen.signed_at):
             return
         if seq < seen.seq:

@@ -36,6 +36,7 @@ from ledger.errors import (
     IntegrityError,
     InvalidCiphertext,
     InvalidInputError,
+    LedgerBusyError,
     LedgerFormatError,
     RollbackError,
     UnknownSecretError,
@@ -184,6 +185,7 @@ class Ledger:
         self._seen_tip: Seen | None = None
         if not self._whole_chain_checked:
             self._check_seen()
+        self._finish_pending_erasure()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -309,6 +311,11 @@ class Ledger:
         return self._meta.kdf.iterations
 
     @property
+    def erase_pending(self) -> str | None:
+        """What a destroy or rekey has not yet erased from the file, or None."""
+        return self.recorder.erase_pending()
+
+    @property
     def ledger_id(self) -> str:
         return self._meta.ledger_id
 
@@ -318,6 +325,29 @@ class Ledger:
         tip = self.recorder.verified_tip(self._signer())
         return Seen(tip.seq, tip.head_hash, tip.signed_at)
 
+    # -- erasing from the file ----------------------------------------------------------
+
+    def finish_erasure(self, what: str) -> bool:
+        """After a change that must leave no old copy in the file (destroy, rekey): copy
+        the WAL into the database file and truncate it (:meth:`SQLiteRecorder.shred`).
+        If another process's older snapshot prevents that within the lock timeout,
+        ``what`` is recorded as pending, reported by ``health-check``, and the next
+        unlock finishes it. Whether it is erased now."""
+        try:
+            erased = self.recorder.shred()
+        except LedgerBusyError:  # the change is committed; only its erasure waits
+            erased = False
+        if erased:
+            if self.recorder.erase_pending() is not None:
+                self.recorder.set_erase_pending(None)
+            return True
+        self.recorder.set_erase_pending(what)
+        return False
+
+    def _finish_pending_erasure(self) -> None:
+        """At unlock: one quick try to finish an erasure an earlier command left pending."""
+        self.recorder.finish_pending_erasure()
+
     # -- what this host has seen ---------------------------------------------------------
 
     def _check_seen(self) -> None:
@@ -325,16 +355,18 @@ class Ledger:
         this one. A rollback explained by a restore signed since then is accepted."""
         if self._seen is None:
             return
-        tip = self.recorder.verified_tip(self._signer())
+        # The memory first, then the ledger: the memory is written after each commit, so
+        # read in this order a ledger that only moved on is never behind it.
         ledger_id = self._memory_key()
         seen = self._seen.get(ledger_id)
+        tip = self.recorder.verified_tip(self._signer())
         restored = False
         if seen is not None:
             hash_at = self._hash_at(seen, tip.seq) if tip.seq > seen.seq else None
             try:
-                self._seen.check(ledger_id, tip.seq, tip.head_hash, hash_at, None)
+                self._seen.check(seen, tip.seq, tip.head_hash, hash_at, None)
             except RollbackError:
-                self._seen.check(ledger_id, tip.seq, tip.head_hash, hash_at,
+                self._seen.check(seen, tip.seq, tip.head_hash, hash_at,
                                  self._last_restored_at())
                 restored = True
         self._seen_tip = Seen(tip.seq, tip.head_hash, tip.signed_at)
@@ -517,6 +549,14 @@ class Ledger:
         if iterations < crypto.KEK_ITERATIONS and not _allow_weak_kdf:
             raise ValueError(f"kdf_iterations must be at least {crypto.KEK_ITERATIONS}")
         keyring = self.keyring()
+        if not self.recorder.shred():
+            # Before anything changes: a reader of an older snapshot would keep the old
+            # wraps in the database file, and a copy of it would open with the old password.
+            raise LedgerBusyError(
+                "another process is reading an older state of the ledger and keeps the "
+                "database file from being rewritten; the master password was not changed. "
+                "Retry when it is done (or raise --lock-timeout)"
+            )
         kdf, new_kek = new_kdf(new_password, iterations)
         rewrapped = self._keys.rewrapped_under(new_kek)
         signing_key = crypto.wrap_signing_key(
@@ -532,6 +572,7 @@ class Ledger:
         )
         self._kek = new_kek
         self._refresh_keyring()
+        self.finish_erasure("the key wraps under the old master password")
         return len(rewrapped)
 
     # -- secrets ------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from ledger.chain import GENESIS_HASH, ChainRow, chain_rows, event_hash, first_b
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
+    KeyledgerError,
     LedgerBusyError,
     LedgerFormatError,
     LedgerNotFoundError,
@@ -54,6 +55,8 @@ APPLICATION_ID = 0x4B4C4447  # "KLDG"
 FORMAT_VERSION = 4
 UPGRADABLE_FORMAT = 3
 BUSY_TIMEOUT_MS = 2_000
+# The meta row naming what a destroy or rekey has not yet erased from the file.
+ERASE_PENDING = "erase_pending"
 LOCK_RETRY_SECONDS = 30.0
 #: An SQL function that exists only on keyledger's own connections. Triggers that must
 #: refuse every other writer (the read models' guards) test it: on a foreign connection
@@ -181,7 +184,13 @@ class Recorder(Protocol):
         origin: str = "", expect: Mapping[str, int] | None = None, signer: Signer | None = None,
     ) -> int: ...
 
-    def shred(self) -> None: ...
+    def shred(self, *, wait: bool = True) -> bool: ...
+
+    def erase_pending(self) -> str | None: ...
+
+    def set_erase_pending(self, what: str | None) -> None: ...
+
+    def finish_pending_erasure(self) -> bool: ...
 
     def stream_head(self, stream: str) -> StoredEvent | None: ...
 
@@ -876,11 +885,12 @@ class SQLiteRecorder:
         :raises IntegrityError: it does not (events or checkpoints written, cut or edited
             behind keyledger's back).
         """
-        latest = self.latest_checkpoint()
-        row = self.conn.execute(
-            "SELECT seq, prev_hash, stream, stream_rev, type, schema_version, occurred_at, "
-            "actor, origin, payload, hash FROM events ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+        with self._reading():  # one snapshot: a commit between the two reads is no fault
+            latest = self.latest_checkpoint()
+            row = self.conn.execute(
+                "SELECT seq, prev_hash, stream, stream_rev, type, schema_version, occurred_at, "
+                "actor, origin, payload, hash FROM events ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
         top = 0 if row is None else row[0]
         if row is not None and _row_hash(row) != row[10]:
             raise IntegrityError(
@@ -1122,11 +1132,76 @@ class SQLiteRecorder:
         finally:
             dest.close()
 
-    def shred(self) -> None:
-        """Copy the WAL into the database file and truncate it, so overwritten or erased
-        content (a destroyed key) survives in neither file. Best effort while other
-        connections hold old snapshots open."""
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def shred(self, *, wait: bool = True) -> bool:
+        """Copy the WAL into the database file and truncate it, so content overwritten or
+        erased (a destroyed data key, the wraps under an old master password) survives
+        in neither file; whether it did.
+
+        Another connection still reading a snapshot from before the change keeps the
+        checkpoint from finishing (the database file must keep what it reads). With
+        ``wait`` it is tried again until the lock timeout; without, once and at once.
+
+        :raises LedgerBusyError: with ``wait``, another writer held the lock throughout.
+        """
+        if wait:
+            # Another writer is waited out as for any write (LedgerBusyError past the
+            # timeout), so that what remains to wait for is readers.
+            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            self.conn.execute("ROLLBACK")
+        deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
+        delay = 0.01
+        if not wait:
+            self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    busy, log, moved = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    busy, log, moved = 1, 0, 0
+                if not busy and log == moved:
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+        finally:
+            if not wait:
+                busy_ms = int(min(BUSY_TIMEOUT_MS, self.lock_timeout * 1000))
+                self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+
+    def erase_pending(self) -> str | None:
+        """What a destroy or rekey could not yet erase from the file (see :meth:`shred`),
+        or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?",
+                                (ERASE_PENDING,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def finish_pending_erasure(self) -> bool:
+        """One quick try (no waiting) at an erasure an earlier command left pending; whether
+        nothing is pending any more. Best effort: a read-only copy keeps it pending."""
+        if self.erase_pending() is None:
+            return True
+        try:
+            if self.shred(wait=False):
+                self.set_erase_pending(None)
+                return True
+        except (sqlite3.Error, KeyledgerError):
+            pass
+        return False
+
+    def set_erase_pending(self, what: str | None) -> None:
+        """Record (or, with None, clear) what is still to be erased by :meth:`shred`."""
+        with self.write_transaction():
+            if what is None:
+                self.conn.execute("DELETE FROM meta WHERE key = ?", (ERASE_PENDING,))
+            else:
+                self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (ERASE_PENDING, what),
+                )
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
