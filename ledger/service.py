@@ -7,14 +7,16 @@ the revisions it read. Nothing changes state except appending events.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from ledger import crypto, imports, lifecycle
 from ledger import events as ev
@@ -74,6 +76,22 @@ SeenOption = SeenCheckpoints | None | Literal["environment"]
 # How many events past the checkpoint this host remembers are walked at unlock to prove
 # the ledger extends it (about 0.25 s at audit verify's rate).
 SEEN_PROOF_WINDOW = 100_000
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _serialized(method: Callable[Concatenate[Ledger, P], R]) -> Callable[Concatenate[Ledger, P], R]:
+    """Run a :class:`Ledger` method under the ledger's lock: one Ledger may be shared by
+    threads, which then take turns on its one SQLite connection."""
+
+    def serialized(self: Ledger, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(serialized, method)
+    return serialized
 
 
 def utc_now() -> datetime:
@@ -162,6 +180,9 @@ class Ledger:
         actor: str | None = None, clock: Clock = utc_now, origin: str | None = None,
         upgrade: bool = True, seen: SeenOption = FROM_ENVIRONMENT,
     ) -> None:
+        # One connection, shared by every thread that uses this Ledger: each public
+        # method runs under this lock, so threads take turns (see _serialized).
+        self._lock = threading.RLock()
         self.recorder = recorder
         self.actor = actor or default_actor()
         self.origin = origin or default_origin()
@@ -297,6 +318,7 @@ class Ledger:
             recorder.close()
             raise
 
+    @_serialized
     def close(self) -> None:
         self.recorder.close()
 
@@ -313,12 +335,14 @@ class Ledger:
     @property
     def erase_pending(self) -> str | None:
         """What a destroy or rekey has not yet erased from the file, or None."""
-        return self.recorder.erase_pending()
+        with self._lock:
+            return self.recorder.erase_pending()
 
     @property
     def ledger_id(self) -> str:
         return self._meta.ledger_id
 
+    @_serialized
     def signed_tip(self) -> Seen:
         """The latest checkpoint, shown to cover the last event and carry this ledger's
         signature (:meth:`SQLiteRecorder.verified_tip`)."""
@@ -327,6 +351,7 @@ class Ledger:
 
     # -- erasing from the file ----------------------------------------------------------
 
+    @_serialized
     def finish_erasure(self, what: str) -> bool:
         """After a change that must leave no old copy in the file (destroy, rekey): copy
         the WAL into the database file and truncate it (:meth:`SQLiteRecorder.shred`).
@@ -395,6 +420,7 @@ class Ledger:
             self._seen_tip = Seen(seq, head_hash, signed_at)
             self._seen.record(self._memory_key(), self._seen_tip, durable=False)
 
+    @_serialized
     def review_seen(self, *, forget: bool = False) -> SeenReview:
         """This host's memory of the ledger here beside its verified tip now; ``forget``
         replaces the memory with that tip (an older copy was put back on purpose). Open
@@ -443,6 +469,7 @@ class Ledger:
         else:
             self.recorder.fold_verified_heads(self._signer(), prefix, fold)
 
+    @_serialized
     def keyring(self) -> KeyringState:
         """The keyring as the ledger holds it now (re-read if another process changed it)."""
         head = self._head(ev.KEYRING_STREAM)
@@ -470,6 +497,7 @@ class Ledger:
         fingerprints = {v.version: v.fingerprint for v in state.versions.values()}
         self._keys = KeyMaterial(self._kek, meta.ledger_id, wrapped, fingerprints)
 
+    @_serialized
     def check_keys(self) -> list[int]:
         """Unwrap every key version and check its fingerprint; the versions checked.
 
@@ -481,6 +509,7 @@ class Ledger:
             self._keys.data_key(version)
         return versions
 
+    @_serialized
     def self_test(self) -> None:
         """Encrypt and decrypt a probe under the current key, in memory only."""
         version = self.keyring().require_current()
@@ -492,6 +521,7 @@ class Ledger:
         ) != probe:
             raise InvalidCiphertext
 
+    @_serialized
     def rotate(
         self, new_version: int | None = None, *, reason: str | None = None,
         dry_run: bool = False, confirm: Callable[[int], None] | None = None,
@@ -533,6 +563,7 @@ class Ledger:
         self._refresh_keyring()
         return result
 
+    @_serialized
     def rekey_master(
         self, new_password: str, *, kdf_iterations: int | None = None,
         _allow_weak_kdf: bool = False,
@@ -577,12 +608,14 @@ class Ledger:
 
     # -- secrets ------------------------------------------------------------------------
 
+    @_serialized
     def secret(self, name: str) -> SecretState:
         head = self._head(ev.secret_stream(name))
         if head is None:
             return SecretState(name, 0, deleted=True)
         return secret_state(name, head.stream_rev, head.decode())
 
+    @_serialized
     def get(self, name: str) -> SecretValue:
         """The plaintext of a live secret.
 
@@ -624,6 +657,7 @@ class Ledger:
 
     # -- read auditing -------------------------------------------------------------------
 
+    @_serialized
     def check_decrypts(self, name: str) -> int:
         """Decrypt a live secret without handing its value out (and so without recording a
         read): its key version. For health checks and backup verification.
@@ -633,10 +667,12 @@ class Ledger:
         """
         return self._get_unaudited(name).version
 
+    @_serialized
     def read_auditing(self) -> bool:
         """Whether every :meth:`get` is recorded as a ``SecretRead`` event (one indexed lookup)."""
         return _read_auditing_at(self._head(ev.AUDIT_SETTINGS_STREAM)).enabled
 
+    @_serialized
     def set_read_auditing(self, enabled: bool, *, reason: str | None = None) -> bool:
         """Turn read auditing on or off (``ReadAuditingSet``); whether anything changed.
 
@@ -658,6 +694,7 @@ class Ledger:
             return True
         raise ConcurrencyError([ev.AUDIT_SETTINGS_STREAM])
 
+    @_serialized
     def open_ciphertext(self, name: str, ciphertext: str, scheme: str = crypto.SCHEME_BOUND) -> str:
         """Decrypt any ciphertext this ledger holds for ``name`` (a past version, say).
 
@@ -688,6 +725,7 @@ class Ledger:
             version=state.key_version,
         )
 
+    @_serialized
     def set(self, name: str, value: str) -> SecretState:
         """Encrypt ``value`` under the current key and record it as the secret's new value."""
         return self._write(name, value, ev.SecretWritten)
@@ -715,6 +753,7 @@ class Ledger:
             return SecretState(name, state.revision + 1, False, version, token, event.scheme)
         raise ConcurrencyError([ev.secret_stream(name)])
 
+    @_serialized
     def reset(self, name: str, value: str, *, reason: str | None = None) -> SecretState:
         """Replace an existing secret's value to repair it (the old repair script, recorded).
 
@@ -724,6 +763,7 @@ class Ledger:
             raise UnknownSecretError(f"no secret named {name!r} to reset")
         return self._write(name, value, lambda **f: ev.SecretReset(**f, reason=reason))
 
+    @_serialized
     def restore_from_backup(self, name: str, backup: Ledger, *, backup_file: str) -> SecretState:
         """Bring back ``name``'s value from an open ``backup`` ledger, as a new event here.
 
@@ -747,6 +787,7 @@ class Ledger:
         return self._write(name, secret.value, lambda **f: ev.SecretRestored(
             **f, backup_file=backup_file, backup_revision=revision))
 
+    @_serialized
     def delete(self, name: str) -> None:
         """Record that the secret is gone; its history stays in the ledger.
 
@@ -767,6 +808,7 @@ class Ledger:
                 assert state.key_version is not None and state.scheme is not None
                 yield SecretInfo(state.name, state.key_version, state.revision, state.scheme)
 
+    @_serialized
     def report(self) -> VersionReport:
         """How many live secrets sit on each key version, folded from the events.
 
@@ -794,6 +836,7 @@ class Ledger:
         total = sum(distribution.values())
         return VersionReport(total, current, total - up_to_date, dict(sorted(distribution.items())))
 
+    @_serialized
     def verify_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
         """Prove every streams row and head event against the latest signed checkpoint
         (O(n)); the number of streams named ``prefix...``.
@@ -816,12 +859,17 @@ class Ledger:
     def _stream_head_batches(self, prefix: str, size: int) -> Iterator[list[StoredEvent]]:
         """The head events of the streams named ``prefix...``, ``size`` at a time in name order."""
         after = ""
-        while heads := self.recorder.stream_heads(prefix, after, size):
+        while True:
+            with self._lock:  # a page at a time: a caller between pages holds nothing
+                heads = self.recorder.stream_heads(prefix, after, size)
+            if not heads:
+                return
             yield heads
             after = heads[-1].stream
 
     # -- imports and migration (see ledger.imports, ledger.migration) -----------------------
 
+    @_serialized
     def import_values(
         self, values: Mapping[str, str], *, source: Literal["json", "dotenv"],
         overwrite: bool = False,
@@ -829,6 +877,7 @@ class Ledger:
         """Encrypt and record many plaintext values at once; see :func:`ledger.imports.import_values`."""
         return imports.import_values(self, values, source=source, overwrite=overwrite)
 
+    @_serialized
     def import_file(
         self, checked: ImportFile, *, overwrite: bool = False,
         chunk_size: int = imports.IMPORT_CHUNK,
@@ -837,6 +886,7 @@ class Ledger:
         :func:`ledger.imports.import_file`."""
         return imports.import_file(self, checked, overwrite=overwrite, chunk_size=chunk_size)
 
+    @_serialized
     def import_seed(
         self, tokens: Mapping[str, object], password: str, *,
         salt_template: str = crypto.SEED_SALT_TEMPLATE, legacy_version: int = 1,
@@ -848,6 +898,7 @@ class Ledger:
             overwrite=overwrite,
         )
 
+    @_serialized
     def migrate(
         self, target_version: int | None = None, *, batch_size: int = DEFAULT_BATCH_SIZE,
         dry_run: bool = False, progress: Progress | None = None,
@@ -880,20 +931,24 @@ class Ledger:
 
     # -- lifecycle (see ledger.lifecycle) --------------------------------------------------
 
+    @_serialized
     def retire(self, version: int, *, force: bool = False, reason: str | None = None) -> LifecycleResult:
         """Stop a version from encrypting or decrypting; see :func:`ledger.lifecycle.retire`."""
         return lifecycle.retire(self, version, force=force, reason=reason)
 
+    @_serialized
     def reinstate(self, version: int, *, reason: str | None = None) -> LifecycleResult:
         """Undo :meth:`retire`."""
         return lifecycle.reinstate(self, version, reason=reason)
 
+    @_serialized
     def destroy(
         self, version: int, *, after: timedelta | None = None, reason: str | None = None
     ) -> LifecycleResult:
         """Erase a retired version's key (crypto-shredding); see :func:`ledger.lifecycle.destroy`."""
         return lifecycle.destroy(self, version, after=after, reason=reason)
 
+    @_serialized
     def cancel_destroy(self, version: int) -> LifecycleResult:
         """Cancel a scheduled destruction; the version stays retired."""
         return lifecycle.cancel_destroy(self, version)
