@@ -1,6 +1,7 @@
 """Compare two checkouts of keyledger on this machine, in the same minutes.
 
     python tests/benchmarks/compare.py OLD_DIR NEW_DIR [SECRETS]
+    python tests/benchmarks/compare.py --reads OLD_DIR NEW_DIR [SECRETS]
 
 This machine's speed drifts by up to 2x over an hour, so figures from different runs of
 `make bench` cannot show what a change bought. This runs the same steps for both
@@ -8,10 +9,16 @@ checkouts, interleaved as new, old, old, new, each step a cold CLI process, and 
 both runs of each per step. The read commands keep the best of 3 cold starts. Both
 checkouts run with this interpreter and its installed dependencies; ``git worktree add
 OLD_DIR COMMIT`` makes an old one.
+
+``--reads`` times only the cold starts, which is what a change to the read path needs,
+in a fraction of the time at 1,000,000 secrets: the old checkout imports the secrets
+once, the new one gets a copy of that ledger (and upgrades it, untimed, if its format is
+newer), then each read command runs on each, interleaved old, new, new, old, best of 3.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -45,7 +52,54 @@ def steps(root: Path, db: Path, source: Path, size: int) -> dict[str, float]:
     return timed
 
 
+def read_step_args(size: int) -> dict[str, list[str]]:
+    return {step: args or ["secrets", "get", bench.name_for(size // 2)]
+            for step, args in READS.items()}
+
+
+def run_library_get(root: Path, db: Path, name: str) -> float:
+    """Seconds for a cold Python process that opens the ledger and reads one value."""
+    code = (f"import os, sys; sys.path.insert(0, {str(root)!r}); from ledger import Ledger; "
+            f"ledger = Ledger.open({str(db)!r}, os.environ['ENCRYPTION_MASTER_PASSWORD']); "
+            f"print(len(ledger.get({name!r}).value)); ledger.close()")
+    return bench.run_cli(db, command=[sys.executable, "-c", code])[0]
+
+
+def compare_reads(old: Path, new: Path, size: int) -> None:
+    results: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    with tempfile.TemporaryDirectory(prefix="keyledger-compare-") as tmp:
+        source, old_db, new_db = (Path(tmp) / n for n in ("values.json", "old.db", "new.db"))
+        bench.write_values(source, size)
+        run(old, old_db, "init")
+        run(old, old_db, "secrets", "import", str(source), "--json")
+        run(old, old_db, "info", "--json")  # leaves the file checkpointed and closed
+        shutil.copyfile(old_db, new_db)
+        upgrade = run(new, new_db, "info", "--json")
+        run(new, new_db, "secrets", "get", bench.name_for(0))  # unlock: upgrades once
+        print(f"[setup] done; the new checkout's first open took {upgrade:.1f} s",
+              file=sys.stderr, flush=True)
+        for name, root, db in (("old", old, old_db), ("new", new, new_db),
+                               ("new", new, new_db), ("old", old, old_db)):
+            for step, args in read_step_args(size).items():
+                best = min(run(root, db, *args) for _ in range(3))
+                results[name].setdefault(f"{step} (best of 3)", []).append(best)
+            best = min(run_library_get(root, db, bench.name_for(size // 2)) for _ in range(3))
+            results[name].setdefault("library Ledger.open + get (best of 3)", []).append(best)
+    print(f"{size:,} secrets; old = {old}, new = {new}; seconds, two runs each\n")
+    print("| step | old | new |")
+    print("|---|---:|---:|")
+    for step, runs in results["old"].items():
+        shown = [", ".join(f"{s:.3f}" for s in r) for r in (runs, results["new"][step])]
+        print(f"| {step} | {shown[0]} | {shown[1]} |")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--reads":
+        if len(sys.argv) not in (4, 5):
+            raise SystemExit(__doc__)
+        compare_reads(Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve(),
+                      int(sys.argv[4]) if len(sys.argv) == 5 else 100_000)
+        return
     if len(sys.argv) not in (3, 4):
         raise SystemExit(__doc__)
     old, new = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
