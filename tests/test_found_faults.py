@@ -1,17 +1,37 @@
 """The faults a new user found, each pinned: names shown literally, invisible characters
-refused, a value read from stdin only up to its limit, special files refused as --db."""
+refused, a value read from stdin only up to its limit, special files refused as --db,
+--value's help naming the process list."""
 
 from __future__ import annotations
 
 import os
+import resource
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
+from bad_input_support import TIMEOUT, child_env, exe_refusal
 from cli_support import error_line, invoke
 
 from ledger import InvalidInputError
 from ledger.domain import MAX_VALUE_BYTES, validate_name
+from ledger.testing import keyledger_command
+
+# Address space for a child keyledger that must not read an endless input into memory:
+# several times what it needs, far below what reading /dev/zero to the end would take.
+CHILD_MEMORY = 512 * 1024 * 1024
+
+
+def bounded_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+
+
+def run_on_zeros(db: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The real keyledger with ``args``, /dev/zero on its stdin and its memory bounded."""
+    with open("/dev/zero", "rb") as zeros:
+        return subprocess.run([*keyledger_command(), *args], env=child_env(db), stdin=zeros,
+                              capture_output=True, timeout=TIMEOUT, preexec_fn=bounded_memory)
 
 
 def test_names_that_look_like_markup_are_listed_literally(db: Path) -> None:
@@ -38,6 +58,20 @@ def test_a_value_on_stdin_is_read_only_up_to_the_limit(db: Path) -> None:
     assert result.exit_code != 0 and "at most" in error_line(result)
     result = invoke(db, "secrets", "set", "big", stdin=b"x" * MAX_VALUE_BYTES + b"\n")
     assert result.exit_code == 0, result.stderr
+
+
+def test_an_endless_stdin_is_refused_at_the_value_limit(db: Path) -> None:
+    """`secrets set NAME < /dev/zero` in the real executable, its memory bounded: one line
+    naming the limit, not a MemoryError after trying to read all of it."""
+    line = exe_refusal(run_on_zeros(db, "secrets", "set", "big"))
+    assert f"at most {MAX_VALUE_BYTES} bytes" in line, line
+
+
+def test_the_value_options_help_names_shell_history_and_the_process_list() -> None:
+    """--value's help warns of both places a value on the command line shows up."""
+    text = " ".join(invoke(None, "secrets", "set", "--help").stdout.replace("│", " ").split())
+    value_help = text[text.index("--value"):text.index("--json")]
+    assert "shell history" in value_help and "process list" in value_help, value_help
 
 
 def test_init_on_a_device_or_through_a_symlink_is_refused(tmp_path: Path) -> None:
