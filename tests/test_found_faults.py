@@ -1,22 +1,32 @@
 """The faults a new user found, each pinned: names shown literally, invisible characters
 refused, a value read from stdin only up to its limit, special files refused as --db,
---value's help naming the process list."""
+--value's help naming the process list, audit verify and verify-backup on a read-only copy."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
-from bad_input_support import TIMEOUT, child_env, exe_refusal
-from cli_support import error_line, invoke
+from bad_input_support import (
+    TIMEOUT,
+    ReadOnlyCopy,
+    child_env,
+    damage_payload,
+    exe_refusal,
+    read_only_copy,
+    run_exe,
+)
+from cli_support import OTHER_VALUE, PASSWORD, VALUE, error_line, invoke
 
-from ledger import InvalidInputError
+from ledger import InvalidInputError, Ledger
 from ledger.domain import MAX_VALUE_BYTES, validate_name
-from ledger.testing import keyledger_command
+from ledger.testing import create_test_ledger, keyledger_command, ledger_files
 
 # Address space for a child keyledger that must not read an endless input into memory:
 # several times what it needs, far below what reading /dev/zero to the end would take.
@@ -128,3 +138,88 @@ def test_an_absurd_key_version_in_a_payload_is_one_clear_line(db: Path) -> None:
         assert result.exit_code != 0, args
         if args[0] != "health-check":
             assert error_line(result), args
+
+
+# -- audit verify and verify-backup on an auditor's read-only copy ---------------------------
+
+
+@pytest.fixture
+def at_rest(tmp_path: Path) -> Path:
+    """A ledger of two secrets, closed: no -wal or -shm beside it."""
+    db = tmp_path / "keyledger.db"
+    with create_test_ledger(db, PASSWORD) as ledger:
+        ledger.set("db_password", VALUE)
+        ledger.set("api_token", OTHER_VALUE)
+    assert [f.name for f in ledger_files(db)] == [db.name]
+    return db
+
+
+def folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file in ``folder``: its bytes and modification time."""
+    return {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in sorted(folder.iterdir())}
+
+
+def verify_as_reader(copy: ReadOnlyCopy, command: str, *, password: bool = True
+                     ) -> subprocess.CompletedProcess[bytes]:
+    db, prefix, preexec = copy
+    args = ["audit", "verify", "--json"] if command == "audit verify" else [
+        "verify-backup", str(db), "--json"]
+    env = child_env(db)
+    if not password:
+        del env["ENCRYPTION_MASTER_PASSWORD"]
+    return run_exe(list(args), env, prefix=prefix, preexec_fn=preexec)
+
+
+@pytest.mark.parametrize("command", ["audit verify", "verify-backup"])
+def test_a_read_only_copy_verifies_and_is_left_as_it_was(at_rest: Path, command: str) -> None:
+    """Run by a user who may not write the file or its folder (a read-only medium), both
+    checks pass, decrypt every secret, and leave no -wal or -shm and every byte and mtime
+    as they were."""
+    with read_only_copy(at_rest) as copy:
+        before = folder_state(copy[0].parent)
+        result = verify_as_reader(copy, command)
+        assert result.returncode == 0, result.stderr.decode()
+        report = json.loads(result.stdout)
+        assert report["ok"] is True and report["events"] > 0
+        if command == "verify-backup":
+            assert report["decrypted"] == report["secrets"] == 2
+        assert folder_state(copy[0].parent) == before
+
+
+@pytest.mark.parametrize("command", ["audit verify", "verify-backup"])
+def test_a_tampered_read_only_copy_still_fails(at_rest: Path, command: str) -> None:
+    """A ciphertext edited in the file is caught by the chain on a read-only copy as on a
+    writable one (verify-backup without the password: the check that needs none)."""
+    with Ledger.open(at_rest, PASSWORD) as ledger:
+        edited = ledger.recorder.stream_head("secret:api_token")
+    assert edited is not None
+    damage_payload(at_rest, "api_token", b"AAAA")
+    with read_only_copy(at_rest) as copy:
+        result = verify_as_reader(copy, command, password=False)
+        assert result.returncode == 1, result.stderr.decode()
+        report = json.loads(result.stdout)
+        assert report["ok"] is False and report["first_bad_seq"] == edited.seq, report
+
+
+def test_a_read_only_copy_with_its_wal_is_read_whole(at_rest: Path, tmp_path: Path) -> None:
+    """A copy taken while a writer had events only in the -wal: with its -shm, every event
+    is verified (not just those in the main file); without the -shm, which SQLite cannot
+    then create, one line says what to do."""
+    staged = tmp_path / "staged" / at_rest.name
+    staged.parent.mkdir()
+    with Ledger.open(at_rest, PASSWORD) as ledger:
+        ledger.set("only_in_the_wal", VALUE)
+        events = ledger.recorder.head()[0]
+        for source in ledger_files(at_rest):
+            shutil.copy(source, staged.parent / source.name)
+    assert {f.name for f in staged.parent.iterdir()} >= {f"{staged.name}-wal", f"{staged.name}-shm"}
+    with read_only_copy(staged) as copy:
+        before = folder_state(copy[0].parent)
+        result = verify_as_reader(copy, "audit verify")
+        assert result.returncode == 0, result.stderr.decode()
+        assert json.loads(result.stdout)["events"] == events
+        assert folder_state(copy[0].parent) == before
+    Path(f"{staged}-shm").unlink()
+    with read_only_copy(staged) as copy:
+        line = exe_refusal(verify_as_reader(copy, "audit verify"))
+        assert "-wal" in line and "writable place" in line, line
