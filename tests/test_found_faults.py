@@ -1,6 +1,7 @@
 """The faults a new user found, each pinned: names shown literally, invisible characters
 refused, a value read from stdin only up to its limit, special files refused as --db,
---value's help naming the process list, audit verify and verify-backup on a read-only copy."""
+--value's help naming the process list, audit verify and verify-backup on a read-only copy,
+import files read only up to their limits."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from cli_support import OTHER_VALUE, PASSWORD, VALUE, error_line, invoke
 
 from ledger import InvalidInputError, Ledger
 from ledger.domain import MAX_VALUE_BYTES, validate_name
+from ledger.import_files import MAX_ENTRY_CHARS, MAX_PIPED_BYTES
 from ledger.testing import create_test_ledger, keyledger_command, ledger_files
 
 # Address space for a child keyledger that must not read an endless input into memory:
@@ -223,3 +225,38 @@ def test_a_read_only_copy_with_its_wal_is_read_whole(at_rest: Path, tmp_path: Pa
     with read_only_copy(staged) as copy:
         line = exe_refusal(verify_as_reader(copy, "audit verify"))
         assert "-wal" in line and "writable place" in line, line
+
+
+# -- an import file is read only up to the limits ----------------------------------------------
+
+
+def test_an_endless_pipe_given_to_import_is_refused_at_its_limit(db: Path) -> None:
+    """`secrets import /dev/stdin < /dev/zero`, memory bounded: one line naming the pipe
+    limit, not a MemoryError."""
+    line = exe_refusal(run_on_zeros(db, "secrets", "import", "/dev/stdin"))
+    assert f"more than {MAX_PIPED_BYTES >> 20} MiB" in line, line
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("huge.env", "line 1 is longer than"), ("huge.json", "is not valid JSON (line 1, column 1)"),
+])
+def test_a_huge_import_file_is_refused_without_reading_it_into_memory(
+    db: Path, tmp_path: Path, name: str, expected: str,
+) -> None:
+    """A 1 GiB file of one endless line (sparse: NUL bytes), memory bounded to half that:
+    one line, from the first megabyte or so."""
+    huge = tmp_path / name
+    with huge.open("wb") as file:
+        file.truncate(1 << 30)
+    result = run_exe(["secrets", "import", str(huge)], child_env(db), preexec_fn=bounded_memory)
+    assert expected in exe_refusal(result)
+
+
+def test_an_endless_json_token_is_refused_where_it_starts(db: Path, tmp_path: Path) -> None:
+    """A JSON string longer than any entry is named by where it starts, as too long, and
+    the file is not read on to its end (whose fault would otherwise be found first)."""
+    source = tmp_path / "long.json"
+    source.write_text('{"a": "' + "x" * (MAX_ENTRY_CHARS + 10) + '"}\n{"not json')
+    result = invoke(db, "secrets", "import", str(source))
+    assert result.exit_code == 2
+    assert "the token at line 1, column 7 is longer than" in error_line(result)
