@@ -45,6 +45,7 @@ from ledger.errors import (
     LedgerFormatError,
     LedgerNotFoundError,
     LedgerReadOnlyError,
+    LedgerStorageError,
     printable_ascii,
 )
 
@@ -358,6 +359,9 @@ class SQLiteRecorder:
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self.conn.close()
+            storage = _storage_error(self.path, exc, "nothing was changed")
+            if storage is not None:
+                raise storage from None
             if uri is not None and "immutable" not in uri and "unable to open" in str(exc):
                 raise LedgerReadOnlyError(
                     f"{self.path} has a -wal file of changes not yet in the ledger file, and "
@@ -1118,15 +1122,24 @@ class SQLiteRecorder:
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``, waiting out other writers within a bound."""
-        self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, waiting out other writers within a bound.
+
+        :raises LedgerStorageError: the disk is full or failing; nothing was written.
+        """
         try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
+            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            storage = _storage_error(self.path, exc, "this change was not written")
+            if storage is None:
+                raise
+            raise storage from None
 
     def backup_to(self, path: Path, *, overwrite: bool = False) -> None:
         """Copy this database to ``path`` in one step: a consistent snapshot even while
@@ -1192,6 +1205,27 @@ def open_reader(path: Path) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+def _storage_error(path: Path, exc: sqlite3.Error, consequence: str) -> LedgerStorageError | None:
+    """SQLite's full disk or I/O error, in keyledger's words (None: any other fault). An
+    I/O error where the disk has almost no room left is called a full disk: SQLite
+    reports one so when it cannot even create its -shm file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return None
+    if code & 0xFF == sqlite3.SQLITE_FULL or _almost_full(path):
+        return LedgerStorageError(f"the disk holding {path} is full", consequence)
+    return LedgerStorageError(f"disk I/O error on {path} (is the disk full or failing?)",
+                              consequence)
+
+
+def _almost_full(path: Path) -> bool:
+    try:
+        disk = os.statvfs(path.absolute().parent)
+    except OSError:
+        return False
+    return disk.f_bavail * disk.f_frsize < 1 << 20
 
 
 def _writable(file: Path) -> bool:

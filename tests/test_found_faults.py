@@ -1,16 +1,19 @@
 """The faults a new user found, each pinned: names shown literally, invisible characters
 refused, a value read from stdin only up to its limit, special files refused as --db,
 --value's help naming the process list, audit verify and verify-backup on a read-only copy,
-import files read only up to their limits."""
+import files read only up to their limits, a full disk called so."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import shutil
+import signal
 import stat
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -260,3 +263,86 @@ def test_an_endless_json_token_is_refused_where_it_starts(db: Path, tmp_path: Pa
     result = invoke(db, "secrets", "import", str(source))
     assert result.exit_code == 2
     assert "the token at line 1, column 7 is longer than" in error_line(result)
+
+
+# -- a full or failing disk is called that, and says what it left done -------------------------
+
+
+def file_size_limit(limit: int) -> Callable[[], None]:
+    """A child's preexec_fn: no file it writes may grow past ``limit`` bytes, as on a full
+    disk (with SIGXFSZ ignored, the write fails with EFBIG and SQLite reports an I/O error)."""
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limited
+
+
+@pytest.mark.parametrize("args", [["info"], ["audit", "verify"], ["secrets", "set", "x", "--value", "v"]])
+def test_a_disk_too_full_to_open_the_ledger_is_not_called_a_foreign_file(
+    at_rest: Path, args: list[str]
+) -> None:
+    """No room for SQLite's -shm file: one line about the disk, not "not a keyledger ledger"."""
+    before = at_rest.read_bytes()
+    line = exe_refusal(run_exe(list(args), child_env(at_rest), preexec_fn=file_size_limit(8192)))
+    assert "disk I/O error on" in line and "nothing was changed" in line, line
+    assert "not a keyledger ledger" not in line, line
+    assert at_rest.read_bytes() == before
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (needs the right to mount; skipped without it), unmounted after."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True, timeout=TIMEOUT)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here; the file-size limit tests stand in")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True, timeout=TIMEOUT)
+
+
+def test_a_really_full_disk_is_called_full(at_rest: Path, small_disk: Path) -> None:
+    """On a disk with no room left at all, opening the ledger says the disk is full."""
+    db = small_disk / at_rest.name
+    shutil.copy(at_rest, db)
+    with (small_disk / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:  # until the disk is full (ENOSPC)
+            filler.write(b"\0" * 4096)
+    line = exe_refusal(run_exe(["info"], child_env(db)))
+    assert f"the disk holding {db} is full; nothing was changed" in line, line
+
+
+def migrated_so_far(db: Path) -> int:
+    """How many secrets are on the current key version, as `report` counts them."""
+    report = json.loads(invoke(db, "report", "--json").stdout)
+    return int(report["distribution"].get(str(report["current_version"]), 0))
+
+
+@pytest.mark.parametrize("command", ["migrate", "full-rotation"])
+def test_a_migration_the_disk_stops_says_how_far_it_got(tmp_path: Path, command: str) -> None:
+    """A migration whose third batch or so finds the disk full names the secrets it did
+    commit (not "nothing was changed"), and running migrate again finishes the work."""
+    db = tmp_path / "keyledger.db"
+    with create_test_ledger(db, PASSWORD) as ledger:
+        for i in range(60):
+            ledger.set(f"secret_{i:02}", "v" * 2000)
+    if command == "migrate":
+        assert invoke(db, "rotate", "--yes").exit_code == 0
+    assert not Path(f"{db}-wal").exists()
+    # Room in the WAL for about two batches of ten (each some 120 KiB of pages).
+    args = ["migrate", "--yes"] if command == "migrate" else ["full-rotation", "--yes"]
+    result = run_exe([*args, "--batch-size", "10"], child_env(db),
+                     preexec_fn=file_size_limit(256 * 1024))
+    line = exe_refusal(result)
+    done = migrated_so_far(db)
+    assert 0 < done < 60, line
+    assert f"{done} secret(s) were migrated (committed) before that" in line, line
+    assert "then `keyledger migrate` finishes the rest" in line, line
+    if command == "full-rotation":
+        assert "rotated to key version 2, then" in line, line
+    assert invoke(db, "migrate", "--yes").exit_code == 0
+    assert migrated_so_far(db) == 60
+    assert invoke(db, "audit", "verify").exit_code == 0
