@@ -47,7 +47,7 @@ def verify(
     Example:  keyledger audit verify --anchor /offsite/keyledger.anchor --pubkey ed25519:...
     """
     pinned = None if anchor is None else read_anchor(anchor)
-    with settings(ctx).recorder() as recorder:
+    with settings(ctx).recorder(read_only=True) as recorder:
         report = verify_ledger(recorder, anchor=pinned, pinned_key=pubkey,
                                all_signatures=all_signatures)
     if as_json:

@@ -40,10 +40,13 @@ class Settings:
     durability: Durability = "full"
     lock_timeout: float = LOCK_RETRY_SECONDS
 
-    def recorder(self, *, create: bool = False, projector: Projector | None = None) -> SQLiteRecorder:
-        """The ledger file, opened with this invocation's durability and lock timeout."""
+    def recorder(self, *, create: bool = False, projector: Projector | None = None,
+                 read_only: bool = False) -> SQLiteRecorder:
+        """The ledger file, opened with this invocation's durability and lock timeout
+        (``read_only``: for a command that only reads, on a read-only medium too)."""
         return SQLiteRecorder(self.db, create=create, projector=projector,
-                              durability=self.durability, lock_timeout=self.lock_timeout)
+                              durability=self.durability, lock_timeout=self.lock_timeout,
+                              read_only=read_only)
 
 
 def settings(ctx: typer.Context) -> Settings:

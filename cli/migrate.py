@@ -13,7 +13,7 @@ from cli.context import DryRunOption, JsonOption, YesOption, confirm, open_ledge
 from cli.keys import ConfirmRotation, rotation_document, show_rotation
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from cli.policy import due_report
-from ledger import ConcurrencyError, Ledger, MigrationResult
+from ledger import ConcurrencyError, Ledger, LedgerStorageError, MigrationResult
 from ledger.migration import DEFAULT_BATCH_SIZE
 from ledger.migration import Progress as ProgressCallback
 from projections import DistributionReport
@@ -213,7 +213,11 @@ def full_rotation(
                 show_rotation(rotation, as_json=False, warned=ask.warned)
                 console.print(f"🔍 Dry run: would then migrate {pending} secret(s)")
             return
-        migration = _run_migration(ledger, None, batch_size, False, as_json)
+        try:
+            migration = _run_migration(ledger, None, batch_size, False, as_json)
+        except LedgerStorageError as exc:  # after the rotation was committed
+            raise LedgerStorageError(exc.reason, f"rotated to key version "
+                                     f"{rotation.to_version}, then {exc.consequence}") from None
         if as_json:
             emit_json({"rotation": rotation_document(rotation),
                        "migration": migration_document(migration)})

@@ -81,11 +81,13 @@ def verify_backup(path: Path, password: str | None) -> BackupReport:
 
     if not path.exists():
         raise InvalidInputError(f"no backup at {path}")
-    with SQLiteRecorder(path) as recorder:
+    # Read-only: a backup is checked where it lies, on an auditor's read-only medium too.
+    with SQLiteRecorder(path, read_only=True) as recorder:
         report = BackupReport(str(path), verify_ledger(recorder))
     if password is None:
         return report
-    with Ledger.open(path, password, upgrade=False, seen=None) as backup:
+    with Ledger.unlock(SQLiteRecorder(path, read_only=True), password, upgrade=False,
+                       seen=None) as backup:
         report.versions = sorted(backup.keyring().versions)
         report.decrypted = 0
         for info in backup.secrets():

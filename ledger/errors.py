@@ -23,6 +23,18 @@ class LedgerReadOnlyError(KeyledgerError):
     """The ledger file (or its directory) cannot be written by this process."""
 
 
+class LedgerStorageError(KeyledgerError):
+    """The disk refused the ledger file a read or a write: it is full, or failing.
+
+    ``reason`` says which, ``consequence`` what that left done and undone.
+    """
+
+    def __init__(self, reason: str, consequence: str) -> None:
+        self.reason = reason
+        self.consequence = consequence
+        super().__init__(f"{reason}; {consequence}")
+
+
 class LedgerBusyError(KeyledgerError):
     """Another process held the write lock for longer than the retry budget."""
 

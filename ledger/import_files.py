@@ -7,6 +7,12 @@ again, entry by entry, while the entries are recorded. The second pass trusts th
 only for the same bytes: it compares their digest at the end (inside the transaction, so
 a file changed in between writes nothing).
 
+Neither pass holds more than a buffer and one entry, whatever the file holds: a line (of a
+``.env`` file) or a token (of a JSON one) longer than :data:`MAX_ENTRY_CHARS`, more than
+any valid entry takes, is refused where it starts, the rest of the file unread (whatever
+other fault it may hold). A pipe, which can be read only once, is kept in memory, so it
+is read only up to :data:`MAX_PIPED_BYTES`.
+
 Errors name the file, line or entry, never a value: a malformed line may hold a secret.
 Which fault is reported, and where, is what reading the whole file at once reports
 (decoding it, ``json.loads`` or the ``.env`` lines, then the entries in order), however
@@ -32,6 +38,11 @@ from ledger.errors import InvalidInputError
 ImportFormat = Literal["json", "dotenv"]
 
 READ_BYTES = 1 << 20
+#: The longest line or JSON token read: a 64 KiB value written as JSON \u escapes (six
+#: characters a byte) with its name still fits, with room to spare.
+MAX_ENTRY_CHARS = 1 << 20
+#: The most read from a pipe (``/dev/stdin``, ``<(...)``), whose content is kept in memory.
+MAX_PIPED_BYTES = 64 << 20
 # A JSON token cut by the end of the buffer fails, or ends, within this many characters
 # of it ("-Infinity" is the longest literal; a cut \uXXXX escape is reported a few back;
 # "1.5e" of "1.5e3" scans as 1.5).
@@ -151,7 +162,7 @@ class ImportFile:
                         raise self._changed()
                     yield name, value
             else:
-                yield from _dotenv_entries(self.path, _lines(chunks), seen=None)
+                yield from _dotenv_entries(self.path, _lines(self.path, chunks), seen=None)
             for _ in chunks:  # the digest covers every byte
                 pass
         except InvalidInputError:
@@ -180,7 +191,7 @@ def check_import_file_untrusted(path: Path) -> ImportFile:
         raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
     content = None
     if not stat.S_ISREG(info.st_mode):  # a pipe (`<(...)`, /dev/stdin): keep its bytes
-        content = _read_bytes(path)
+        content = _read_piped(path)
     identity = _identity(path) if content is None else None
     digest = _new_digest()
     chunks = _text_chunks(path, content, digest)
@@ -188,6 +199,8 @@ def check_import_file_untrusted(path: Path) -> ImportFile:
     check = _check_json if fmt == "json" else _check_dotenv
     try:
         count = check(path, chunks)
+    except _TooLong:
+        raise
     except InvalidInputError:
         for _ in chunks:  # text that is not UTF-8, anywhere, outranks the fault found
             pass
@@ -232,7 +245,7 @@ def _check_json(path: Path, chunks: Iterator[str]) -> int:
 def _check_dotenv(path: Path, chunks: Iterator[str]) -> int:
     invalid: str | None = None
     count = 0
-    for name, value in _dotenv_entries(path, _lines(chunks), seen=set()):
+    for name, value in _dotenv_entries(path, _lines(path, chunks), seen=set()):
         count += 1
         if invalid is None:
             try:
@@ -273,11 +286,19 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_piped(path: Path) -> bytes:
+    """A pipe's bytes, read one byte past :data:`MAX_PIPED_BYTES` at most."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_PIPED_BYTES + 1)
     except OSError as exc:
         raise InvalidInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PIPED_BYTES:
+        raise InvalidInputError(
+            f"{path} is a pipe holding more than {MAX_PIPED_BYTES >> 20} MiB, the most keyledger "
+            "keeps in memory; import a larger file from a regular file"
+        )
+    return data
 
 
 def _raw_chunks(path: Path, content: bytes | None) -> Iterator[bytes]:
@@ -312,17 +333,38 @@ def _text_chunks(path: Path, content: bytes | None, digest: hashlib.blake2b) -> 
         raise InvalidInputError(f"{path} is not valid UTF-8") from None
 
 
-def _lines(chunks: Iterable[str]) -> Iterator[str]:
-    """The lines ``str.splitlines(keepends=True)`` would cut the whole text into."""
+def _lines(path: Path, chunks: Iterable[str]) -> Iterator[str]:
+    """The lines ``str.splitlines(keepends=True)`` would cut the whole text into.
+
+    :raises InvalidInputError: a line is longer than :data:`MAX_ENTRY_CHARS`.
+    """
     pending = ""
+    number = 0  # lines yielded
     for text in chunks:
         lines = (pending + text).splitlines(keepends=True)
         pending = ""
         if lines and (lines[-1][-1] not in _LINE_ENDS or lines[-1][-1] == "\r"):
             pending = lines.pop()  # unfinished, or a "\r" whose "\n" may come next
-        yield from lines
+        for line in lines:
+            number += 1
+            if len(line) > MAX_ENTRY_CHARS + 2:  # its line break aside
+                raise _too_long(path, number)
+            yield line
+        if len(pending) > MAX_ENTRY_CHARS + 1:
+            raise _too_long(path, number + 1)
     if pending:
         yield pending
+
+
+class _TooLong(InvalidInputError):
+    """A line or token past :data:`MAX_ENTRY_CHARS`: reading stops there, the rest of the
+    file unread (it may be endless)."""
+
+
+def _too_long(path: Path, line: int, column: int | None = None) -> InvalidInputError:
+    where = f"line {line}" if column is None else f"the token at line {line}, column {column}"
+    return _TooLong(f"{path}: {where} is longer than {MAX_ENTRY_CHARS:,} characters, more "
+                    "than any entry takes")
 
 
 # -- .env -----------------------------------------------------------------------------
@@ -448,6 +490,8 @@ class _JsonObjectReader:
                 simple = _SIMPLE_MEMBER.match(self.buf, p)
                 if simple is not None:
                     name, value, delimiter = simple.groups()
+                    self._bounded(simple.start(1) - 1, simple.end(1) + 1)
+                    self._bounded(simple.start(2) - 1, simple.end(2) + 1)
                     yield name, value
                     if delimiter == "}":
                         p = simple.end(3)
@@ -479,10 +523,24 @@ class _JsonObjectReader:
             raise self._fault(p)  # extra data
 
     def _not_an_object(self) -> NoReturn:
-        """Anything but an object is refused as ``json.loads`` of the whole text would."""
+        """Anything but an object is refused as ``json.loads`` of the whole text would;
+        past :data:`MAX_ENTRY_CHARS`, by what ``json.loads`` finds in that much of it."""
         # Only white space was dropped so far: stand-ins keep the lines and columns.
-        text = "\n" * self.lines + " " * self.column + self.buf + "".join(self.chunks)
-        parse_json_object_untrusted(self.path, text)
+        pieces, size = [self.buf], len(self.buf)
+        while size <= MAX_ENTRY_CHARS and (text := next(self.chunks, None)) is not None:
+            pieces.append(text)
+            size += len(text)
+        text = "\n" * self.lines + " " * self.column + "".join(pieces)
+        if size <= MAX_ENTRY_CHARS:
+            parse_json_object_untrusted(self.path, text)
+        else:
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as exc:  # a fault the cut made is not one
+                if exc.pos < len(text) - _CUT_MARGIN and not exc.msg.startswith("Unterminated"):
+                    raise _not_json(self.path, exc.lineno, exc.colno) from None
+            except RecursionError:
+                raise _too_deep(self.path) from None
         raise InvalidInputError(f"{self.path} must hold a JSON object of name -> value")
 
     def _token(self, p: int, scan: Scan) -> tuple[object, int]:
@@ -507,6 +565,7 @@ class _JsonObjectReader:
             else:
                 # A number cut by the buffer's end ("1.5e" of "1.5e3") scans as a shorter one.
                 if end <= len(self.buf) - _CUT_MARGIN or self.eof:
+                    self._bounded(p, end)
                     return value, end
                 p = self._more(p)
                 continue
@@ -514,6 +573,11 @@ class _JsonObjectReader:
             if self.eof or not may_be_cut:
                 raise self._fault(pos)
             p = self._more(p)
+
+    def _bounded(self, start: int, end: int) -> None:
+        """Refuse the token from ``start`` to ``end`` if it is longer than any entry needs."""
+        if end - start > MAX_ENTRY_CHARS:
+            raise _too_long(self.path, *self._where(start))
 
     def _skip(self, p: int) -> int:
         """The position of the first non-white-space character from ``p`` on (the end of
@@ -529,6 +593,7 @@ class _JsonObjectReader:
     def _more(self, keep: int) -> int:
         """Drop the text before ``keep`` and read on: at least as much again as is left,
         so a long token is read in a few steps. The new position of ``keep`` (0)."""
+        self._bounded(keep, len(self.buf))  # a token still going: as long at least
         breaks = self.buf.count("\n", 0, keep)
         if breaks:
             self.lines += breaks

@@ -106,7 +106,7 @@ def _first_bad_link(recorder: SQLiteRecorder, start: int, top: int) -> int | Non
 
 def _pragma_check(path: Path, pragma: str) -> str:
     """``PRAGMA integrity_check`` (or ``quick_check``) on a connection of its own."""
-    with SQLiteRecorder(path) as recorder:
+    with SQLiteRecorder(path, read_only=True) as recorder:
         return str(recorder.conn.execute(f"PRAGMA {pragma}").fetchone()[0])
 
 

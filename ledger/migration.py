@@ -31,6 +31,7 @@ from ledger.errors import (
     InvalidCiphertext,
     InvalidInputError,
     KeyledgerError,
+    LedgerStorageError,
     VersionError,
 )
 from ledger.store import NewEvent, SQLiteRecorder
@@ -106,12 +107,20 @@ class Migration:
                 batch_size=self.batch_size, candidates=total, resumes=resumes,
             ))
         done = 0
-        for states in self._states(total):
-            self._batch(states)
-            self._prepared.clear()
-            done += len(states)
-            if self.progress:
-                self.progress(done, total)
+        try:
+            for states in self._states(total):
+                self._batch(states)
+                self._prepared.clear()
+                done += len(states)
+                if self.progress:
+                    self.progress(done, total)
+        except LedgerStorageError as exc:
+            # The batches before this one stay committed: say so, not "nothing changed".
+            raise LedgerStorageError(exc.reason, (
+                f"{result.migrated} secret(s) were migrated (committed) before that; free "
+                "space, then `keyledger migrate` finishes the rest" if result.migrated else
+                "no secret was migrated; free space, then run `keyledger migrate`"
+            )) from None
         result.duration_seconds = round(time.perf_counter() - started, 6)
         started_event = None if self._started is None else self._started.event
         # Record the run if it changed anything, failed anything, or takes over an

@@ -46,6 +46,7 @@ from ledger.errors import (
     LedgerFormatError,
     LedgerNotFoundError,
     LedgerReadOnlyError,
+    LedgerStorageError,
     printable_ascii,
 )
 
@@ -310,12 +311,17 @@ class SQLiteRecorder:
     power loss; ``"normal"`` may lose the last commits on power loss (never on a process
     crash) in exchange for fewer fsyncs. ``lock_timeout`` bounds how long a writer waits
     for another one before :class:`LedgerBusyError`.
+
+    ``read_only=True`` is for a reader that must change nothing (``audit verify``, a
+    backup being checked): every statement is refused a write, and a file this process
+    may not write (a read-only medium, another user's ledger) is opened read-only, as
+    :func:`_read_only_uri` says, rather than refused.
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, create: bool = False,
         projector: Projector | None = None, durability: Durability = "full",
-        lock_timeout: float = LOCK_RETRY_SECONDS,
+        lock_timeout: float = LOCK_RETRY_SECONDS, read_only: bool = False,
     ) -> None:
         if durability not in ("full", "normal"):
             raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
@@ -332,14 +338,23 @@ class SQLiteRecorder:
             _create_private_file(self.path)
         elif not self.path.exists():
             raise LedgerNotFoundError(f"no ledger at {self.path} (run 'keyledger init' first)")
+        uri = _read_only_uri(self.file) if read_only and not _writable(self.file) else None
         try:
-            self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if uri is not None:
+                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                            check_same_thread=False)
+            else:
+                self.conn = sqlite3.connect(self.path, isolation_level=None,
+                                            check_same_thread=False)
             self.conn.create_function(WRITER_FUNCTION, 0, _is_keyledger, deterministic=True)
             # SQLite's own wait, capped by the caller's budget; _retry_locked does the rest.
             busy_ms = int(min(BUSY_TIMEOUT_MS, lock_timeout * 1000))
             self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             self._check_format(allow_empty=create)
-            self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
+            if read_only:
+                self.conn.execute("PRAGMA query_only = ON")
+            else:
+                self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
             self.conn.execute(f"PRAGMA synchronous = {durability.upper()}")
             # Freed content is overwritten with zeros, so an erased key leaves no copy behind.
             self.conn.execute("PRAGMA secure_delete = ON")
@@ -353,6 +368,15 @@ class SQLiteRecorder:
         except sqlite3.DatabaseError as exc:
             with contextlib.suppress(Exception):
                 self.conn.close()
+            storage = _storage_error(self.path, exc, "nothing was changed")
+            if storage is not None:
+                raise storage from None
+            if uri is not None and "immutable" not in uri and "unable to open" in str(exc):
+                raise LedgerReadOnlyError(
+                    f"{self.path} has a -wal file of changes not yet in the ledger file, and "
+                    "no -shm file beside it that this user may create; copy the ledger with "
+                    "its -wal to a writable place to read it"
+                ) from None
             if "readonly" in str(exc) or "unable to open" in str(exc):
                 raise LedgerReadOnlyError(
                     f"{self.path} is read-only for this user; keyledger needs write access to "
@@ -1108,15 +1132,24 @@ class SQLiteRecorder:
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``, waiting out other writers within a bound."""
-        self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, waiting out other writers within a bound.
+
+        :raises LedgerStorageError: the disk is full or failing; nothing was written.
+        """
         try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
+            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            storage = _storage_error(self.path, exc, "this change was not written")
+            if storage is None:
+                raise
+            raise storage from None
 
     def backup_to(self, path: Path, *, overwrite: bool = False) -> None:
         """Copy this database to ``path`` in one step: a consistent snapshot even while
@@ -1247,6 +1280,43 @@ def open_reader(path: Path) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA query_only = ON")
     return conn
+
+
+def _storage_error(path: Path, exc: sqlite3.Error, consequence: str) -> LedgerStorageError | None:
+    """SQLite's full disk or I/O error, in keyledger's words (None: any other fault). An
+    I/O error where the disk has almost no room left is called a full disk: SQLite
+    reports one so when it cannot even create its -shm file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return None
+    if code & 0xFF == sqlite3.SQLITE_FULL or _almost_full(path):
+        return LedgerStorageError(f"the disk holding {path} is full", consequence)
+    return LedgerStorageError(f"disk I/O error on {path} (is the disk full or failing?)",
+                              consequence)
+
+
+def _almost_full(path: Path) -> bool:
+    try:
+        disk = os.statvfs(path.absolute().parent)
+    except OSError:
+        return False
+    return disk.f_bavail * disk.f_frsize < 1 << 20
+
+
+def _writable(file: Path) -> bool:
+    """Whether this process may write the ledger file and create its -wal and -shm."""
+    return os.access(file, os.W_OK) and os.access(file.parent, os.W_OK)
+
+
+def _read_only_uri(file: Path) -> str:
+    """How SQLite reads a ledger it may not write (``file`` absolute): ``mode=ro``, which
+    reads a WAL left beside the file through its -shm, or, when no WAL holds anything,
+    also ``immutable=1``: SQLite could not create the -shm it otherwise needs, and reads
+    the file as it is without locking it. Nothing is written either way. (A writer with
+    more rights at work meanwhile could be misread: such a read is for a copy at rest.)"""
+    wal = Path(f"{file}-wal")
+    held = wal.exists() and wal.stat().st_size > 0
+    return f"file://{quote(os.fsencode(file))}?mode=ro" + ("" if held else "&immutable=1")
 
 
 def head_rows(

@@ -7,20 +7,25 @@ is the events head, the key table, the metadata and the plaintext of every secre
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import random
+import shutil
 import sqlite3
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from cli_support import PASSWORD
 from click.testing import Result
 
 from ledger import Ledger
-from ledger.testing import child_environment, keyledger_command, read_all
+from ledger.testing import child_environment, keyledger_command, ledger_files, read_all
 
 TIMEOUT = 60
 MAX_LINE = 300
@@ -154,3 +159,56 @@ def exe_refusal(result: subprocess.CompletedProcess[bytes]) -> str:
     assert lines[0].startswith("❌ Error: "), lines[0]
     assert_clear(lines[0])
     return lines[0]
+
+
+ReadOnlyCopy = tuple[Path, list[str], Callable[[], None] | None]
+
+
+@contextlib.contextmanager
+def read_only_copy(template: Path) -> Iterator[ReadOnlyCopy]:
+    """A copy of the ledger (with its -wal and -shm, where they exist) that keyledger may
+    read but not write, and how to run keyledger so: ``(path, argv prefix, preexec_fn)``.
+
+    As root, chmod stops nothing, so the child runs as ``nobody`` against a world-readable
+    copy in a world-readable (not writable) directory outside pytest's private tmp tree.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="keyledger-ro-"))
+    try:
+        db = folder / template.name
+        for source in ledger_files(template):
+            shutil.copy(source, folder / source.name)
+        prefix: list[str] = []
+        preexec: Callable[[], None] | None = None
+        if os.geteuid() == 0:
+            for copied in folder.iterdir():
+                os.chmod(copied, 0o644)
+            os.chmod(folder, 0o755)
+            if shutil.which("setpriv"):
+                prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            else:
+                def drop() -> None:
+                    os.setgroups([])
+                    os.setgid(65534)
+                    os.setuid(65534)
+                preexec = drop
+        else:
+            for copied in folder.iterdir():
+                os.chmod(copied, 0o444)
+            os.chmod(folder, 0o555)
+            try:
+                with open(db, "r+b"):
+                    pytest.skip("chmod 0444 does not stop this user writing; cannot make a read-only ledger")
+            except PermissionError:
+                pass
+        if prefix or preexec:
+            probe = subprocess.run(
+                [*prefix, *keyledger(), "--help"], capture_output=True,
+                stdin=subprocess.DEVNULL, timeout=TIMEOUT, preexec_fn=preexec,
+            )
+            if probe.returncode != 0:
+                pytest.skip("an unprivileged user cannot run keyledger from this checkout "
+                            "(a private directory); test_read_only_connection covers the mapping")
+        yield db, prefix, preexec
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -18,7 +18,6 @@ import resource
 import shutil
 import signal
 import sqlite3
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from bad_input_support import (
+    ReadOnlyCopy,
     assert_clear,
     child_env,
     damage_payload,
@@ -35,13 +35,11 @@ from bad_input_support import (
     foreign_sqlite,
     ledger_state,
     plaintexts,
+    read_only_copy,
     refusal,
     run_exe,
     scribble,
     truncate,
-)
-from bad_input_support import (
-    keyledger as exe_command,
 )
 from cli_support import NEW_PASSWORD, OTHER_VALUE, PASSWORD, VALUE, document, invoke
 from click.testing import Result
@@ -635,49 +633,10 @@ def test_disk_full_fails_cleanly_before_any_effect(ledger_copy: Path, tmp_path: 
 
 
 @pytest.fixture
-def read_only_ledger(template: Path) -> Iterator[tuple[Path, list[str], Callable[[], None] | None]]:
-    """A copy of the ledger keyledger may read but not write, and how to run keyledger so.
-
-    As root, chmod stops nothing, so the child runs as ``nobody`` against a world-readable
-    copy in a world-readable (not writable) directory outside pytest's private tmp tree.
-    """
-    folder = Path(tempfile.mkdtemp(prefix="keyledger-ro-"))
-    try:
-        db = folder / "keyledger.db"
-        shutil.copy(template, db)
-        prefix: list[str] = []
-        preexec: Callable[[], None] | None = None
-        if os.geteuid() == 0:
-            os.chmod(db, 0o644)
-            os.chmod(folder, 0o755)
-            if shutil.which("setpriv"):
-                prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-            else:
-                def drop() -> None:
-                    os.setgroups([])
-                    os.setgid(65534)
-                    os.setuid(65534)
-                preexec = drop
-        else:
-            os.chmod(db, 0o444)
-            os.chmod(folder, 0o555)
-            try:
-                with open(db, "r+b"):
-                    pytest.skip("chmod 0444 does not stop this user writing; cannot make a read-only ledger")
-            except PermissionError:
-                pass
-        if prefix or preexec:
-            probe = subprocess.run(
-                [*prefix, *exe_command(), "--help"], capture_output=True,
-                stdin=subprocess.DEVNULL, timeout=60, preexec_fn=preexec,
-            )
-            if probe.returncode != 0:
-                pytest.skip("an unprivileged user cannot run keyledger from this checkout "
-                            "(a private directory); test_read_only_connection covers the mapping")
-        yield db, prefix, preexec
-    finally:
-        os.chmod(folder, 0o755)
-        shutil.rmtree(folder, ignore_errors=True)
+def read_only_ledger(template: Path) -> Iterator[ReadOnlyCopy]:
+    """A copy of the ledger keyledger may read but not write (see ``read_only_copy``)."""
+    with read_only_copy(template) as copy:
+        yield copy
 
 
 @pytest.mark.parametrize("args", [
@@ -685,7 +644,7 @@ def read_only_ledger(template: Path) -> Iterator[tuple[Path, list[str], Callable
     [b"secrets", b"delete", b"api_token"],
 ])
 def test_read_only_ledger_write_fails_cleanly(
-    read_only_ledger: tuple[Path, list[str], Callable[[], None] | None], args: list[bytes]
+    read_only_ledger: ReadOnlyCopy, args: list[bytes]
 ) -> None:
     """A write to a ledger the user may not write: one line that says read-only, nothing changes."""
     db, prefix, preexec = read_only_ledger

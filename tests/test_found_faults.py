@@ -1,17 +1,52 @@
 """The faults a new user found, each pinned: names shown literally, invisible characters
-refused, a value read from stdin only up to its limit, special files refused as --db."""
+refused, a value read from stdin only up to its limit, special files refused as --db,
+--value's help naming the process list, audit verify and verify-backup on a read-only copy,
+import files read only up to their limits, a full disk called so."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import resource
+import shutil
+import signal
 import stat
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_support import error_line, invoke
+from bad_input_support import (
+    TIMEOUT,
+    ReadOnlyCopy,
+    child_env,
+    damage_payload,
+    exe_refusal,
+    read_only_copy,
+    run_exe,
+)
+from cli_support import OTHER_VALUE, PASSWORD, VALUE, error_line, invoke
 
-from ledger import InvalidInputError
+from ledger import InvalidInputError, Ledger
 from ledger.domain import MAX_VALUE_BYTES, validate_name
+from ledger.import_files import MAX_ENTRY_CHARS, MAX_PIPED_BYTES
+from ledger.testing import create_test_ledger, keyledger_command, ledger_files
+
+# Address space for a child keyledger that must not read an endless input into memory:
+# several times what it needs, far below what reading /dev/zero to the end would take.
+CHILD_MEMORY = 512 * 1024 * 1024
+
+
+def bounded_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY, CHILD_MEMORY))
+
+
+def run_on_zeros(db: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The real keyledger with ``args``, /dev/zero on its stdin and its memory bounded."""
+    with open("/dev/zero", "rb") as zeros:
+        return subprocess.run([*keyledger_command(), *args], env=child_env(db), stdin=zeros,
+                              capture_output=True, timeout=TIMEOUT, preexec_fn=bounded_memory)
 
 
 def test_names_that_look_like_markup_are_listed_literally(db: Path) -> None:
@@ -38,6 +73,20 @@ def test_a_value_on_stdin_is_read_only_up_to_the_limit(db: Path) -> None:
     assert result.exit_code != 0 and "at most" in error_line(result)
     result = invoke(db, "secrets", "set", "big", stdin=b"x" * MAX_VALUE_BYTES + b"\n")
     assert result.exit_code == 0, result.stderr
+
+
+def test_an_endless_stdin_is_refused_at_the_value_limit(db: Path) -> None:
+    """`secrets set NAME < /dev/zero` in the real executable, its memory bounded: one line
+    naming the limit, not a MemoryError after trying to read all of it."""
+    line = exe_refusal(run_on_zeros(db, "secrets", "set", "big"))
+    assert f"at most {MAX_VALUE_BYTES} bytes" in line, line
+
+
+def test_the_value_options_help_names_shell_history_and_the_process_list() -> None:
+    """--value's help warns of both places a value on the command line shows up."""
+    text = " ".join(invoke(None, "secrets", "set", "--help").stdout.replace("│", " ").split())
+    value_help = text[text.index("--value"):text.index("--json")]
+    assert "shell history" in value_help and "process list" in value_help, value_help
 
 
 def test_init_on_a_device_or_through_a_symlink_is_refused(tmp_path: Path) -> None:
@@ -94,3 +143,206 @@ def test_an_absurd_key_version_in_a_payload_is_one_clear_line(db: Path) -> None:
         assert result.exit_code != 0, args
         if args[0] != "health-check":
             assert error_line(result), args
+
+
+# -- audit verify and verify-backup on an auditor's read-only copy ---------------------------
+
+
+@pytest.fixture
+def at_rest(tmp_path: Path) -> Path:
+    """A ledger of two secrets, closed: no -wal or -shm beside it."""
+    db = tmp_path / "keyledger.db"
+    with create_test_ledger(db, PASSWORD) as ledger:
+        ledger.set("db_password", VALUE)
+        ledger.set("api_token", OTHER_VALUE)
+    assert [f.name for f in ledger_files(db)] == [db.name]
+    return db
+
+
+def folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file in ``folder``: its bytes and modification time."""
+    return {f.name: (f.read_bytes(), f.stat().st_mtime_ns) for f in sorted(folder.iterdir())}
+
+
+def verify_as_reader(copy: ReadOnlyCopy, command: str, *, password: bool = True
+                     ) -> subprocess.CompletedProcess[bytes]:
+    db, prefix, preexec = copy
+    args = ["audit", "verify", "--json"] if command == "audit verify" else [
+        "verify-backup", str(db), "--json"]
+    env = child_env(db)
+    if not password:
+        del env["ENCRYPTION_MASTER_PASSWORD"]
+    return run_exe(list(args), env, prefix=prefix, preexec_fn=preexec)
+
+
+@pytest.mark.parametrize("command", ["audit verify", "verify-backup"])
+def test_a_read_only_copy_verifies_and_is_left_as_it_was(at_rest: Path, command: str) -> None:
+    """Run by a user who may not write the file or its folder (a read-only medium), both
+    checks pass, decrypt every secret, and leave no -wal or -shm and every byte and mtime
+    as they were."""
+    with read_only_copy(at_rest) as copy:
+        before = folder_state(copy[0].parent)
+        result = verify_as_reader(copy, command)
+        assert result.returncode == 0, result.stderr.decode()
+        report = json.loads(result.stdout)
+        assert report["ok"] is True and report["events"] > 0
+        if command == "verify-backup":
+            assert report["decrypted"] == report["secrets"] == 2
+        assert folder_state(copy[0].parent) == before
+
+
+@pytest.mark.parametrize("command", ["audit verify", "verify-backup"])
+def test_a_tampered_read_only_copy_still_fails(at_rest: Path, command: str) -> None:
+    """A ciphertext edited in the file is caught by the chain on a read-only copy as on a
+    writable one (verify-backup without the password: the check that needs none)."""
+    with Ledger.open(at_rest, PASSWORD) as ledger:
+        edited = ledger.recorder.stream_head("secret:api_token")
+    assert edited is not None
+    damage_payload(at_rest, "api_token", b"AAAA")
+    with read_only_copy(at_rest) as copy:
+        result = verify_as_reader(copy, command, password=False)
+        assert result.returncode == 1, result.stderr.decode()
+        report = json.loads(result.stdout)
+        assert report["ok"] is False and report["first_bad_seq"] == edited.seq, report
+
+
+def test_a_read_only_copy_with_its_wal_is_read_whole(at_rest: Path, tmp_path: Path) -> None:
+    """A copy taken while a writer had events only in the -wal: with its -shm, every event
+    is verified (not just those in the main file); without the -shm, which SQLite cannot
+    then create, one line says what to do."""
+    staged = tmp_path / "staged" / at_rest.name
+    staged.parent.mkdir()
+    with Ledger.open(at_rest, PASSWORD) as ledger:
+        ledger.set("only_in_the_wal", VALUE)
+        events = ledger.recorder.head()[0]
+        for source in ledger_files(at_rest):
+            shutil.copy(source, staged.parent / source.name)
+    assert {f.name for f in staged.parent.iterdir()} >= {f"{staged.name}-wal", f"{staged.name}-shm"}
+    with read_only_copy(staged) as copy:
+        before = folder_state(copy[0].parent)
+        result = verify_as_reader(copy, "audit verify")
+        assert result.returncode == 0, result.stderr.decode()
+        assert json.loads(result.stdout)["events"] == events
+        assert folder_state(copy[0].parent) == before
+    Path(f"{staged}-shm").unlink()
+    with read_only_copy(staged) as copy:
+        line = exe_refusal(verify_as_reader(copy, "audit verify"))
+        assert "-wal" in line and "writable place" in line, line
+
+
+# -- an import file is read only up to the limits ----------------------------------------------
+
+
+def test_an_endless_pipe_given_to_import_is_refused_at_its_limit(db: Path) -> None:
+    """`secrets import /dev/stdin < /dev/zero`, memory bounded: one line naming the pipe
+    limit, not a MemoryError."""
+    line = exe_refusal(run_on_zeros(db, "secrets", "import", "/dev/stdin"))
+    assert f"more than {MAX_PIPED_BYTES >> 20} MiB" in line, line
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("huge.env", "line 1 is longer than"), ("huge.json", "is not valid JSON (line 1, column 1)"),
+])
+def test_a_huge_import_file_is_refused_without_reading_it_into_memory(
+    db: Path, tmp_path: Path, name: str, expected: str,
+) -> None:
+    """A 1 GiB file of one endless line (sparse: NUL bytes), memory bounded to half that:
+    one line, from the first megabyte or so."""
+    huge = tmp_path / name
+    with huge.open("wb") as file:
+        file.truncate(1 << 30)
+    result = run_exe(["secrets", "import", str(huge)], child_env(db), preexec_fn=bounded_memory)
+    assert expected in exe_refusal(result)
+
+
+def test_an_endless_json_token_is_refused_where_it_starts(db: Path, tmp_path: Path) -> None:
+    """A JSON string longer than any entry is named by where it starts, as too long, and
+    the file is not read on to its end (whose fault would otherwise be found first)."""
+    source = tmp_path / "long.json"
+    source.write_text('{"a": "' + "x" * (MAX_ENTRY_CHARS + 10) + '"}\n{"not json')
+    result = invoke(db, "secrets", "import", str(source))
+    assert result.exit_code == 2
+    assert "the token at line 1, column 7 is longer than" in error_line(result)
+
+
+# -- a full or failing disk is called that, and says what it left done -------------------------
+
+
+def file_size_limit(limit: int) -> Callable[[], None]:
+    """A child's preexec_fn: no file it writes may grow past ``limit`` bytes, as on a full
+    disk (with SIGXFSZ ignored, the write fails with EFBIG and SQLite reports an I/O error)."""
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limited
+
+
+@pytest.mark.parametrize("args", [["info"], ["audit", "verify"], ["secrets", "set", "x", "--value", "v"]])
+def test_a_disk_too_full_to_open_the_ledger_is_not_called_a_foreign_file(
+    at_rest: Path, args: list[str]
+) -> None:
+    """No room for SQLite's -shm file: one line about the disk, not "not a keyledger ledger"."""
+    before = at_rest.read_bytes()
+    line = exe_refusal(run_exe(list(args), child_env(at_rest), preexec_fn=file_size_limit(8192)))
+    assert "disk I/O error on" in line and "nothing was changed" in line, line
+    assert "not a keyledger ledger" not in line, line
+    assert at_rest.read_bytes() == before
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (needs the right to mount; skipped without it), unmounted after."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True, timeout=TIMEOUT)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here; the file-size limit tests stand in")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], capture_output=True, timeout=TIMEOUT)
+
+
+def test_a_really_full_disk_is_called_full(at_rest: Path, small_disk: Path) -> None:
+    """On a disk with no room left at all, opening the ledger says the disk is full."""
+    db = small_disk / at_rest.name
+    shutil.copy(at_rest, db)
+    with (small_disk / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+        while True:  # until the disk is full (ENOSPC)
+            filler.write(b"\0" * 4096)
+    line = exe_refusal(run_exe(["info"], child_env(db)))
+    assert f"the disk holding {db} is full; nothing was changed" in line, line
+
+
+def migrated_so_far(db: Path) -> int:
+    """How many secrets are on the current key version, as `report` counts them."""
+    report = json.loads(invoke(db, "report", "--json").stdout)
+    return int(report["distribution"].get(str(report["current_version"]), 0))
+
+
+@pytest.mark.parametrize("command", ["migrate", "full-rotation"])
+def test_a_migration_the_disk_stops_says_how_far_it_got(tmp_path: Path, command: str) -> None:
+    """A migration whose third batch or so finds the disk full names the secrets it did
+    commit (not "nothing was changed"), and running migrate again finishes the work."""
+    db = tmp_path / "keyledger.db"
+    with create_test_ledger(db, PASSWORD) as ledger:
+        for i in range(60):
+            ledger.set(f"secret_{i:02}", "v" * 2000)
+    if command == "migrate":
+        assert invoke(db, "rotate", "--yes").exit_code == 0
+    assert not Path(f"{db}-wal").exists()
+    # Room in the WAL for about two batches of ten (each some 120 KiB of pages).
+    args = ["migrate", "--yes"] if command == "migrate" else ["full-rotation", "--yes"]
+    result = run_exe([*args, "--batch-size", "10"], child_env(db),
+                     preexec_fn=file_size_limit(256 * 1024))
+    line = exe_refusal(result)
+    done = migrated_so_far(db)
+    assert 0 < done < 60, line
+    assert f"{done} secret(s) were migrated (committed) before that" in line, line
+    assert "then `keyledger migrate` finishes the rest" in line, line
+    if command == "full-rotation":
+        assert "rotated to key version 2, then" in line, line
+    assert invoke(db, "migrate", "--yes").exit_code == 0
+    assert migrated_so_far(db) == 60
+    assert invoke(db, "audit", "verify").exit_code == 0
