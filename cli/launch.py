@@ -110,7 +110,10 @@ def _kdf_inputs(path: Path, algorithm: str) -> tuple[bytes, int] | None:
             conn.close()
         if rows.get("kdf_algorithm") != algorithm:
             return None
-        return base64.b64decode(rows["kdf_salt"], validate=True), int(rows["kdf_iterations"])
+        iterations = int(rows["kdf_iterations"])
+        if not 1 <= iterations <= 100_000_000:  # store.MAX_KEK_ITERATIONS, not imported here
+            return None  # damaged: the command itself says so
+        return base64.b64decode(rows["kdf_salt"], validate=True), iterations
     except (sqlite3.Error, OSError, KeyError, ValueError):  # binascii.Error is a ValueError
         return None
 

@@ -51,6 +51,9 @@ from ledger.errors import (
 )
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
+# More KDF iterations than any ledger is made with (minutes per unlock): a larger count,
+# or one below 1, is damage to the KDF record, refused before anything derives with it.
+MAX_KEK_ITERATIONS = 100_000_000
 # 1 lacked events.origin, 2 lacked signed checkpoints: pre-release layouts, never shipped.
 # 3 lacked the authenticated map of stream heads (ledger.heads): upgraded on first unlock.
 FORMAT_VERSION = 4
@@ -498,9 +501,12 @@ class SQLiteRecorder:
     def read_meta(self) -> LedgerMeta:
         rows = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         try:
+            iterations = int(rows["kdf_iterations"])
+            if not 1 <= iterations <= MAX_KEK_ITERATIONS:
+                raise ValueError("KDF iteration count out of range")
             kdf = KdfRecord(
                 algorithm=rows["kdf_algorithm"],
-                iterations=int(rows["kdf_iterations"]),
+                iterations=iterations,
                 salt=base64.b64decode(rows["kdf_salt"]),
                 kek_check=rows["kek_check"],
             )
@@ -509,7 +515,8 @@ class SQLiteRecorder:
                 base64.b64decode(rows["signing_key"]),
             )
         except (KeyError, ValueError):
-            raise LedgerFormatError(f"{self.path}: ledger metadata is incomplete") from None
+            raise LedgerFormatError(
+                f"{self.path}: ledger metadata is incomplete or damaged") from None
 
     def read_wrapped_keys(self) -> dict[int, bytes | None]:
         return {v: w for v, w in self.conn.execute("SELECT version, wrapped FROM keys")}

@@ -11,9 +11,11 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -346,3 +348,22 @@ def test_a_migration_the_disk_stops_says_how_far_it_got(tmp_path: Path, command:
     assert invoke(db, "migrate", "--yes").exit_code == 0
     assert migrated_so_far(db) == 60
     assert invoke(db, "audit", "verify").exit_code == 0
+
+
+@pytest.mark.parametrize("iterations", ["0", "-5", "99999999999999999999", "1e6"])
+@pytest.mark.parametrize("command", [("secrets", "get", "a"), ("health-check",),
+                                     ("audit", "seen")])
+def test_a_damaged_kdf_iteration_count_is_one_clear_line(
+        tmp_path: Path, iterations: str, command: tuple[str, ...]) -> None:
+    """An edited meta.kdf_iterations reached PBKDF2 as a ValueError or OverflowError."""
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, PASSWORD) as ledger:
+        ledger.set("a", "1")
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'kdf_iterations'", (iterations,))
+        conn.commit()
+    refused = invoke(db, *command)
+    assert refused.exit_code == 1
+    # health-check reports it among its checks; every other command in one line
+    shown = refused.stdout if command == ("health-check",) else error_line(refused)
+    assert "metadata is incomplete or damaged" in shown
