@@ -180,7 +180,7 @@ def full_rotation(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        report = due_report(views)
+        report = due_report(views, ledger=ledger)
         if if_due:
             if not report.due:
                 if as_json:

@@ -9,9 +9,10 @@ import typer
 
 from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors, warn
+from ledger import Ledger
 from ledger import events as ev
 from ledger.lifecycle import describe_duration, parse_duration
-from ledger.policy import DueReport, current_policy, rotation_due, set_policy
+from ledger.policy import DueReport, current_policy, proven_policy, rotation_due, set_policy
 from projections import ReadModels
 
 app = typer.Typer(help="Set and show the rotation policy.", no_args_is_help=True)
@@ -63,13 +64,24 @@ def _show_policy(policy: ev.RotationPolicySet, as_json: bool, *, saved: bool) ->
                   f"{policy.max_encryptions:,} encryptions")
 
 
-def due_report(views: ReadModels, now: datetime | None = None) -> DueReport:
-    """Whether the ledger behind ``views`` is due for rotation (read models and policy)."""
+def due_report(views: ReadModels, now: datetime | None = None, *,
+               ledger: Ledger | None = None) -> DueReport:
+    """Whether the ledger behind ``views`` is due for rotation. With the unlocked
+    ``ledger`` (a decision: ``full-rotation --if-due``) the policy, the current version
+    and its age come from proven events; the encryption count is the read models'."""
     keyring = views.keyring()
     current = next(v for v in keyring.versions if v.version == keyring.current_version)
-    since = datetime.strptime(current.created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    return rotation_due(current_policy(views.recorder), current.version, since,
-                        current.encryptions, now or datetime.now(UTC))
+    created_at, version, policy = current.created_at, current.version, current_policy(views.recorder)
+    if ledger is not None:
+        proven = ledger.keyring()
+        assert proven.current is not None
+        version, policy = proven.current, proven_policy(ledger)
+        created_at = proven.versions[version].created_at
+        encryptions = next((v.encryptions for v in keyring.versions if v.version == version), 0)
+    else:
+        encryptions = current.encryptions
+    since = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return rotation_due(policy, version, since, encryptions, now or datetime.now(UTC))
 
 
 @handles_errors

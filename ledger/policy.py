@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.errors import InvalidInputError
 from ledger.lifecycle import describe_duration
-from ledger.store import Recorder
+from ledger.store import Recorder, StoredEvent
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -67,8 +67,19 @@ def rotation_due(
 
 
 def current_policy(recorder: Recorder) -> ev.RotationPolicySet:
-    """The policy in force: the latest one recorded, or the defaults."""
-    head = recorder.stream_head(ev.POLICY_STREAM)
+    """The policy in force as the file says, unproven: for display (``policy show``,
+    ``due``), which needs no password. Decisions use :func:`proven_policy`."""
+    return policy_at(recorder.stream_head(ev.POLICY_STREAM))
+
+
+def proven_policy(ledger: Ledger) -> ev.RotationPolicySet:
+    """The policy in force, its head event proven against the signed checkpoint: what
+    ``policy set`` keeps of it and ``full-rotation --if-due`` decides on."""
+    return policy_at(ledger.head_of(ev.POLICY_STREAM))
+
+
+def policy_at(head: StoredEvent | None) -> ev.RotationPolicySet:
+    """The policy a policy stream's head event records, or the defaults."""
     event = None if head is None else head.decode()
     return event if isinstance(event, ev.RotationPolicySet) else DEFAULT_POLICY
 
@@ -78,7 +89,7 @@ def set_policy(
     max_encryptions: int | None = None,
 ) -> ev.RotationPolicySet:
     """Record a new policy; unspecified settings keep their current values."""
-    old = current_policy(ledger.recorder)
+    old = proven_policy(ledger)
     policy = ev.RotationPolicySet(
         max_age_seconds=int(max_age.total_seconds()) if max_age else old.max_age_seconds,
         warn_seconds=int(warn.total_seconds()) if warn else old.warn_seconds,

@@ -448,6 +448,11 @@ class Ledger:
             signer=self._signer(),
         )
 
+    @_serialized
+    def head_of(self, stream: str) -> StoredEvent | None:
+        """The head event of ``stream``, proven against the latest signed checkpoint."""
+        return self._head(stream)
+
     def _head(self, stream: str) -> StoredEvent | None:
         """The head event of ``stream``, shown to be the newest the ledger signed for."""
         if self._whole_chain_checked:
@@ -680,7 +685,7 @@ class Ledger:
         would only be noise in the audit trail.
         """
         for _ in range(CONFLICT_RETRIES):
-            head = self.recorder.stream_head(ev.AUDIT_SETTINGS_STREAM)
+            head = self._head(ev.AUDIT_SETTINGS_STREAM)
             if _read_auditing_at(head).enabled == enabled:
                 return False
             event = ev.ReadAuditingSet(enabled=enabled, reason=reason)
@@ -921,7 +926,7 @@ class Ledger:
         """Append one event at the next revision of a stream nobody decides against
         (rejections, policy, backups), retrying if another process got there first."""
         for _ in range(CONFLICT_RETRIES):
-            head = self.recorder.stream_head(stream)
+            head = self._head(stream)
             try:
                 self._append([NewEvent(stream, (head.stream_rev if head else 0) + 1, event)])
                 return

@@ -368,3 +368,49 @@ def test_the_unbound_scheme_needs_a_key_version_from_the_old_system() -> None:
     with pytest.raises(IntegrityError, match="never writes"):
         secret_state("a", 2, ev.SecretWritten(name="a", key_version=90, ciphertext="x",
                                               scheme="seed"))
+
+
+def _rewrite_payload(path: Path, seq: int, payload: str) -> None:
+    """The forger's edit: one event's payload, its stored hash kept (nothing walks the
+    chain to notice), the append-only trigger dropped and put back by run_sql."""
+    run_sql(path, ("UPDATE events SET payload = ? WHERE seq = ?", (payload, seq)))
+
+
+def test_policy_set_and_full_rotation_if_due_decide_on_the_proven_policy(tmp_path: Path) -> None:
+    """A forged policy head could make `full-rotation --if-due` skip a due rotation and
+    `policy set` sign the forged limit into a new event (attack pass, finding 3)."""
+    from datetime import timedelta
+
+    from ledger.policy import proven_policy, set_policy
+
+    path = tmp_path / "p.db"
+    with create_test_ledger(path, PASSWORD) as ledger:
+        set_policy(ledger, max_encryptions=2)
+        ledger.set("a", "1")
+    seq = seqs_of(path, ev.POLICY_STREAM)[-1]
+    with closing(sqlite3.connect(path)) as conn:
+        payload = conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+    _rewrite_payload(path, seq, payload.replace('"max_encryptions":2', '"max_encryptions":4000000000'))
+    with Ledger.open(path, PASSWORD) as ledger:
+        with pytest.raises(IntegrityError):
+            proven_policy(ledger)
+        top = ledger.recorder.head()[0]
+        with pytest.raises(IntegrityError):
+            set_policy(ledger, max_age=timedelta(days=30))
+        assert ledger.recorder.head()[0] == top  # nothing signed over the forgery
+
+
+def test_read_auditing_is_switched_on_the_proven_setting(tmp_path: Path) -> None:
+    """A head forged to say 'on' made `audit reads on` append nothing, leaving reads
+    unrecorded once the row was put back."""
+    path = tmp_path / "r.db"
+    with create_test_ledger(path, PASSWORD) as ledger:
+        ledger.set_read_auditing(True)
+        ledger.set_read_auditing(False)
+        ledger.set("a", "1")  # the setting is not the last event, whose hash unlock checks
+    seq = seqs_of(path, ev.AUDIT_SETTINGS_STREAM)[-1]
+    with closing(sqlite3.connect(path)) as conn:
+        payload = conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0]
+    _rewrite_payload(path, seq, payload.replace('"enabled":false', '"enabled":true'))
+    with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
+        ledger.set_read_auditing(True)
