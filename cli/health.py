@@ -14,7 +14,7 @@ from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_r
 from cli.policy import due_report
 from ledger import KeyledgerError, Ledger, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
-from ledger.integrity import check_chain, head_signature_problems
+from ledger.integrity import check_chain, head_signature_problems, trigger_problems
 from projections import ReadModels
 
 Status = Literal["ok", "warn", "fail"]
@@ -53,7 +53,8 @@ def health_check(
 
     Exit 0 when healthy (pending migrations only warn), 1 when not: ready for cron and
     monitoring. Without --deep it takes the same time at any size: the last 1,000 links
-    of the chain, the head's signature, and the sampled secrets' rows against their events.
+    of the chain, the head's signature, the ledger's triggers, and the sampled secrets'
+    rows against their events.
 
     Example:  keyledger health-check --json || page-oncall
     """
@@ -133,6 +134,7 @@ def _check_rotation(views: ReadModels, health: Health) -> None:
 def _check_ledger(views: ReadModels, health: Health, sample: list[str], deep: bool) -> None:
     problems = (check_chain(views.recorder, tail=1000, sqlite_check=deep).problems
                 + head_signature_problems(views.recorder)
+                + trigger_problems(views.recorder)
                 + views.problems(deep=deep, sample=sample))
     if views.repaired:
         problems.append("the read models disagreed with the events when opened "

@@ -19,7 +19,7 @@ from collections.abc import Collection
 
 from ledger.domain import KeyringState
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
-from ledger.store import SQLiteRecorder
+from ledger.store import SQLiteRecorder, TriggerFault
 from projections.base import Projection, ProjectionRunner
 from projections.keys import (
     KeyProjection,
@@ -47,6 +47,7 @@ __all__ = [
     "ProjectionRunner",
     "ReadModels",
     "SecretRow",
+    "guard_faults",
     "projector",
 ]
 
@@ -54,6 +55,13 @@ __all__ = [
 def projector() -> ProjectionRunner:
     """The runner of every read model keyledger keeps."""
     return ProjectionRunner([KeyProjection(), SecretProjection(), MigrationProjection()])
+
+
+def guard_faults(recorder: SQLiteRecorder) -> list[TriggerFault]:
+    """The read models' guard triggers missing or altered, and any other trigger on their
+    tables, read without opening (so without repairing) the read models: for ``audit
+    verify``, which changes nothing."""
+    return projector().guard_faults(recorder.conn)
 
 
 class ReadModels:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ledger.events import DomainEvent
-from ledger.store import WRITER_FUNCTION, SQLiteRecorder, StoredEvent
+from ledger.store import WRITER_FUNCTION, SQLiteRecorder, StoredEvent, TriggerFault, trigger_faults
 
 Applied = tuple[DomainEvent, StoredEvent]
 
@@ -52,8 +52,11 @@ _COOKIES_SQL = """SELECT c.schema_cookie, v.schema_version
     FROM proj_checkpoint c, pragma_schema_version v WHERE c.id = 1"""
 
 
+# Everything in the read models' namespace, and anything else built on their tables (a
+# trigger of another name on proj_secrets would run inside keyledger's own writes).
 _SCHEMA_SQL = """SELECT name, sql FROM sqlite_master
-    WHERE name LIKE 'proj\\_%' ESCAPE '\\' AND sql IS NOT NULL ORDER BY name"""
+    WHERE (name LIKE 'proj\\_%' ESCAPE '\\' OR tbl_name LIKE 'proj\\_%' ESCAPE '\\')
+    AND sql IS NOT NULL ORDER BY name"""
 
 
 #: The fingerprint (:func:`layout_fingerprint`) of the read models this keyledger
@@ -84,16 +87,23 @@ _STRAY_SQL = """SELECT type, name FROM sqlite_master WHERE name LIKE 'proj\\_%' 
     ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END"""
 
 
+GUARDED_ACTIONS = ("INSERT", "UPDATE", "DELETE")
+
+
+def guard_name(table: str, action: str) -> str:
+    return f"{table}_guard_{action.lower()}"
+
+
 def guard_triggers(table: str) -> list[str]:
     """The triggers that refuse every write to ``table`` but keyledger's own.
 
     A connection that is not keyledger's lacks :data:`ledger.store.WRITER_FUNCTION`, so an
     INSERT, UPDATE or DELETE there fails before it changes a row."""
     return [
-        f"CREATE TRIGGER IF NOT EXISTS {table}_guard_{action.lower()} BEFORE {action} ON {table} "
+        f"CREATE TRIGGER IF NOT EXISTS {guard_name(table, action)} BEFORE {action} ON {table} "
         f"WHEN {WRITER_FUNCTION}() IS NOT 1 "
         "BEGIN SELECT RAISE(ABORT, 'keyledger read models are written by keyledger only'); END"
-        for action in ("INSERT", "UPDATE", "DELETE")
+        for action in GUARDED_ACTIONS
     ]
 
 
@@ -185,6 +195,15 @@ class ProjectionRunner:
             return ["the read models' tables or write guards differ from this keyledger's "
                     "(another version's, or edited)"]
         return []
+
+    def guard_faults(self, conn: sqlite3.Connection) -> list[TriggerFault]:
+        """The read models' guards missing or altered, and any other trigger on their
+        tables ([] while there are no read models). Reads the schema only."""
+        if not _stored_schema(conn):
+            return []
+        expected = {guard_name(table, action): (table, self.schema[guard_name(table, action)])
+                    for table in self.tables for action in GUARDED_ACTIONS}
+        return trigger_faults(conn, expected, self.tables)
 
     @staticmethod
     def position(recorder: SQLiteRecorder) -> tuple[int, str]:
