@@ -12,7 +12,7 @@ import typer
 from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_reason
 from cli.policy import due_report
-from ledger import KeyledgerError, Ledger, WrongPasswordError
+from ledger import KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
 from ledger.integrity import check_chain, head_signature_problems, trigger_problems
 from projections import ReadModels
@@ -49,7 +49,8 @@ def health_check(
         "its event (time grows with the ledger; nightly, not every minute).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the master password, the keys, the secrets, a round trip and the ledger.
+    """Check the master password, the signing key, the data keys, the secrets, a round trip
+    and the ledger.
 
     Exit 0 when healthy (pending migrations only warn), 1 when not: ready for cron and
     monitoring. Without --deep it takes the same time at any size: the last 1,000 links
@@ -65,6 +66,11 @@ def health_check(
         health.add("master_password", "fail", str(exc))
         _finish(health, as_json)
         return
+    except SigningKeyError as exc:
+        health.add("master_password", "ok", "master password configured and correct")
+        health.add("signing_key", "fail", str(exc))
+        _finish(health, as_json)
+        return
     except (KeyledgerError, sqlite3.Error) as exc:
         health.add("ledger", "fail", _reason(exc))
         _finish(health, as_json)
@@ -74,6 +80,7 @@ def health_check(
         if ledger.kdf_iterations < KEK_ITERATIONS:
             health.add("kdf", "warn", f"KDF iterations {ledger.kdf_iterations} are below "
                        f"{KEK_ITERATIONS}; run rekey-master to raise them")
+        _guarded(health, "signing_key", lambda: _check_signing_key(ledger, health))
         _guarded(health, "current_key", lambda: _check_keys(ledger, health))
         _guarded(health, "secrets", lambda: _check_secrets(views, health))
         sample: list[str] = []
@@ -93,6 +100,12 @@ def _guarded(health: Health, name: str, check: Callable[[], None]) -> None:
 
 def _reason(exc: Exception) -> str:
     return sqlite_reason(exc) if isinstance(exc, sqlite3.Error) else str(exc)
+
+
+def _check_signing_key(ledger: Ledger, health: Health) -> None:
+    public_key = ledger.check_signing_key()
+    health.add("signing_key", "ok", "the wrapped signing key opens and is the private half "
+               f"of the recorded {public_key}")
 
 
 def _check_keys(ledger: Ledger, health: Health) -> None:

@@ -23,6 +23,7 @@ from ledger.signing import (
     recorded_signing_keys,
     same_key,
     signature_holds,
+    wrapped_key_problem,
 )
 from ledger.store import CheckpointRow, SQLiteRecorder, TriggerFault
 
@@ -181,7 +182,9 @@ def verify_ledger(
     """Everything ``audit verify`` checks, without the master password.
 
     - the hash chain from seq 1 and SQLite's ``integrity_check`` (:func:`check_chain`);
-    - the signing key the events recorded, against ``pinned_key`` if given;
+    - the signing key the events recorded, against ``pinned_key`` if given, and the shape
+      of the wrapped private key in ``meta`` (whether it opens and is that key's private
+      half takes the master password: ``health-check`` checks it);
     - every checkpoint's position: it names an event that exists, with the hash it holds
       (a checkpoint past the last event means the tail was cut);
     - the latest checkpoint's signature, which must cover the last event: with an intact
@@ -199,8 +202,12 @@ def verify_ledger(
     for problem in chain.problems:
         report.fault(problem, chain.first_bad_seq)
     top = recorder.head()[0]
-    ledger_id = recorder.read_meta().ledger_id
+    meta = recorder.read_meta()
+    ledger_id = meta.ledger_id
     report.public_key = _recorded_key(recorder, report.fault)
+    wrapped = wrapped_key_problem(meta.signing_key)
+    if wrapped is not None:
+        report.fault(wrapped, None)
     key = None if report.public_key is None else parse_public_key(report.public_key)
     if pinned_key is not None:
         pinned = parse_public_key(pinned_key)
