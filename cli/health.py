@@ -152,6 +152,10 @@ def _check_ledger(views: ReadModels, health: Health, sample: list[str], deep: bo
     if views.repaired:
         problems.append("the read models disagreed with the events when opened "
                         f"({'; '.join(views.repaired)}) and were rebuilt")
+    if views.earlier_repair:
+        problems.append("the read models disagreed with the events when an earlier command "
+                        f"opened them ({views.earlier_repair}) and were rebuilt")
+    views.acknowledge_repairs()  # reported here, once
     seq, head = views.position()
     if problems:
         health.add("ledger", "fail", "; ".join(problems))
