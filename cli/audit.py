@@ -16,6 +16,7 @@ from ledger.errors import IntegrityError, LedgerFormatError
 from ledger.integrity import VerifyReport, verify_ledger
 from ledger.seen import STATE_DIR_ENV
 from ledger.signing import Anchor, read_anchor, recorded_public_key, write_anchor
+from projections import guard_faults
 
 app = typer.Typer(
     help="Prove the ledger was not altered, and review what happened in it.",
@@ -39,10 +40,12 @@ def verify(
         help="Check every checkpoint's signature, not only the latest (slower).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute the whole hash chain, check the signed checkpoints and SQLite's integrity.
+    """Recompute the whole hash chain, check the signed checkpoints, SQLite's integrity and
+    the triggers that keep the ledger append-only and the read models guarded.
 
     Exit 0 when intact; exit 1, naming the first bad seq, when any event was edited,
-    deleted, inserted, reordered or cut off. Needs no master password.
+    deleted, inserted, reordered or cut off, and naming the trigger when one was dropped,
+    altered or added. Needs no master password.
 
     Example:  keyledger audit verify --anchor /offsite/keyledger.anchor --pubkey ed25519:...
     """
@@ -50,6 +53,7 @@ def verify(
     with settings(ctx).recorder(read_only=True) as recorder:
         report = verify_ledger(recorder, anchor=pinned, pinned_key=pubkey,
                                all_signatures=all_signatures)
+        report.add_trigger_faults(guard_faults(recorder))
     if as_json:
         emit_json(report.to_json())
     else:
@@ -68,7 +72,12 @@ def _print_verify(report: VerifyReport) -> None:
         if report.anchor is not None:
             console.print(f"⚓ Matches the anchor at seq {report.anchor.checkpoint.seq}")
         return
-    err_console.print(f"❌ Ledger NOT intact: first bad seq {report.first_bad_seq}", markup=False)
+    if report.events_intact:
+        err_console.print(f"❌ Ledger NOT protected: its {report.events} events verify, but "
+                          "keyledger's triggers were changed", markup=False)
+    else:
+        blamed = "" if report.first_bad_seq is None else f": first bad seq {report.first_bad_seq}"
+        err_console.print(f"❌ Ledger NOT intact{blamed}", markup=False)
     for problem in report.problems:
         err_console.print(f"   {problem}", markup=False)
 
@@ -109,9 +118,10 @@ def anchor(
     with settings(ctx).recorder() as recorder:
         report = verify_ledger(recorder)
     if not report.ok or report.latest_checkpoint is None or report.public_key is None:
+        blamed = (report.problems[0] if report.first_bad_seq is None and report.problems
+                  else f"first bad seq {report.first_bad_seq}")
         raise IntegrityError(
-            f"the ledger does not verify (first bad seq {report.first_bad_seq}); "
-            "not anchoring it: run `keyledger audit verify`"
+            f"the ledger does not verify ({blamed}); not anchoring it: run `keyledger audit verify`"
         )
     result = Anchor(report.latest_checkpoint, report.public_key)
     write_anchor(out, result)

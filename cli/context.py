@@ -128,7 +128,8 @@ def _checked(views: ReadModels) -> ReadModels:
              "(an earlier version wrote them)")
     if views.repaired:
         warn(f"the read models disagreed with the ledger ({'; '.join(views.repaired)}); "
-             "rebuilt them from the events. Someone may have edited the file: check it.")
+             "rebuilt them from the events. Someone may have edited the file: check it "
+             "(the next health-check fails on it).")
     return views
 
 

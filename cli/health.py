@@ -12,9 +12,9 @@ import typer
 from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_reason
 from cli.policy import due_report
-from ledger import KeyledgerError, Ledger, WrongPasswordError
+from ledger import KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
-from ledger.integrity import check_chain, head_signature_problems
+from ledger.integrity import check_chain, head_signature_problems, trigger_problems
 from projections import ReadModels
 
 Status = Literal["ok", "warn", "fail"]
@@ -49,11 +49,13 @@ def health_check(
         "its event (time grows with the ledger; nightly, not every minute).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the master password, the keys, the secrets, a round trip and the ledger.
+    """Check the master password, the signing key, the data keys, the secrets, a round trip
+    and the ledger.
 
     Exit 0 when healthy (pending migrations only warn), 1 when not: ready for cron and
     monitoring. Without --deep it takes the same time at any size: the last 1,000 links
-    of the chain, the head's signature, and the sampled secrets' rows against their events.
+    of the chain, the head's signature, the ledger's triggers, and the sampled secrets'
+    rows against their events.
 
     Example:  keyledger health-check --json || page-oncall
     """
@@ -62,6 +64,11 @@ def health_check(
         ledger, views = open_ledger(ctx)
     except WrongPasswordError as exc:
         health.add("master_password", "fail", str(exc))
+        _finish(health, as_json)
+        return
+    except SigningKeyError as exc:
+        health.add("master_password", "ok", "master password configured and correct")
+        health.add("signing_key", "fail", str(exc))
         _finish(health, as_json)
         return
     except (KeyledgerError, sqlite3.Error) as exc:
@@ -73,6 +80,7 @@ def health_check(
         if ledger.kdf_iterations < KEK_ITERATIONS:
             health.add("kdf", "warn", f"KDF iterations {ledger.kdf_iterations} are below "
                        f"{KEK_ITERATIONS}; run rekey-master to raise them")
+        _guarded(health, "signing_key", lambda: _check_signing_key(ledger, health))
         _guarded(health, "current_key", lambda: _check_keys(ledger, health))
         _guarded(health, "secrets", lambda: _check_secrets(views, health))
         sample: list[str] = []
@@ -92,6 +100,12 @@ def _guarded(health: Health, name: str, check: Callable[[], None]) -> None:
 
 def _reason(exc: Exception) -> str:
     return sqlite_reason(exc) if isinstance(exc, sqlite3.Error) else str(exc)
+
+
+def _check_signing_key(ledger: Ledger, health: Health) -> None:
+    public_key = ledger.check_signing_key()
+    health.add("signing_key", "ok", "the wrapped signing key opens and is the private half "
+               f"of the recorded {public_key}")
 
 
 def _check_keys(ledger: Ledger, health: Health) -> None:
@@ -133,10 +147,15 @@ def _check_rotation(views: ReadModels, health: Health) -> None:
 def _check_ledger(views: ReadModels, health: Health, sample: list[str], deep: bool) -> None:
     problems = (check_chain(views.recorder, tail=1000, sqlite_check=deep).problems
                 + head_signature_problems(views.recorder)
+                + trigger_problems(views.recorder)
                 + views.problems(deep=deep, sample=sample))
     if views.repaired:
         problems.append("the read models disagreed with the events when opened "
                         f"({'; '.join(views.repaired)}) and were rebuilt")
+    if views.earlier_repair:
+        problems.append("the read models disagreed with the events when an earlier command "
+                        f"opened them ({views.earlier_repair}) and were rebuilt")
+    views.acknowledge_repairs()  # reported here, once
     seq, head = views.position()
     if problems:
         health.add("ledger", "fail", "; ".join(problems))

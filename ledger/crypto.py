@@ -148,6 +148,10 @@ def unwrap_data_key(kek: bytes, wrapped: bytes, ledger_id: str, version: int) ->
         raise InvalidCiphertext from None
 
 
+#: The length of a wrapped Ed25519 private key: nonce, the 32-byte key, the GCM tag.
+WRAPPED_SIGNING_KEY_BYTES = NONCE_BYTES + 32 + TAG_BYTES
+
+
 def wrap_signing_key(kek: bytes, private_key: bytes, ledger_id: str) -> bytes:
     """Encrypt the ledger's raw Ed25519 private key under the KEK, bound to this ledger."""
     nonce = os.urandom(NONCE_BYTES)

@@ -67,6 +67,11 @@ class IntegrityError(KeyledgerError):
     """Stored data does not match what the events recorded (substituted key, bad link)."""
 
 
+class SigningKeyError(IntegrityError):
+    """The ledger's wrapped checkpoint-signing key does not open with the master password,
+    or is not the private half of the public key its events recorded."""
+
+
 class RollbackError(IntegrityError):
     """The ledger is behind, or has another history than, the newest checkpoint this host
     verified: the file was put back to an older copy."""

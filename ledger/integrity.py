@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger import chain
 from ledger.chain import GENESIS_HASH, first_broken_link_in
-from ledger.errors import InvalidInputError, LedgerFormatError
+from ledger.errors import InvalidInputError, LedgerFormatError, printable_ascii
 from ledger.signing import (
     Anchor,
     Checkpoint,
@@ -23,8 +23,9 @@ from ledger.signing import (
     recorded_signing_keys,
     same_key,
     signature_holds,
+    wrapped_key_problem,
 )
-from ledger.store import CheckpointRow, SQLiteRecorder
+from ledger.store import CheckpointRow, SQLiteRecorder, TriggerFault
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,9 @@ def _first_gap(recorder: SQLiteRecorder) -> int:
 
 @dataclass(slots=True)
 class VerifyReport:
-    """The outcome of ``audit verify``: the chain, the signed checkpoints, the anchor."""
+    """The outcome of ``audit verify``: the chain, the signed checkpoints, the anchor, and
+    the triggers that keep the tables append-only (``trigger_faults``, also among the
+    problems, blaming no seq)."""
 
     chain: ChainReport
     checkpoints: int = 0
@@ -129,6 +132,7 @@ class VerifyReport:
     anchor: Anchor | None = None
     problems: list[str] = field(default_factory=list)
     first_bad_seq: int | None = None
+    trigger_faults: list[TriggerFault] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -147,6 +151,16 @@ class VerifyReport:
         if seq is not None and (self.first_bad_seq is None or seq < self.first_bad_seq):
             self.first_bad_seq = seq
 
+    def add_trigger_faults(self, faults: Iterable[TriggerFault]) -> None:
+        for found in faults:
+            self.trigger_faults.append(found)
+            self.fault(trigger_problem(found), None)
+
+    @property
+    def events_intact(self) -> bool:
+        """Whether every problem is a trigger's: the events and checkpoints verify."""
+        return len(self.problems) == len(self.trigger_faults)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "events": self.events, "first_bad_seq": self.first_bad_seq,
@@ -155,6 +169,8 @@ class VerifyReport:
             else self.latest_checkpoint.to_json(),
             "public_key": self.public_key,
             "anchor": None if self.anchor is None else self.anchor.to_json(),
+            "trigger_faults": [{"name": f.name, "table": f.table, "fault": f.fault}
+                               for f in self.trigger_faults],
             "problems": self.problems,
         }
 
@@ -166,24 +182,32 @@ def verify_ledger(
     """Everything ``audit verify`` checks, without the master password.
 
     - the hash chain from seq 1 and SQLite's ``integrity_check`` (:func:`check_chain`);
-    - the signing key the events recorded, against ``pinned_key`` if given;
+    - the signing key the events recorded, against ``pinned_key`` if given, and the shape
+      of the wrapped private key in ``meta`` (whether it opens and is that key's private
+      half takes the master password: ``health-check`` checks it);
     - every checkpoint's position: it names an event that exists, with the hash it holds
       (a checkpoint past the last event means the tail was cut);
     - the latest checkpoint's signature, which must cover the last event: with an intact
       chain, one valid signature on the head vouches for every event before it. With
       ``all_signatures`` every checkpoint's signature is checked too (~0.25 ms each);
     - the ``anchor``, a checkpoint kept elsewhere: signed by the ledger's key, for this
-      ledger, and still matching the event at its seq.
+      ledger, and still matching the event at its seq;
+    - the triggers on the ledger's tables: the append-only ones present with the SQL
+      keyledger creates them with, and no other (:meth:`SQLiteRecorder.trigger_faults`).
 
-    ``first_bad_seq`` is the earliest seq any check blames.
+    ``first_bad_seq`` is the earliest seq any check blames (a trigger blames none).
     """
     chain = check_chain(recorder)
     report = VerifyReport(chain)
     for problem in chain.problems:
         report.fault(problem, chain.first_bad_seq)
     top = recorder.head()[0]
-    ledger_id = recorder.read_meta().ledger_id
+    meta = recorder.read_meta()
+    ledger_id = meta.ledger_id
     report.public_key = _recorded_key(recorder, report.fault)
+    wrapped = wrapped_key_problem(meta.signing_key)
+    if wrapped is not None:
+        report.fault(wrapped, None)
     key = None if report.public_key is None else parse_public_key(report.public_key)
     if pinned_key is not None:
         pinned = parse_public_key(pinned_key)
@@ -195,7 +219,28 @@ def verify_ledger(
     if anchor is not None:
         report.anchor = anchor
         _check_anchor(recorder, report, anchor, key, ledger_id, top)
+    report.add_trigger_faults(recorder.trigger_faults())
     return report
+
+
+_TRIGGER_FAULTS = {
+    "missing": "is missing (dropped behind keyledger's back)",
+    "altered": "is not the one keyledger creates (altered behind its back: it may do nothing)",
+    "foreign": "is not one keyledger creates (added behind its back: it runs inside "
+               "keyledger's own writes)",
+}
+
+
+def trigger_problem(found: TriggerFault) -> str:
+    """One line naming a trigger fault; the names are the file's, kept to printable ASCII."""
+    return (f"trigger {printable_ascii(found.name)} on {printable_ascii(found.table)} "
+            f"{_TRIGGER_FAULTS[found.fault]}")
+
+
+def trigger_problems(recorder: SQLiteRecorder) -> list[str]:
+    """What is wrong with the triggers on the ledger's tables, one line each (constant time,
+    for ``health-check``)."""
+    return [trigger_problem(found) for found in recorder.trigger_faults()]
 
 
 Fault = Callable[[str, int | None], None]  # a problem found, and the seq it blames

@@ -57,7 +57,7 @@ from ledger.migration import (
     Progress,
 )
 from ledger.seen import Seen, SeenCheckpoints, SeenReview, memory_key, review
-from ledger.signing import CheckpointSigner, SigningKey, recorded_public_key
+from ledger.signing import CheckpointSigner, SigningKey, open_signing_key, recorded_public_key
 from ledger.store import (
     FORMAT_VERSION,
     KdfRecord,
@@ -513,6 +513,15 @@ class Ledger:
         for version in versions:
             self._keys.data_key(version)
         return versions
+
+    @_serialized
+    def check_signing_key(self) -> str:
+        """Open the checkpoint-signing key and check it is the private half of the public
+        key the events recorded (:func:`ledger.signing.open_signing_key`); that public key.
+
+        :raises SigningKeyError: it does not open or was substituted.
+        """
+        return self._signing_key().public_key
 
     @_serialized
     def self_test(self) -> None:
@@ -999,20 +1008,11 @@ class Ledger:
         """The checkpoint-signing key, unwrapped on first use and checked against the
         public key the ledger recorded.
 
-        :raises IntegrityError: the stored key does not open or was substituted.
+        :raises SigningKeyError: the stored key does not open or was substituted.
         """
         if self._signing is None:
-            try:
-                raw = crypto.unwrap_signing_key(self._kek, self._meta.signing_key,
-                                                self._meta.ledger_id)
-            except InvalidCiphertext:
-                raise IntegrityError("the ledger's stored signing key does not open") from None
-            signing = SigningKey(raw)
-            if signing.public_key != recorded_public_key(self.recorder):
-                raise IntegrityError(
-                    "the ledger's stored signing key is not the one its events recorded"
-                )
-            self._signing = signing
+            self._signing = open_signing_key(self._kek, self._meta.signing_key,
+                                             self._meta.ledger_id, recorded_public_key(self.recorder))
         return self._signing
 
 

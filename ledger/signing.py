@@ -27,8 +27,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from ledger import crypto
 from ledger import events as ev
-from ledger.errors import InvalidInputError
+from ledger.errors import InvalidCiphertext, InvalidInputError, SigningKeyError
 
 if TYPE_CHECKING:
     from ledger.store import Recorder
@@ -120,6 +121,43 @@ class CheckpointSigner:
         return signature_holds(
             self._public, Checkpoint(self._ledger_id, seq, head, signed_at, signature, heads_root)
         )
+
+
+def open_signing_key(kek: bytes, wrapped: bytes, ledger_id: str, recorded: str | None) -> SigningKey:
+    """The ledger's checkpoint-signing key: ``wrapped`` (``meta.signing_key``) opened with
+    the KEK, and shown to be the private half of ``recorded``, the public key the ledger's
+    events recorded (:func:`recorded_public_key`). The one rule for both, wherever the
+    key is used: every unlock, ``health-check``, ``verify-backup`` and restores.
+
+    :raises SigningKeyError: it does not open, holds no Ed25519 key, or is another key's.
+    """
+    try:
+        key = SigningKey(crypto.unwrap_signing_key(kek, wrapped, ledger_id))
+    except InvalidCiphertext:
+        raise SigningKeyError(
+            "the ledger's wrapped signing key (meta.signing_key) does not open with the "
+            "master password: it was damaged or replaced"
+        ) from None
+    except ValueError:
+        raise SigningKeyError("the ledger's wrapped signing key (meta.signing_key) opens "
+                              "but holds no Ed25519 private key") from None
+    if key.public_key != recorded:
+        raise SigningKeyError(
+            "the ledger's wrapped signing key (meta.signing_key) is not the private half of "
+            f"the public key its events recorded ({recorded or 'none'}): it was replaced"
+        )
+    return key
+
+
+def wrapped_key_problem(wrapped: bytes) -> str | None:
+    """What can be told wrong with ``meta.signing_key`` without the master password: a
+    wrapped Ed25519 key has one length. (Whether it opens, and is the recorded key's
+    private half, takes the password: :func:`open_signing_key`.)"""
+    if len(wrapped) != crypto.WRAPPED_SIGNING_KEY_BYTES:
+        return (f"the ledger's wrapped signing key (meta.signing_key) is {len(wrapped)} bytes, "
+                f"not the {crypto.WRAPPED_SIGNING_KEY_BYTES} of a wrapped Ed25519 key: it was "
+                "damaged or replaced")
+    return None
 
 
 def recorded_public_key(recorder: Recorder) -> str | None:

@@ -146,6 +146,17 @@ class CheckpointRow:
     heads_root: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TriggerFault:
+    """A trigger on keyledger's tables that is not as keyledger created it: one of its own
+    ``missing`` or ``altered`` (other SQL: one that does nothing counts as dropped), or a
+    ``foreign`` one it never creates. Names come from the file: untrusted text."""
+
+    name: str
+    table: str
+    fault: Literal["missing", "altered", "foreign"]
+
+
 class Projector(Protocol):
     """A read model kept in the same file, brought up to date inside each append."""
 
@@ -250,12 +261,21 @@ _EVENT_COLUMNS = (
     "prev_hash, hash"
 )
 
-_TRIGGERS = [
-    f"""CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table}
+def _append_only(table: str, action: str) -> tuple[str, str]:
+    return table, f"""CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table}
         BEGIN SELECT RAISE(ABORT, 'keyledger {table} are append-only'); END"""
+
+
+#: The triggers that make ``events`` and ``checkpoints`` append-only: name to the table
+#: it guards and the SQL keyledger creates it with.
+APPEND_ONLY_TRIGGERS = {
+    f"{table}_no_{action.lower()}": _append_only(table, action)
     for table in ("events", "checkpoints")
     for action in ("UPDATE", "DELETE")
-]
+}
+#: The ledger's own tables: a trigger on one of them that keyledger did not create runs
+#: inside every keyledger write (it could copy a key about to be destroyed, say).
+LEDGER_TABLES = ("meta", "keys", "events", "streams", "checkpoints", "heads_tree")
 
 # The heads map (ledger.heads), added the same way to a new ledger and to an upgraded one.
 _HEADS_SCHEMA = [
@@ -476,7 +496,7 @@ class SQLiteRecorder:
             )
             for statement in _HEADS_SCHEMA:
                 self.conn.execute(statement)
-            for trigger in _TRIGGERS:
+            for _, trigger in APPEND_ONLY_TRIGGERS.values():
                 self.conn.execute(trigger)
             self.conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -517,6 +537,11 @@ class SQLiteRecorder:
         except (KeyError, ValueError):
             raise LedgerFormatError(
                 f"{self.path}: ledger metadata is incomplete or damaged") from None
+
+    def trigger_faults(self) -> list[TriggerFault]:
+        """How the triggers on the ledger's tables differ from keyledger's: the append-only
+        ones missing or altered, and any other trigger on them. Reads the schema only."""
+        return trigger_faults(self.conn, APPEND_ONLY_TRIGGERS, LEDGER_TABLES)
 
     def read_wrapped_keys(self) -> dict[int, bytes | None]:
         return {v: w for v, w in self.conn.execute("SELECT version, wrapped FROM keys")}
@@ -1324,6 +1349,34 @@ def _read_only_uri(file: Path) -> str:
     wal = Path(f"{file}-wal")
     held = wal.exists() and wal.stat().st_size > 0
     return f"file://{quote(os.fsencode(file))}?mode=ro" + ("" if held else "&immutable=1")
+
+
+def trigger_faults(
+    conn: sqlite3.Connection, expected: Mapping[str, tuple[str, str]], tables: Collection[str],
+) -> list[TriggerFault]:
+    """How the triggers on ``tables`` differ from ``expected`` (name to the table it guards
+    and the SQL keyledger creates it with), in name order: each expected one missing or
+    with other SQL (runs of whitespace aside, so one put back by hand from
+    ``docs/formats.md`` counts), and every other trigger on those tables."""
+    wanted = sorted({t.lower() for t in tables})
+    rows = conn.execute(
+        f"""SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'
+            AND lower(tbl_name) IN ({", ".join("?" * len(wanted))})""",
+        wanted,
+    ).fetchall()
+    found = {name: (table, sql) for name, table, sql in rows}
+    faults = [
+        TriggerFault(name, table, "missing" if name not in found else "altered")
+        for name, (table, sql) in expected.items()
+        if name not in found or _normal_sql(found[name][1]) != _normal_sql(sql)
+    ]
+    faults += [TriggerFault(name, table, "foreign")
+               for name, (table, _) in found.items() if name not in expected]
+    return sorted(faults, key=lambda f: f.name)
+
+
+def _normal_sql(sql: object) -> str:
+    return " ".join(sql.split()) if isinstance(sql, str) else ""
 
 
 def head_rows(

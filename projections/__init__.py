@@ -19,7 +19,7 @@ from collections.abc import Collection
 
 from ledger.domain import KeyringState
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
-from ledger.store import SQLiteRecorder
+from ledger.store import SQLiteRecorder, TriggerFault
 from projections.base import Projection, ProjectionRunner
 from projections.keys import (
     KeyProjection,
@@ -47,6 +47,7 @@ __all__ = [
     "ProjectionRunner",
     "ReadModels",
     "SecretRow",
+    "guard_faults",
     "projector",
 ]
 
@@ -54,6 +55,13 @@ __all__ = [
 def projector() -> ProjectionRunner:
     """The runner of every read model keyledger keeps."""
     return ProjectionRunner([KeyProjection(), SecretProjection(), MigrationProjection()])
+
+
+def guard_faults(recorder: SQLiteRecorder) -> list[TriggerFault]:
+    """The read models' guard triggers missing or altered, and any other trigger on their
+    tables, read without opening (so without repairing) the read models: for ``audit
+    verify``, which changes nothing."""
+    return projector().guard_faults(recorder.conn)
 
 
 class ReadModels:
@@ -72,8 +80,14 @@ class ReadModels:
         self.repaired: list[str] = []
         #: Whether they were an earlier keyledger's, untouched, and so rebuilt on open.
         self.upgraded = False
+        #: What an earlier open found wrong and repaired, not yet reported by a health
+        #: check ('' for none): a repair leaves this note in the read models, so that
+        #: ``health-check`` fails on it whichever command repaired them.
+        self.earlier_repair = ""
+        self._unreported = ""
         if check:
             self._check_on_open()
+            self._unreported = self.runner.unreported_repair(recorder)
 
     def _check_on_open(self) -> None:
         """A checkpoint that does not match its event is checked before catching up, which
@@ -85,6 +99,7 @@ class ReadModels:
             self.upgraded = True
             self.rebuild()
             return
+        self.earlier_repair = self.runner.unreported_repair(recorder)
         self.repaired = self._checkpoint_problems()
         if not self.repaired:
             self.runner.refresh(recorder)
@@ -93,7 +108,15 @@ class ReadModels:
             if moved and not self.repaired:
                 self.runner.accept_cookie(recorder)
         if self.repaired:
-            self.rebuild()
+            self.runner.rebuild(recorder, repair=f"found at seq {recorder.head()[0]}: "
+                                                 + "; ".join(self.repaired))
+
+    def acknowledge_repairs(self) -> None:
+        """Forget the repair notes this open found (:attr:`earlier_repair`, and its own):
+        ``health-check`` calls this once it has reported them. One stored by another
+        process since is kept."""
+        self.runner.clear_repair(self.recorder, self._unreported)
+        self._unreported = ""
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> ReadModels:
@@ -192,5 +215,6 @@ class ReadModels:
         return state
 
     def rebuild(self) -> int:
-        """Rebuild every read model from the events alone; the number of events replayed."""
+        """Rebuild every read model from the events alone; the number of events replayed.
+        A repair note not yet reported is kept."""
         return self.runner.rebuild(self.recorder)

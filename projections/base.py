@@ -17,8 +17,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from ledger.errors import printable_ascii
 from ledger.events import DomainEvent
-from ledger.store import WRITER_FUNCTION, SQLiteRecorder, StoredEvent
+from ledger.store import WRITER_FUNCTION, SQLiteRecorder, StoredEvent, TriggerFault, trigger_faults
 
 Applied = tuple[DomainEvent, StoredEvent]
 
@@ -43,29 +44,36 @@ class Projection(Protocol):
 REBUILD_PAGE = 5_000  # events decoded and applied together when reading them back
 
 CHECKPOINT_TABLE = "proj_checkpoint"
+# unreported_repair: what the first repair since the last health-check found (see
+# ReadModels); kept across rebuilds, as it is about the read models, not the events.
 _CHECKPOINT_DDL = """CREATE TABLE IF NOT EXISTS proj_checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL,
-    schema_cookie INTEGER NOT NULL DEFAULT 0)"""
+    schema_cookie INTEGER NOT NULL DEFAULT 0, unreported_repair TEXT NOT NULL DEFAULT '')"""
 # The schema cookie SQLite bumps on every CREATE, DROP or ALTER, read in the same statement
 # (so the same snapshot) as the one the runner stored after its own schema changes.
 _COOKIES_SQL = """SELECT c.schema_cookie, v.schema_version
     FROM proj_checkpoint c, pragma_schema_version v WHERE c.id = 1"""
 
 
+# Everything in the read models' namespace, and anything else built on their tables (a
+# trigger of another name on proj_secrets would run inside keyledger's own writes).
 _SCHEMA_SQL = """SELECT name, sql FROM sqlite_master
-    WHERE name LIKE 'proj\\_%' ESCAPE '\\' AND sql IS NOT NULL ORDER BY name"""
+    WHERE (name LIKE 'proj\\_%' ESCAPE '\\' OR tbl_name LIKE 'proj\\_%' ESCAPE '\\')
+    AND sql IS NOT NULL ORDER BY name"""
 
 
 #: The fingerprint (:func:`layout_fingerprint`) of the read models this keyledger
 #: creates. A test holds it to :attr:`ProjectionRunner.schema`: when the tables, indexes or
 #: guards change, the outgoing value moves to :data:`EARLIER_LAYOUTS`.
-LAYOUT = "6d5c6cf64059f436a103b82ddd76387931362d6d14c8f18f9402b082c4fa0782"
+LAYOUT = "6c149f383ab2aea5fbc6d9f769c5e0902164e982e5eccd9078c729a29f2a398d"
 
 #: The read models of earlier keyledgers, exactly as each created them: found untouched
 #: on open, they are rebuilt as an upgrade rather than reported as an edit.
 EARLIER_LAYOUTS = {
     "fbf04cb9f10b85d8fce06451fd9f2725191a100f3c5c3189fad9bb1388a40f23":
         "session 3, with the index proj_secrets_live",
+    "6d5c6cf64059f436a103b82ddd76387931362d6d14c8f18f9402b082c4fa0782":
+        "session 4 on, before proj_checkpoint.unreported_repair",
 }
 
 
@@ -84,16 +92,23 @@ _STRAY_SQL = """SELECT type, name FROM sqlite_master WHERE name LIKE 'proj\\_%' 
     ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 WHEN 'index' THEN 2 ELSE 3 END"""
 
 
+GUARDED_ACTIONS = ("INSERT", "UPDATE", "DELETE")
+
+
+def guard_name(table: str, action: str) -> str:
+    return f"{table}_guard_{action.lower()}"
+
+
 def guard_triggers(table: str) -> list[str]:
     """The triggers that refuse every write to ``table`` but keyledger's own.
 
     A connection that is not keyledger's lacks :data:`ledger.store.WRITER_FUNCTION`, so an
     INSERT, UPDATE or DELETE there fails before it changes a row."""
     return [
-        f"CREATE TRIGGER IF NOT EXISTS {table}_guard_{action.lower()} BEFORE {action} ON {table} "
+        f"CREATE TRIGGER IF NOT EXISTS {guard_name(table, action)} BEFORE {action} ON {table} "
         f"WHEN {WRITER_FUNCTION}() IS NOT 1 "
         "BEGIN SELECT RAISE(ABORT, 'keyledger read models are written by keyledger only'); END"
-        for action in ("INSERT", "UPDATE", "DELETE")
+        for action in GUARDED_ACTIONS
     ]
 
 
@@ -186,6 +201,15 @@ class ProjectionRunner:
                     "(another version's, or edited)"]
         return []
 
+    def guard_faults(self, conn: sqlite3.Connection) -> list[TriggerFault]:
+        """The read models' guards missing or altered, and any other trigger on their
+        tables ([] while there are no read models). Reads the schema only."""
+        if not _stored_schema(conn):
+            return []
+        expected = {guard_name(table, action): (table, self.schema[guard_name(table, action)])
+                    for table in self.tables for action in GUARDED_ACTIONS}
+        return trigger_faults(conn, expected, self.tables)
+
     @staticmethod
     def position(recorder: SQLiteRecorder) -> tuple[int, str]:
         """``(seq, hash)`` of the last event applied; ``(0, '')`` before any."""
@@ -240,9 +264,35 @@ class ProjectionRunner:
             with recorder.write_transaction():
                 self.catch_up(recorder)
 
-    def rebuild(self, recorder: SQLiteRecorder) -> int:
-        """Drop every read model and replay all events into fresh tables; the count applied."""
+    @staticmethod
+    def unreported_repair(recorder: SQLiteRecorder) -> str:
+        """What the first repair since the last :meth:`clear_repair` found ('' for none)."""
+        try:
+            row = recorder.conn.execute(
+                "SELECT unreported_repair FROM proj_checkpoint WHERE id = 1").fetchone()
+        except sqlite3.OperationalError:  # no read models yet, or an earlier layout's
+            return ""
+        # The file's own text, shown to an operator: kept printable.
+        return "" if row is None or not isinstance(row[0], str) else printable_ascii(row[0], 500)
+
+    @staticmethod
+    def clear_repair(recorder: SQLiteRecorder, reported: str) -> None:
+        """Forget the repair ``reported`` described, once someone was told (a newer one
+        stored meanwhile by another process stays)."""
+        if reported:
+            with recorder.write_transaction() as conn:
+                stored = ProjectionRunner.unreported_repair(recorder)
+                if stored == reported:
+                    conn.execute("UPDATE proj_checkpoint SET unreported_repair = '' WHERE id = 1")
+
+    def rebuild(self, recorder: SQLiteRecorder, *, repair: str = "") -> int:
+        """Drop every read model and replay all events into fresh tables; the count applied.
+
+        ``repair`` says what disagreed with the events, when that is why: it is kept for
+        the next health check unless an earlier repair is still unreported (the first is
+        kept). An unreported repair survives the rebuild either way."""
         with recorder.write_transaction() as conn:
+            unreported = self.unreported_repair(recorder) or repair
             conn.execute("DROP TABLE IF EXISTS proj_checkpoint")
             for projection in self.projections:
                 for table in projection.tables:
@@ -255,4 +305,7 @@ class ProjectionRunner:
             # The guards come last: every replayed row would otherwise call them.
             self.catch_up(recorder, guarded=False)
             self.setup(conn)
+            if unreported:
+                conn.execute("UPDATE proj_checkpoint SET unreported_repair = ? WHERE id = 1",
+                             (unreported,))
         return self.position(recorder)[0]

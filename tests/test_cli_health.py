@@ -12,7 +12,7 @@ from cli_support import NEW_PASSWORD, document, head, invoke, plant_undecryptabl
 from tamper_support import edit_read_models
 
 from ledger.store import SQLiteRecorder
-from projections import ProjectionRunner
+from projections import ProjectionRunner, ReadModels
 
 # -- health-check ----------------------------------------------------------------------
 
@@ -92,7 +92,9 @@ def test_health_check_kdf_advice_is_actionable(db: Path) -> None:
 
 
 def test_damaged_read_models_are_reported_and_rebuilt(filled: Path) -> None:
-    """Rows deleted behind keyledger's back: health-check fails once, reports never serve the loss."""
+    """Rows deleted behind keyledger's back: health-check fails once, reports never serve the
+    loss, and a repair made by another command (kept across rebuild-projections) fails the
+    next health-check once too."""
     assert document(invoke(filled, "report", "--json"))["total_secrets"] == 2
 
     def damage() -> None:
@@ -115,8 +117,53 @@ def test_damaged_read_models_are_reported_and_rebuilt(filled: Path) -> None:
     assert doc["events_replayed"] == before[0]
     assert (doc["seq"], doc["head_hash"]) == (before[1], before[2])
     assert document(invoke(filled, "report", "--json"))["total_secrets"] == 2
+    assert invoke(filled, "health-check").exit_code == 1  # the report's repair, reported once
     assert invoke(filled, "health-check").exit_code == 0
     assert head(filled) == before
+
+
+@pytest.mark.parametrize("repairer", [("report",), ("info",), ("secrets", "list"),
+                                      ("secrets", "set", "new_one", "--value", "v")],
+                         ids=" ".join)
+def test_health_check_fails_on_a_repair_another_command_made(
+    filled: Path, repairer: tuple[str, ...]
+) -> None:
+    """The read models edited, then repaired (with a warning) by another command first:
+    the next health-check is still unhealthy, naming the earlier repair, and only once."""
+    assert invoke(filled, "info").exit_code == 0
+    edit_read_models(filled, "UPDATE proj_secrets SET key_version = 7")
+    repaired = invoke(filled, *repairer)
+    assert repaired.exit_code == 0, repaired.stderr
+    assert "rebuilt them from the events" in repaired.stderr
+    assert "the next health-check fails on it" in repaired.stderr
+    checked = invoke(filled, "health-check", "--json")
+    assert checked.exit_code == 1 and document(checked)["healthy"] is False
+    ledger_check = next(c for c in document(checked)["checks"] if c["name"] == "ledger")
+    assert ledger_check["status"] == "fail"
+    assert "when an earlier command opened them (found at seq" in ledger_check["detail"]
+    assert invoke(filled, "health-check").exit_code == 0
+
+
+def test_health_check_fails_on_a_repair_the_library_made_without_a_word(filled: Path) -> None:
+    """An application's ReadModels.open repairs edited read models silently (it has no
+    terminal): the next health-check still fails on it."""
+    assert invoke(filled, "info").exit_code == 0
+    edit_read_models(filled, "DELETE FROM proj_secrets")
+    with ReadModels.open(filled) as views:
+        assert views.repaired
+    assert invoke(filled, "health-check", "--json").exit_code == 1
+    assert invoke(filled, "health-check", "--json").exit_code == 0
+
+
+def test_a_forged_repair_note_is_shown_printable(filled: Path) -> None:
+    """The note is the file's own text: one planted with terminal control bytes (tracks
+    covered, so nothing else is wrong) fails the health check, shown without them."""
+    assert invoke(filled, "info").exit_code == 0
+    edit_read_models(filled, "UPDATE proj_checkpoint SET unreported_repair = 'x' || char(27) "
+                             "|| '[2Jy'", cover_tracks=True)
+    human = invoke(filled, "health-check")
+    assert human.exit_code == 1
+    assert "x[2Jy" in human.stdout and "\x1b" not in human.stdout
 
 
 def test_rebuild_projections_human_output(filled: Path) -> None:

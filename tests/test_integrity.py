@@ -9,7 +9,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from forgery_support import rehash_from
+from forgery_support import rehash_from, run_sql
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -48,14 +48,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, Path]
 
 
 def tamper(path: Path, sql: list[tuple[str, tuple[object, ...]]]) -> None:
-    """Run ``sql`` as someone with write access who dropped the append-only triggers."""
-    with closing(sqlite3.connect(path)) as conn:
-        for table in ("events", "checkpoints"):
-            conn.execute(f"DROP TRIGGER {table}_no_update")
-            conn.execute(f"DROP TRIGGER {table}_no_delete")
-        for statement, args in sql:
-            conn.execute(statement, args)
-        conn.commit()
+    """Run ``sql`` as someone with write access who lifted the append-only triggers (and
+    put them back)."""
+    run_sql(path, *sql)
 
 
 def verdict(path: Path, anchor: Path | None = None, pubkey: str | None = None) -> VerifyReport:

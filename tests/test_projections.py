@@ -160,25 +160,48 @@ def test_this_keyledgers_layout_is_known() -> None:
 
 
 SESSION_3_INDEX = "CREATE INDEX proj_secrets_live ON proj_secrets (deleted, key_version, scheme)"
+# proj_checkpoint before it kept the note of an unreported repair.
+SESSION_5_CHECKPOINT = """CREATE TABLE proj_checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL,
+    schema_cookie INTEGER NOT NULL DEFAULT 0)"""
+EARLIER = ["session 3", "session 4"]
 
 
-def as_session_3_left_it(db_path: Path, *, cookie_stored: bool = True) -> None:
-    """The read models as the previous keyledger created them: today's, plus its index,
-    with the schema cookie it stored after its own schema change."""
-    with SQLiteRecorder(db_path) as recorder:
-        recorder.conn.execute(SESSION_3_INDEX)
+def as_earlier_keyledger_left_it(db_path: Path, session: str, *, cookie_stored: bool = True) -> None:
+    """The read models as an earlier keyledger created them: today's, with the checkpoint
+    table from before the repair note (and session 3's index), and the schema cookie it stored after
+    its own schema change."""
+    with SQLiteRecorder(db_path) as recorder:  # keyledger's own connection: the guards let it
+        conn = recorder.conn
+        row = conn.execute(
+            "SELECT id, last_seq, last_hash, schema_cookie FROM proj_checkpoint").fetchone()
+        guards = [sql for (sql,) in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'proj_checkpoint'")]
+        conn.execute("DROP TABLE proj_checkpoint")
+        conn.execute(SESSION_5_CHECKPOINT)
+        conn.execute("INSERT INTO proj_checkpoint VALUES (?, ?, ?, ?)", row)
+        for sql in guards:
+            conn.execute(sql)
+        if session == "session 3":
+            conn.execute(SESSION_3_INDEX)
         if cookie_stored:
-            recorder.conn.execute("UPDATE proj_checkpoint SET schema_cookie = "
-                                  "(SELECT schema_version FROM pragma_schema_version)")
+            conn.execute("UPDATE proj_checkpoint SET schema_cookie = "
+                         "(SELECT schema_version FROM pragma_schema_version)")
+        stored = dict(conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE name LIKE 'proj%' AND sql IS NOT NULL"))
+    assert session in EARLIER_LAYOUTS[layout_fingerprint(stored)]  # the premise: that layout
 
 
+@pytest.mark.parametrize("session", EARLIER)
 def test_an_earlier_keyledgers_read_models_are_rebuilt_as_an_upgrade(
-    filled: Ledger, db_path: Path
+    filled: Ledger, db_path: Path, session: str
 ) -> None:
+    """Read models exactly as an earlier keyledger left them are rebuilt on open as an
+    upgrade, not reported as an edit, and only once."""
     truth = ReadModels(filled.recorder)
     expected = (truth.report(), truth.keyring(), truth.secrets(), truth.migration_runs())
     filled.close()
-    as_session_3_left_it(db_path)
+    as_earlier_keyledger_left_it(db_path, session)
     with ReadModels.open(db_path) as views:
         assert views.upgraded and views.repaired == []
         assert (views.report(), views.keyring(), views.secrets(), views.migration_runs()) == expected
@@ -188,26 +211,28 @@ def test_an_earlier_keyledgers_read_models_are_rebuilt_as_an_upgrade(
         assert not views.upgraded and views.repaired == []
 
 
+@pytest.mark.parametrize("session", EARLIER)
 def test_an_earlier_layout_changed_behind_keyledgers_back_is_still_an_edit(
-    filled: Ledger, db_path: Path
+    filled: Ledger, db_path: Path, session: str
 ) -> None:
     """The same tables, but the cookie moved after the previous keyledger stored it (a
     guard dropped and put back, say): reported, not taken for an upgrade."""
     filled.close()
-    as_session_3_left_it(db_path, cookie_stored=False)
+    as_earlier_keyledger_left_it(db_path, session, cookie_stored=False)
     with ReadModels.open(db_path) as views:
         assert not views.upgraded and views.repaired
 
 
-def test_the_cli_says_upgraded_not_edited(filled: Ledger, db_path: Path) -> None:
+@pytest.mark.parametrize("session", EARLIER)
+def test_the_cli_says_upgraded_not_edited(filled: Ledger, db_path: Path, session: str) -> None:
     """The first command after an upgrade notes the rebuild; a health check that is that
     first command stays healthy."""
     filled.close()
-    as_session_3_left_it(db_path)
+    as_earlier_keyledger_left_it(db_path, session)
     health = invoke(db_path, "health-check", "--json", password=PASSWORD)
     assert health.exit_code == 0, health.stdout
     assert "earlier version wrote them" in health.stderr
-    as_session_3_left_it(db_path)
+    as_earlier_keyledger_left_it(db_path, session)
     result = invoke(db_path, "info", "--json")
     assert result.exit_code == 0
     assert "earlier version wrote them" in result.stderr and "edited" not in result.stderr
