@@ -81,6 +81,11 @@ def health_check(
             health.add("kdf", "warn", f"KDF iterations {ledger.kdf_iterations} are below "
                        f"{KEK_ITERATIONS}; run rekey-master to raise them")
         _guarded(health, "signing_key", lambda: _check_signing_key(ledger, health))
+        pending = ledger.erase_pending  # unlocking has just tried to finish it
+        if pending is not None:
+            health.add("erasure", "fail", f"{pending} is still in the database file: another "
+                       "process reads an older snapshot of the ledger; it is erased by the "
+                       "first command that unlocks once that process is done")
         _guarded(health, "current_key", lambda: _check_keys(ledger, health))
         _guarded(health, "secrets", lambda: _check_secrets(views, health))
         sample: list[str] = []

@@ -131,3 +131,16 @@ def test_the_library_reports_a_pending_erasure(db: Path) -> None:
             assert result.erase_pending and ledger.erase_pending is not None
     with Ledger.open(db, PASSWORD) as ledger:
         assert ledger.erase_pending is None
+
+
+def test_health_check_is_unhealthy_while_an_erasure_is_pending(db: Path) -> None:
+    with reading_snapshot(db):
+        assert invoke(db, "--lock-timeout", "0.3", "keys", "destroy", "1", "--confirm-version",
+                      "1", "--yes").exit_code == 0
+        health = invoke(db, "health-check", "--json")
+        assert health.exit_code == 1
+        checks = {c["name"]: c for c in document(health)["checks"]}
+        assert checks["erasure"]["status"] == "fail"
+        assert "still in the database file" in checks["erasure"]["detail"]
+    healthy = invoke(db, "health-check", "--json")  # the reader is gone: finished, healthy
+    assert healthy.exit_code == 0 and "erasure" not in {c["name"] for c in document(healthy)["checks"]}
