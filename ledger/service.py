@@ -196,16 +196,15 @@ class Ledger:
         # A ledger from before the heads map, read without upgrading it (a backup, which
         # must keep its bytes): its whole chain is walked once, then its rows are trusted.
         self._whole_chain_checked = False
+        self._seen = SeenCheckpoints.from_environment() if isinstance(seen, str) else seen
+        self._seen_tip: Seen | None = None
         if recorder.needs_upgrade and not upgrade:
             recorder.verify_whole_chain(self._signer())
             self._whole_chain_checked = True
         else:
+            self._check_seen()  # before anything is written here, an upgrade included
             self._upgrade()
         self._refresh_keyring()
-        self._seen = SeenCheckpoints.from_environment() if isinstance(seen, str) else seen
-        self._seen_tip: Seen | None = None
-        if not self._whole_chain_checked:
-            self._check_seen()
         self._finish_pending_erasure()
 
     # -- opening ------------------------------------------------------------------------
@@ -411,7 +410,12 @@ class Ledger:
 
     def _last_restored_at(self) -> str | None:
         """When the newest ``LedgerRestored`` was written (its events proven), or None."""
-        restored = [e for e in self._stream(ev.BACKUP_STREAM) if e.type == "LedgerRestored"]
+        if self.recorder.needs_upgrade:  # no heads map yet to prove the stream with
+            self.recorder.verify_whole_chain(self._signer())
+            events = self.recorder.read_stream(ev.BACKUP_STREAM)
+        else:
+            events = self._stream(ev.BACKUP_STREAM)
+        restored = [e for e in events if e.type == "LedgerRestored"]
         return restored[-1].occurred_at if restored else None
 
     def _remember(self, seq: int, head_hash: str, signed_at: str) -> None:

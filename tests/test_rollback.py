@@ -332,3 +332,21 @@ def test_a_fork_dressed_with_the_remembered_hash_is_still_refused(
     copy_file(fork, live)
     refused = invoke(live, "secrets", "get", "db_password")
     assert refused.exit_code == 1 and "history was replaced" in error_line(refused)
+
+
+def test_a_refused_rollback_of_a_format_3_copy_is_not_upgraded(tmp_path: Path) -> None:
+    """The upgrade on unlock wrote a LedgerUpgraded and a checkpoint on top of the old copy
+    before the memory refused it (attack pass, finding 4): refused before any write."""
+    vector = Path(__file__).parent / "vectors" / "ledger-format3.db"
+    db = tmp_path / "f3.db"
+    shutil.copyfile(vector, db)
+    password = "correct horse battery staple"
+    with Ledger.open(db, password) as ledger:  # upgraded here, once, and remembered
+        ledger.set("db_password", "newest")
+    shutil.copyfile(vector, db)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    before = db.read_bytes()
+    with pytest.raises(RollbackError):
+        Ledger.open(db, password)
+    assert db.read_bytes() == before
