@@ -20,7 +20,7 @@ from ledger.domain import ACTIVE, DECRYPT_ONLY, head_state, validate_name, valid
 from ledger.errors import ConcurrencyError, InvalidInputError
 from ledger.import_files import ImportFile, ImportFormat, checked_entry
 from ledger.migration import CONFLICT_RETRIES
-from ledger.store import NewEvent
+from ledger.store import NewEvent, content_hash
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -94,6 +94,9 @@ def _record(
         version = keyring.require_current()
         key = ledger._keys.data_key(version)
         result = ImportResult()
+        # The names skipped as existing, each with the head it was skipped on: checked
+        # against the proven heads with the chunk that skipped them.
+        skipped: dict[str, tuple[int, str | None]] = {}
         chunks: Iterator[list[NewEvent]]
         if count >= PIPELINE_MIN_ENTRIES and pipeline.can_fork():
             # A worker reads and encrypts the entries; this process never sees a plaintext.
@@ -102,14 +105,14 @@ def _record(
             chunks = _decided_chunks(
                 ledger, ([(name, (token, payload)) for name, token, payload in batch]
                          for batch in prepared),
-                overwrite, result, partial(_from_worker, version, source))
+                overwrite, result, partial(_from_worker, version, source), skipped)
         else:
             chunks = _decided_chunks(
                 ledger, _batched(entries(), chunk_size), overwrite, result,
-                partial(_encrypted, key, version, source))
+                partial(_encrypted, key, version, source), skipped)
         try:
             result.imported = ledger._append_chunks(
-                chunks, expect={ev.KEYRING_STREAM: keyring.revision}
+                chunks, expect={ev.KEYRING_STREAM: keyring.revision}, decided=skipped,
             )
         except ConcurrencyError:
             continue
@@ -140,23 +143,28 @@ def _batched(entries: Iterable[T], size: int) -> Iterator[list[T]]:
 def _decided_chunks(
     ledger: Ledger, batches: Iterable[list[tuple[str, T]]], overwrite: bool,
     result: ImportResult, made: Callable[[str, T], tuple[ev.SecretImported, str | None]],
+    skipped: dict[str, tuple[int, str | None]],
 ) -> Iterator[list[NewEvent]]:
     """The events of each batch of ``(name, entry)``, decided when the recorder asks for
     them: inside its transaction, against the ledger as the batches before left it. A name
     that holds a live secret is skipped unless ``overwrite``; ``made`` turns an entry into
-    its event and, when a worker already serialised it, the payload."""
+    its event and, when a worker already serialised it, the payload. The heads are read
+    without a proof: each event names the head it was decided on (``based_on``), and each
+    name skipped goes into ``skipped`` for the recorder to check (ledger.store.Decided)."""
     for batch in batches:
         heads = ledger.recorder.stream_heads_of([ev.secret_stream(name) for name, _ in batch])
         new = []
         for name, entry in batch:
             stream = ev.secret_stream(name)
             head = heads.get(stream)
+            based_on = None if head is None else content_hash(head)
             if head is not None and not overwrite and not head_state(head).deleted:
                 result.skipped.append(name)
+                skipped[stream] = (head.stream_rev, based_on)
                 continue
             event, payload = made(name, entry)
             revision = 0 if head is None else head.stream_rev
-            new.append(NewEvent(stream, revision + 1, event, payload=payload))
+            new.append(NewEvent(stream, revision + 1, event, payload=payload, based_on=based_on))
         yield new
 
 

@@ -34,7 +34,7 @@ from ledger.errors import (
     LedgerStorageError,
     VersionError,
 )
-from ledger.store import NewEvent, SQLiteRecorder
+from ledger.store import NewEvent, SQLiteRecorder, content_hash
 
 if TYPE_CHECKING:
     from ledger.service import Ledger
@@ -92,6 +92,9 @@ class Migration:
         self._recorded = False
         # name -> (revision, new ciphertext, payload) for the batch at hand, from the worker
         self._prepared: dict[str, tuple[int, str, str]] = {}
+        # name -> the content hash of the head the batch at hand was read with, unproven
+        # (None: no head): each decision on it names it, and the store checks it.
+        self._decided_on: dict[str, str | None] = {}
 
     def run(self) -> MigrationResult:
         ledger, result = self.ledger, self.result
@@ -147,7 +150,9 @@ class Migration:
         if (total < PIPELINE_MIN_SECRETS or not isinstance(recorder, SQLiteRecorder)
                 or not pipeline.can_fork()):
             for heads in self.ledger._stream_head_batches(ev.SECRET_STREAM_PREFIX, self.batch_size):
-                yield [head_state(h) for h in heads]
+                batch = [head_state(h) for h in heads]
+                self._decided_on = {s.name: content_hash(h) for s, h in zip(batch, heads, strict=True)}
+                yield batch
             return
         # The fork must not copy an open transaction or statement: the worker's own
         # connection shares this process's SQLite locks.
@@ -159,7 +164,9 @@ class Migration:
         for verdicts in pipeline.produce_ahead(produce):
             states: list[SecretState] = []
             for_writer: dict[int, str] = {}  # position in the batch -> stream
-            for verdict, name, revision, version, scheme, token, payload in verdicts:
+            self._decided_on = {}
+            for verdict, name, revision, version, scheme, token, payload, head_hash in verdicts:
+                self._decided_on[name] = head_hash
                 if verdict == pipeline.DELETED:
                     states.append(SecretState(name, revision, True))
                 elif verdict == pipeline.WRITER:  # read again below, and decided here
@@ -173,6 +180,7 @@ class Migration:
                 found = recorder.stream_heads_of(for_writer.values())
                 for i, stream in for_writer.items():
                     head = found.get(stream)
+                    self._decided_on[states[i].name] = None if head is None else content_hash(head)
                     states[i] = (head_state(head) if head is not None
                                  else SecretState(states[i].name, 0, deleted=True))
             yield states
@@ -202,7 +210,13 @@ class Migration:
             events: list[NewEvent] = []
             failures: list[ev.MigrationFailure] = []
             already_current = 0
+            # What was decided on heads read without a proof and appends nothing (skipped
+            # as deleted or current, failed, or all of it in a dry run): proven below.
+            decided: dict[str, tuple[int, str | None]] = {}
             for state in states:
+                stream = ev.secret_stream(state.name)
+                if state.name in self._decided_on:
+                    decided[stream] = (state.revision, self._decided_on[state.name])
                 if state.deleted:
                     continue
                 if state.key_version == target and state.scheme == crypto.SCHEME_BOUND:
@@ -212,33 +226,44 @@ class Migration:
                     events.append(self._event(state))
                 except KeyledgerError as exc:
                     failures.append(ev.MigrationFailure(name=state.name, error=str(exc)))
-            if events and not result.dry_run:
-                opening = [] if self._recorded or self._started is None else [self._started]
-                try:
-                    self.ledger._append(
-                        opening + events, expect={ev.KEYRING_STREAM: self.keyring.revision}
-                    )
-                except ConcurrencyError as exc:
-                    if ev.KEYRING_STREAM in exc.streams:
-                        raise VersionError(
-                            "the keyring changed during the migration (another rotation?); "
-                            "re-run migrate to continue"
-                        ) from None
-                    # Written meanwhile: re-read those secrets and decide the batch again,
-                    # so the newer value is kept and never overwritten by an older one.
-                    changed = set(exc.streams)
-                    states = [
-                        self.ledger.secret(s.name) if ev.secret_stream(s.name) in changed else s
-                        for s in states
-                    ]
                     continue
-                if opening:
-                    self._mark_recorded()
+                if not result.dry_run:
+                    decided.pop(stream, None)  # the event names it itself (based_on)
+            try:
+                if events and not result.dry_run:
+                    opening = [] if self._recorded or self._started is None else [self._started]
+                    self.ledger._append(
+                        opening + events, expect={ev.KEYRING_STREAM: self.keyring.revision},
+                        decided=decided,
+                    )
+                    if opening:
+                        self._mark_recorded()
+                else:
+                    self.ledger._prove_decided(decided)
+            except ConcurrencyError as exc:
+                if ev.KEYRING_STREAM in exc.streams:
+                    raise VersionError(
+                        "the keyring changed during the migration (another rotation?); "
+                        "re-run migrate to continue"
+                    ) from None
+                # Written meanwhile: re-read those secrets and decide the batch again,
+                # so the newer value is kept and never overwritten by an older one.
+                changed = set(exc.streams)
+                states = [
+                    self._proven(s.name) if ev.secret_stream(s.name) in changed else s
+                    for s in states
+                ]
+                continue
             result.migrated += len(events)
             result.already_current += already_current
             result.failures.extend(failures)
             return
         raise ConcurrencyError([ev.secret_stream(s.name) for s in states])
+
+    def _proven(self, name: str) -> SecretState:
+        """``name`` read again, its head proven on the way (after a write meanwhile)."""
+        self._decided_on.pop(name, None)
+        return self.ledger.secret(name)
 
     def _event(self, state: SecretState) -> NewEvent:
         assert state.key_version is not None
@@ -256,7 +281,8 @@ class Migration:
                 self.ledger._keys.data_key(target), target, state.name, plaintext
             )
         event = pipeline.migrated_event(state.name, self._run_id(), state.key_version, target, token)
-        return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload)
+        return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload,
+                        based_on=self._decided_on.get(state.name))
 
     def _run_id(self) -> str:
         if self._started is None:

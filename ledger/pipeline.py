@@ -39,14 +39,16 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-#: A head row as the worker sees it: stream, stream_rev, type, schema_version, payload.
-HeadRow = tuple[str, int, str, int, str]
+#: A head row as the worker sees it: stream, stream_rev, type, schema_version, payload,
+#: and the hash its own fields produce (None: fields keyledger never writes).
+HeadRow = tuple[str, int, str, int, str, str | None]
 #: The worker's verdict on one head: ``(verdict, name, revision, key_version, scheme,
-#: new_ciphertext, payload)``, the verdict one of ``DELETED``, ``CURRENT`` (already on the
-#: target), ``PREPARED`` (ciphertext and payload filled in) or ``WRITER`` (a key the worker
-#: lacks, a payload or ciphertext that does not open: the writer reads the secret again,
-#: decides it and reports it exactly as it does without a worker).
-Prepared = tuple[str, str, int, int | None, str | None, str | None, str | None]
+#: new_ciphertext, payload, head_hash)``, the verdict one of ``DELETED``, ``CURRENT``
+#: (already on the target), ``PREPARED`` (ciphertext and payload filled in) or ``WRITER``
+#: (a key the worker lacks, a payload or ciphertext that does not open: the writer reads
+#: the secret again, decides it and reports it exactly as it does without a worker).
+#: ``head_hash`` is the head's as the worker read it: the writer's decision names it.
+Prepared = tuple[str, str, int, int | None, str | None, str | None, str | None, str | None]
 DELETED, CURRENT, PREPARED, WRITER = "deleted", "current", "prepared", "writer"
 
 
@@ -185,19 +187,19 @@ def prepare_migration(
     """
     out: list[Prepared] = []
     target_key = keys[target]
-    for stream, revision, type_name, schema_version, payload in rows:
+    for stream, revision, type_name, schema_version, payload, head_hash in rows:
         name = stream.removeprefix(ev.SECRET_STREAM_PREFIX)
         try:
             state = secret_state(name, revision, ev.from_payload(type_name, schema_version, payload))
-        except (LedgerFormatError, TypeError):
-            out.append((WRITER, name, revision, None, None, None, None))
+        except (LedgerFormatError, IntegrityError, TypeError):
+            out.append((WRITER, name, revision, None, None, None, None, None))
             continue
         version, scheme = state.key_version, state.scheme
         if state.deleted:
-            out.append((DELETED, name, revision, None, None, None, None))
+            out.append((DELETED, name, revision, None, None, None, None, head_hash))
             continue
         if version == target and scheme == crypto.SCHEME_BOUND:
-            out.append((CURRENT, name, revision, version, scheme, None, None))
+            out.append((CURRENT, name, revision, version, scheme, None, None, head_hash))
             continue
         key = keys.get(version) if version is not None else None
         try:
@@ -207,11 +209,12 @@ def prepare_migration(
                 key, state.ciphertext, name, scheme or crypto.SCHEME_BOUND, version=version
             )
         except InvalidCiphertext:
-            out.append((WRITER, name, revision, None, None, None, None))
+            out.append((WRITER, name, revision, None, None, None, None, None))
             continue
         token = crypto.encrypt_secret(target_key, target, name, plaintext)
         event = migrated_event(name, run_id, version, target, token)
-        out.append((PREPARED, name, revision, version, scheme, token, ev.to_payload(event)[2]))
+        out.append((PREPARED, name, revision, version, scheme, token, ev.to_payload(event)[2],
+                    head_hash))
     return out
 
 

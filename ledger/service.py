@@ -60,6 +60,7 @@ from ledger.seen import Seen, SeenCheckpoints, SeenReview, memory_key, review
 from ledger.signing import CheckpointSigner, SigningKey, open_signing_key, recorded_public_key
 from ledger.store import (
     FORMAT_VERSION,
+    Decided,
     KdfRecord,
     LedgerMeta,
     NewEvent,
@@ -976,14 +977,16 @@ class Ledger:
     def _append(
         self, events: Iterable[NewEvent], *, keys: Mapping[int, bytes | None] | None = None,
         kdf: KdfRecord | None = None, expect: Mapping[str, int] | None = None,
-        signing_key: bytes | None = None,
+        signing_key: bytes | None = None, decided: Decided | None = None,
     ) -> list[StoredEvent]:
-        """Append ``events`` with a signed checkpoint of the new head, in one transaction."""
+        """Append ``events`` with a signed checkpoint of the new head, in one transaction;
+        ``decided`` and the events' ``based_on`` name the unproven heads they were decided
+        on (:data:`ledger.store.Decided`)."""
         occurred_at = format_time(self.clock())
         stored = self.recorder.append(
             list(events), actor=self.actor, occurred_at=occurred_at,
             origin=self.origin, keys=keys, kdf=kdf, signing_key=signing_key, expect=expect,
-            signer=self._signer(),
+            signer=self._signer(), decided=decided,
         )
         if stored:
             self._remember(stored[-1].seq, stored[-1].hash, occurred_at)
@@ -991,17 +994,23 @@ class Ledger:
 
     def _append_chunks(
         self, chunks: Iterable[Sequence[NewEvent]], *, expect: Mapping[str, int] | None = None,
+        decided: dict[str, tuple[int, str | None]] | None = None,
     ) -> int:
         """Append every chunk's events in one transaction, with one signed checkpoint of
         the final head; the number appended (see :meth:`SQLiteRecorder.append_chunks`)."""
         occurred_at = format_time(self.clock())
         appended = self.recorder.append_chunks(
             chunks, actor=self.actor, occurred_at=occurred_at, origin=self.origin,
-            expect=expect, signer=self._signer(),
+            expect=expect, signer=self._signer(), decided=decided,
         )
         if appended:
             self._remember(*self.recorder.head(), occurred_at)
         return appended
+
+    def _prove_decided(self, decided: Decided) -> None:
+        """Decisions with nothing to append, shown to rest on the proven heads
+        (:meth:`SQLiteRecorder.prove_decided`)."""
+        self.recorder.prove_decided(decided, self._signer())
 
     def _signer(self) -> CheckpointSigner:
         if self._checkpoints is None:

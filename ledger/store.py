@@ -80,6 +80,16 @@ class NewEvent:
     stream_rev: int
     event: ev.DomainEvent
     payload: str | None = None
+    # The hash of the head event this one was decided from, as its own fields produce it
+    # (content_hash), when that head was read without a proof: the append is refused
+    # unless the stream's proven head is that very event.
+    based_on: str | None = None
+
+
+# Decisions taken on heads read without a proof (a stream skipped by migrate or by an
+# import): stream -> (the revision, the content_hash of the head event) they were made
+# on; (0, None) for a stream that had no events. Checked against the proven heads.
+Decided = Mapping[str, tuple[int, str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +201,16 @@ class Recorder(Protocol):
         self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
         keys: Mapping[int, bytes | None] | None = None, kdf: KdfRecord | None = None,
         signing_key: bytes | None = None, expect: Mapping[str, int] | None = None,
-        signer: Signer | None = None,
+        signer: Signer | None = None, decided: Decided | None = None,
     ) -> list[StoredEvent]: ...
 
     def append_chunks(
         self, chunks: Iterable[Sequence[NewEvent]], *, actor: str, occurred_at: str,
         origin: str = "", expect: Mapping[str, int] | None = None, signer: Signer | None = None,
+        decided: dict[str, tuple[int, str | None]] | None = None,
     ) -> int: ...
+
+    def prove_decided(self, decided: Decided, signer: Signer) -> None: ...
 
     def shred(self, *, wait: bool = True) -> bool: ...
 
@@ -297,6 +310,22 @@ def _heads_error(stream: str | None = None) -> IntegrityError:
     )
 
 
+def _check_decided(leaves: Mapping[int, Mapping[str, heads.Leaf]], bucket_of: Mapping[str, int],
+                   decided: Decided) -> None:
+    """Each decision's (revision, head hash) against the stream's proven leaf: another
+    revision is a write that came meanwhile, the same revision with another hash a head
+    that was not the signed one."""
+    moved = []
+    for stream, (revision, head_hash) in decided.items():
+        leaf = leaves[bucket_of[stream]].get(stream)
+        if (leaf[1] if leaf else 0) != revision:
+            moved.append(stream)
+        elif (leaf[3] if leaf else None) != head_hash:
+            raise _heads_error(stream)
+    if moved:
+        raise ConcurrencyError(moved)
+
+
 def _leaf_digests(leaves: Mapping[int, Mapping[str, heads.Leaf]]) -> dict[str, bytes]:
     try:
         return {stream: heads.leaf_digest(leaf)
@@ -309,6 +338,17 @@ def _bucket_digests(leaves: Mapping[int, Mapping[str, heads.Leaf]],
                     digests: Mapping[str, bytes]) -> dict[int, bytes]:
     return {bucket: heads.bucket_digest_of((stream, digests[stream]) for stream in sorted(members))
             for bucket, members in leaves.items()}
+
+
+def content_hash(event: StoredEvent) -> str | None:
+    """The hash ``event``'s own fields produce (None for fields keyledger never writes):
+    what its stored ``hash`` must be, and what a proven leaf names."""
+    try:
+        return event_hash(event.seq, event.prev_hash, event.stream, event.stream_rev,
+                          event.type, event.schema_version, event.occurred_at, event.actor,
+                          event.origin, event.payload)
+    except (TypeError, ValueError):
+        return None
 
 
 def _row_hash(row: ChainRow) -> str | None:
@@ -691,10 +731,11 @@ class SQLiteRecorder:
         self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
         keys: Mapping[int, bytes | None] | None = None, kdf: KdfRecord | None = None,
         signing_key: bytes | None = None, expect: Mapping[str, int] | None = None,
-        signer: Signer | None = None,
+        signer: Signer | None = None, decided: Decided | None = None,
     ) -> list[StoredEvent]:
         """Append ``events`` atomically, with any key-table and KDF changes they describe,
-        and, given a ``signer``, a signed checkpoint of the new head.
+        and, given a ``signer``, a signed checkpoint of the new head. ``decided`` and each
+        event's ``based_on`` must match the proven heads (see :data:`Decided`).
 
         Each event's ``stream_rev`` must follow its stream's stored revision; ``expect``
         adds streams that were read but are not appended to (the keyring, when a secret
@@ -708,12 +749,13 @@ class SQLiteRecorder:
             root = self._verified_root(signer)
             return self._append_locked(
                 events, actor, occurred_at, origin, keys, kdf, signing_key, signer, root,
-                also=expect or {},
+                also=expect or {}, decided=decided or {},
             )[0]
 
     def append_chunks(
         self, chunks: Iterable[Sequence[NewEvent]], *, actor: str, occurred_at: str,
         origin: str = "", expect: Mapping[str, int] | None = None, signer: Signer | None = None,
+        decided: dict[str, tuple[int, str | None]] | None = None,
     ) -> int:
         """Append the events of every chunk in one transaction, with one signed checkpoint
         of the final head: :meth:`append` for more events than fit in memory at once.
@@ -721,7 +763,9 @@ class SQLiteRecorder:
         ``chunks`` is consumed inside the transaction, so each chunk may be decided from
         what the ledger holds after the chunks before it (read through this recorder).
         ``expect`` is checked once, first; then each chunk's revisions as :meth:`append`
-        checks them, and the read models catch up after each chunk. An error raised by
+        checks them, and the read models catch up after each chunk. ``decided`` may be
+        filled by ``chunks`` as it goes: what it holds after each chunk is checked with
+        that chunk (see :data:`Decided`), then emptied. An error raised by
         a check or by ``chunks`` itself rolls everything back. Returns the number of
         events appended.
 
@@ -737,8 +781,13 @@ class SQLiteRecorder:
             for chunk in chunks:
                 if chunk:
                     self._check_revisions(chunk, {})
+                skipped = dict(decided or {})
+                if decided:
+                    decided.clear()
+                if chunk or skipped:
                     stored, root = self._append_locked(
-                        chunk, actor, occurred_at, origin, None, None, None, None, root
+                        chunk, actor, occurred_at, origin, None, None, None, None, root,
+                        decided=skipped,
                     )
                     appended += len(stored)
             if signer is not None and appended:
@@ -749,11 +798,16 @@ class SQLiteRecorder:
         self, events: Sequence[NewEvent], actor: str, occurred_at: str, origin: str,
         keys: Mapping[int, bytes | None] | None, kdf: KdfRecord | None,
         signing_key: bytes | None, signer: Signer | None, root: str | None,
-        also: Collection[str] = (),
+        also: Collection[str] = (), decided: Decided | None = None,
     ) -> tuple[list[StoredEvent], str | None]:
         """Write the rows; ``root``, when known, is the verified heads root before them,
-        which the touched streams (and ``also``) must prove against. Returns the rows and
-        the new root."""
+        which the touched streams (and ``also`` and ``decided``'s) must prove against,
+        as the events' ``based_on`` and ``decided`` must match. Returns the rows and the
+        new root."""
+        checks = dict(decided or {})
+        for new in events:
+            if new.based_on is not None and new.stream not in checks:
+                checks[new.stream] = (new.stream_rev - 1, new.based_on)
         seq, prev_hash = self.head()
         stored: list[StoredEvent] = []
         for new in events:
@@ -782,7 +836,7 @@ class SQLiteRecorder:
                 for s in stored
             ],
         )
-        new_root = self._advance_heads(stored, root, also)
+        new_root = self._advance_heads(stored, root, also, checks)
         if keys:
             self.conn.executemany(
                 "INSERT INTO keys (version, wrapped) VALUES (?, ?) "
@@ -869,8 +923,25 @@ class SQLiteRecorder:
         if root is not None:
             self._proven_leaves({stream: heads.bucket_of(stream) for stream in streams}, root)
 
+    def prove_decided(self, decided: Decided, signer: Signer) -> None:
+        """Show that decisions taken on unproven heads, with nothing to append, were taken
+        on the proven ones (see :data:`Decided`).
+
+        :raises ConcurrencyError: a stream moved on since (written meanwhile).
+        :raises IntegrityError: a head it was decided on is not the one signed for.
+        """
+        if not decided:
+            return
+        with self._reading():
+            root = self._verified_root(signer)
+            bucket_of = {stream: heads.bucket_of(stream) for stream in decided}
+            leaves, _, _ = (self._load_leaves(bucket_of) if root is None
+                            else self._proven_leaves(bucket_of, root))
+            _check_decided(leaves, bucket_of, decided)
+
     def _advance_heads(
-        self, stored: Sequence[StoredEvent], root: str | None, also: Collection[str]
+        self, stored: Sequence[StoredEvent], root: str | None, also: Collection[str],
+        decided: Decided | None = None,
     ) -> str | None:
         """Move the touched streams' leaves and the tree over them; the new root (None
         on a format-3 ledger, which has no tree until :meth:`upgrade`).
@@ -885,11 +956,13 @@ class SQLiteRecorder:
                 [(s.stream, s.stream_rev, s.seq) for s in stored],
             )
             return None
+        decided = decided or {}
         bucket_of = {stream: heads.bucket_of(stream) for stream in {s.stream for s in stored}}
-        bucket_of.update((stream, heads.bucket_of(stream)) for stream in also
+        bucket_of.update((stream, heads.bucket_of(stream)) for stream in (*also, *decided)
                          if stream not in bucket_of)
         leaves, siblings, digests = (self._load_leaves(bucket_of) if root is None
                                      else self._proven_leaves(bucket_of, root))
+        _check_decided(leaves, bucket_of, decided)
         changed: dict[str, tuple[heads.Leaf, int]] = {}
         for row in stored:
             bucket = bucket_of[row.stream]
@@ -1381,12 +1454,15 @@ def _normal_sql(sql: object) -> str:
 
 def head_rows(
     conn: sqlite3.Connection, prefix: str, after: str, limit: int
-) -> list[tuple[str, int, str, int, str]]:
-    """``(stream, stream_rev, type, schema_version, payload)`` of the head event of each
-    stream named ``prefix...`` past ``after``, in name order: :meth:`SQLiteRecorder.stream_heads`
-    as plain tuples."""
-    columns = "s.stream, e.stream_rev, e.type, e.schema_version, e.payload"
-    return _heads(conn, columns, prefix, after, limit).fetchall()
+) -> list[tuple[str, int, str, int, str, str | None]]:
+    """``(stream, stream_rev, type, schema_version, payload, content hash)`` of the head
+    event of each stream named ``prefix...`` past ``after``, in name order:
+    :meth:`SQLiteRecorder.stream_heads` as plain tuples, with the hash the event's own
+    fields produce (what a decision on it names, :attr:`NewEvent.based_on`)."""
+    columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
+    rows = [StoredEvent(*row) for row in _heads(conn, columns, prefix, after, limit)]
+    return [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, content_hash(e))
+            for e in rows]
 
 
 def _heads(conn: sqlite3.Connection, columns: str, prefix: str, after: str,

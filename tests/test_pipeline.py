@@ -17,6 +17,7 @@ from conftest import PASSWORD
 from ledger import IntegrityError, Ledger, VersionError, migration, pipeline
 from ledger import events as ev
 from ledger.integrity import verify_ledger
+from ledger.store import content_hash
 from ledger.testing import create_test_ledger, read_all, seed_encrypt
 from projections import ReadModels, projector
 
@@ -155,20 +156,21 @@ def test_prepare_sorts_every_kind_of_head(mixed: Ledger) -> None:
     keyring = mixed.keyring()
     current = keyring.require_current()
     heads = list(mixed._stream_heads(ev.SECRET_STREAM_PREFIX))
-    rows = [(h.stream, h.stream_rev, h.type, h.schema_version, h.payload) for h in heads]
+    rows = [(h.stream, h.stream_rev, h.type, h.schema_version, h.payload, content_hash(h))
+            for h in heads]
     keys = {v: mixed._keys.data_key(v) for v in (1, current)}  # no key for version 2
     verdicts = {v[1]: v for v in pipeline.prepare_migration(rows, keys, current, "run")}
     assert verdicts["gone"][0] == pipeline.DELETED
     assert verdicts["current"][0] == pipeline.CURRENT
     assert verdicts["on-v2"][0] == pipeline.WRITER  # the worker lacks its key
     for name in ("seeded", "old-00", "old-11"):
-        kind, _, _, _, _, token, payload = verdicts[name]
+        kind, _, _, _, _, token, payload, _ = verdicts[name]
         assert kind == pipeline.PREPARED and token is not None and payload is not None
         event = ev.from_payload("SecretMigrated", 1, payload)
         assert isinstance(event, ev.SecretMigrated)
         assert (event.name, event.to_version, event.ciphertext) == (name, current, token)
         assert mixed.open_ciphertext(name, token, event.scheme) == read_all(mixed)[name]
-    damaged = [("secret:bad", 1, "SecretWritten", 1, "{not json")]
+    damaged = [("secret:bad", 1, "SecretWritten", 1, "{not json", None)]
     assert pipeline.prepare_migration(damaged, keys, current, "run")[0][0] == pipeline.WRITER
 
 

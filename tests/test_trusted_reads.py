@@ -414,3 +414,107 @@ def test_read_auditing_is_switched_on_the_proven_setting(tmp_path: Path) -> None
     _rewrite_payload(path, seq, payload.replace('"enabled":false', '"enabled":true'))
     with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
         ledger.set_read_auditing(True)
+
+
+# -- decisions on heads read in batches (attack pass, findings 1 and 2) -------------------
+
+
+def _payload_at(path: Path, seq: int) -> str:
+    with closing(sqlite3.connect(path)) as conn:
+        return str(conn.execute("SELECT payload FROM events WHERE seq = ?", (seq,)).fetchone()[0])
+
+
+def _migrating_ledger(path: Path) -> tuple[int, int]:
+    """zz_api_key written twice under version 1 (old, then new), on_v1 once, then a
+    rotation; the seqs of zz's two writes."""
+    with create_test_ledger(path, PASSWORD) as ledger:
+        ledger.import_values({f"a{i:03}": "filler" for i in range(30)}, source="json")
+        ledger.set("on_v1", "still on one")
+        ledger.set("zz_api_key", "OLD-compromised-value")
+        ledger.set("zz_api_key", "NEW-current-value")
+        ledger.rotate()
+    old, new = seqs_of(path, ev.secret_stream("zz_api_key"))
+    return old, new
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
+def test_a_head_swapped_after_migrates_first_proof_is_never_re_encrypted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: bool) -> None:
+    """The forger waits for migrate's first proof of every head, then copies the older
+    ciphertext into the head row (its stored hash kept): the batch that reads it must
+    refuse, not re-encrypt the old value and sign it."""
+    from ledger import migration
+
+    path = tmp_path / "m.db"
+    old, new = _migrating_ledger(path)
+    if worker:
+        monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    proven = Ledger.verify_heads
+
+    def then_forge(self: Ledger, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
+        counted = proven(self, prefix)
+        _rewrite_payload(path, new, _payload_at(path, old))
+        return counted
+
+    monkeypatch.setattr(Ledger, "verify_heads", then_forge)
+    original = _payload_at(path, new)
+    with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
+        ledger.migrate(batch_size=8)
+    monkeypatch.undo()
+    _rewrite_payload(path, new, original)  # the forger covers their tracks
+    with Ledger.open(path, PASSWORD) as ledger:
+        assert ledger.get("zz_api_key").value == "NEW-current-value"
+        ledger.migrate()
+        assert ledger.get("zz_api_key").value == "NEW-current-value"
+        assert ledger.secret("zz_api_key").key_version == 2
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
+def test_a_head_made_to_look_current_after_the_first_proof_is_not_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, worker: bool) -> None:
+    """A skip is a decision too: a head edited to claim the current version is refused."""
+    from ledger import migration
+
+    path = tmp_path / "m.db"
+    _migrating_ledger(path)
+    if worker:
+        monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    target = seqs_of(path, ev.secret_stream("on_v1"))[-1]
+    forged = _payload_at(path, target).replace('"key_version":1', '"key_version":2')
+    assert forged != _payload_at(path, target)
+    proven = Ledger.verify_heads
+
+    def then_forge(self: Ledger, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
+        counted = proven(self, prefix)
+        _rewrite_payload(path, target, forged)
+        return counted
+
+    monkeypatch.setattr(Ledger, "verify_heads", then_forge)
+    with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
+        ledger.migrate(batch_size=8)
+
+
+@pytest.mark.parametrize("forged_type", ["SecretDeleted", "live"])
+def test_import_decides_skip_or_write_on_proven_heads(tmp_path: Path, forged_type: str) -> None:
+    """A live head forged as deleted made `secrets import` overwrite it; a deleted one
+    forged as live made it skip the name. Both are refused, and nothing is written."""
+    path = tmp_path / "i.db"
+    with create_test_ledger(path, PASSWORD) as ledger:
+        ledger.set("s1", "the live value")
+        ledger.set("s2", "soon gone")
+        ledger.delete("s2")
+        ledger.set("later", "x")  # so neither head is the last event
+    if forged_type == "SecretDeleted":
+        seq, name, payload = seqs_of(path, ev.secret_stream("s1"))[-1], "s1", '{"name":"s1"}'
+    else:
+        seq, name = seqs_of(path, ev.secret_stream("s2"))[-1], "s2"
+        payload = _payload_at(path, seqs_of(path, ev.secret_stream("s2"))[0])
+        run_sql(path, ("UPDATE events SET type = 'SecretWritten' WHERE seq = ?", (seq,)))
+    if forged_type == "SecretDeleted":
+        run_sql(path, ("UPDATE events SET type = 'SecretDeleted' WHERE seq = ?", (seq,)))
+    _rewrite_payload(path, seq, payload)
+    with Ledger.open(path, PASSWORD) as ledger:
+        top = ledger.recorder.head()[0]
+        with pytest.raises(IntegrityError):
+            ledger.import_values({name: "stale value from an old env file"}, source="json")
+        assert ledger.recorder.head()[0] == top
