@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger import events as ev
-from ledger.errors import IntegrityError, InvalidInputError, KeyledgerError, LedgerFormatError
+from ledger.errors import (
+    ConcurrencyError,
+    IntegrityError,
+    InvalidInputError,
+    KeyledgerError,
+    LedgerFormatError,
+)
 from ledger.integrity import VerifyReport, verify_ledger
 from ledger.seen import SeenCheckpoints, memory_key
 from ledger.signing import recorded_public_key
@@ -146,11 +153,12 @@ def restore(
         chain = verify_ledger(source)
         if not chain.ok:
             raise IntegrityError(f"the backup does not verify: {'; '.join(chain.problems)}")
-        before = 0
+        before, replacing = 0, None
         if target.exists() and target.stat().st_size > 0:
             live = SQLiteRecorder(target)
             try:
-                before = live.head()[0]
+                replacing = live.head()
+                before = replacing[0]
                 is_prefix = _history_is_kept(live, source, chain.events)
                 live_id, live_key = live.read_meta().ledger_id, recorded_public_key(live)
                 same_ledger = (live_id == source.read_meta().ledger_id
@@ -176,6 +184,7 @@ def restore(
                     f"(to seq {chain.events}); restoring would lose or rewrite events. "
                     "--force to replace it anyway"
                 )
+        _remove_stale_staging(target)
         staging = target.with_name(f".{target.name}.restoring-{os.getpid()}")
         _remove_database(staging)
         try:
@@ -188,7 +197,15 @@ def restore(
                 ledger_id, tip = new.ledger_id, new.signed_tip()
             key = memory_key(ledger_id, str(target.absolute()))
             with SQLiteRecorder(staging) as staged:
-                staged.backup_to(target, overwrite=target.exists())
+                try:
+                    # Only if the ledger still ends where it was checked, under its lock:
+                    # a write committed meanwhile is kept, and nothing is restored.
+                    staged.backup_to(target, overwrite=target.exists(), replacing=replacing)
+                except ConcurrencyError:
+                    raise LedgerFormatError(
+                        f"{target} was written to while restoring (it no longer ends at seq "
+                        f"{before}); nothing was restored: check it, then restore again"
+                    ) from None
         finally:
             _remove_database(staging)
         memory = SeenCheckpoints.from_environment()
@@ -198,6 +215,25 @@ def restore(
         return before, chain.events
     finally:
         source.close()
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove what a restore killed before its swap left beside ``target``: a full copy
+    of a ledger, which nothing else would ever remove (the process that made it is gone)."""
+    for leftover in target.parent.glob(f".{target.name}.restoring-*"):
+        found = re.search(r"\.restoring-(\d+)(-wal|-shm|-journal)?$", leftover.name)
+        if found and not _alive(int(found.group(1))):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove_database(path: Path) -> None:

@@ -26,7 +26,7 @@ from cli_support import PASSWORD as CLI_PASSWORD
 from cli_support import document, error_line, invoke
 from forgery_support import forge_everything, run_sql
 
-from ledger import IntegrityError, Ledger, RollbackError
+from ledger import IntegrityError, Ledger, LedgerFormatError, RollbackError
 from ledger import events as ev
 from ledger.backup import restore, take_backup
 from ledger.seen import STATE_DIR_ENV
@@ -223,11 +223,11 @@ def test_a_restore_that_fails_before_the_swap_leaves_the_ledger_exactly_as_it_wa
     calls = {"n": 0}
     original = SQLiteRecorder.backup_to
 
-    def fail_at_the_swap(self: SQLiteRecorder, target: Path, *, overwrite: bool = False) -> None:
+    def fail_at_the_swap(self: SQLiteRecorder, target: Path, **options: object) -> None:
         calls["n"] += 1
         if calls["n"] == 2:  # the first copies the backup to staging; the second swaps
             raise OSError("simulated failure at the swap")
-        original(self, target, overwrite=overwrite)
+        original(self, target, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(SQLiteRecorder, "backup_to", fail_at_the_swap)
     with pytest.raises(OSError, match="simulated"):
@@ -350,3 +350,45 @@ def test_a_refused_rollback_of_a_format_3_copy_is_not_upgraded(tmp_path: Path) -
     with pytest.raises(RollbackError):
         Ledger.open(db, password)
     assert db.read_bytes() == before
+
+
+def test_a_write_committed_while_restoring_is_kept_and_nothing_is_restored(
+        live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process wrote after restore checked the history and before the swap: the
+    swap checks again under the ledger's lock, and refuses (attack pass 2, F1)."""
+    import ledger.backup as backup_module
+
+    backup = tmp_path / "b.db"
+    with Ledger.open(live, CLI_PASSWORD) as ledger:
+        take_backup(ledger, backup)
+    checked = backup_module._history_is_kept
+
+    def then_someone_writes(*args: object) -> bool:
+        kept = checked(*args)  # type: ignore[arg-type]
+        with Ledger.open(live, CLI_PASSWORD) as other:
+            other.set("db_password", "rotated by cron meanwhile")
+        return kept
+
+    monkeypatch.setattr(backup_module, "_history_is_kept", then_someone_writes)
+    with pytest.raises(LedgerFormatError, match="written to while restoring"):
+        restore(backup, live, CLI_PASSWORD)
+    monkeypatch.undo()
+    with Ledger.open(live, CLI_PASSWORD) as ledger:
+        assert ledger.get("db_password").value == "rotated by cron meanwhile"
+    assert [p.name for p in tmp_path.iterdir() if "restoring" in p.name] == []
+
+
+def test_a_killed_restores_staging_copy_is_removed_by_the_next_restore(
+        live: Path, tmp_path: Path) -> None:
+    """A restore killed before its swap leaves a full copy of a ledger beside it; the next
+    restore removes what a dead process left (attack pass 2, F4)."""
+    backup = tmp_path / "b.db"
+    with Ledger.open(live, CLI_PASSWORD) as ledger:
+        take_backup(ledger, backup)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for suffix in ("", "-wal", "-shm"):
+        (tmp_path / f".{live.name}.restoring-{dead.pid}{suffix}").write_bytes(b"a ledger copy")
+    restore(backup, live, CLI_PASSWORD)
+    assert [p.name for p in tmp_path.iterdir() if "restoring" in p.name] == []
+
