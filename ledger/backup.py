@@ -195,7 +195,7 @@ def restore(
                     events_restored=chain.events, forced=force,
                 ))
                 ledger_id, tip = new.ledger_id, new.signed_tip()
-            key = memory_key(ledger_id, str(target.absolute()))
+            key = memory_key(ledger_id, os.path.abspath(target))  # as SQLiteRecorder.location
             with SQLiteRecorder(staging) as staged:
                 try:
                     # Only if the ledger still ends where it was checked, under its lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import logging
 import os
 import socket
 import threading
@@ -71,6 +72,13 @@ from ledger.store import (
 )
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("keyledger")
+
+
+@dataclass(frozen=True, slots=True)
+class _Restore:
+    occurred_at: str
+    events_before: int
 # ``seen``'s default: this host's memory of checkpoints as the environment names it.
 FROM_ENVIRONMENT: Literal["environment"] = "environment"
 SeenOption = SeenCheckpoints | None | Literal["environment"]
@@ -379,6 +387,8 @@ class Ledger:
         """Refuse a ledger behind the newest checkpoint this host verified; then remember
         this one. A rollback explained by a restore signed since then is accepted."""
         if self._seen is None:
+            tip = self.recorder.verified_tip(self._signer())
+            self._seen_tip = Seen(tip.seq, tip.head_hash, tip.signed_at)  # this process's own
             return
         # The memory first, then the ledger: the memory is written after each commit, so
         # read in this order a ledger that only moved on is never behind it.
@@ -391,9 +401,15 @@ class Ledger:
             try:
                 self._seen.check(seen, tip.seq, tip.head_hash, hash_at, None)
             except RollbackError:
-                self._seen.check(seen, tip.seq, tip.head_hash, hash_at,
-                                 self._last_restored_at())
+                # Only a restore that replaced at least what this host saw, signed after it.
+                restore = self._last_restore()
+                if restore is None or restore.events_before < seen.seq:
+                    raise
+                self._seen.check(seen, tip.seq, tip.head_hash, hash_at, restore.occurred_at)
                 restored = True
+                log.warning("keyledger: the ledger is behind what this host saw (seq %d); "
+                            "accepted, since it records a restore signed at %s",
+                            seen.seq, restore.occurred_at)
         self._seen_tip = Seen(tip.seq, tip.head_hash, tip.signed_at)
         self._seen.record(ledger_id, self._seen_tip, replace=restored)
 
@@ -409,21 +425,41 @@ class Ledger:
                                    prev_hash=seen.head_hash, expected_seq=seen.seq + 1)
         return seen.head_hash if broken is None else None
 
-    def _last_restored_at(self) -> str | None:
-        """When the newest ``LedgerRestored`` was written (its events proven), or None."""
+    def _last_restore(self) -> _Restore | None:
+        """The newest ``LedgerRestored`` (its events proven): when it was signed and how
+        far the ledger it replaced went; None if the ledger was never restored."""
         if self.recorder.needs_upgrade:  # no heads map yet to prove the stream with
             self.recorder.verify_whole_chain(self._signer())
             events = self.recorder.read_stream(ev.BACKUP_STREAM)
         else:
             events = self._stream(ev.BACKUP_STREAM)
-        restored = [e for e in events if e.type == "LedgerRestored"]
-        return restored[-1].occurred_at if restored else None
+        for stored in reversed(events):
+            event = stored.decode()
+            if isinstance(event, ev.LedgerRestored):
+                return _Restore(stored.occurred_at, event.events_before)
+        return None
 
     def _remember(self, seq: int, head_hash: str, signed_at: str) -> None:
         """After an append: remember the checkpoint this session just signed."""
-        if self._seen is not None and self._seen_tip is not None:
+        if self._seen_tip is not None:
             self._seen_tip = Seen(seq, head_hash, signed_at)
-            self._seen.record(self._memory_key(), self._seen_tip, durable=False)
+            if self._seen is not None:
+                self._seen.record(self._memory_key(), self._seen_tip, durable=False)
+
+    def _refuse_if_replaced(self) -> None:
+        """A long-lived Ledger's own guard: the event it last verified or signed must still
+        be where it was, or the file was put back (or restored) under this process. One
+        indexed read, before a value is served or anything is appended."""
+        mine = self._seen_tip
+        if mine is None:
+            return
+        at = self.recorder.event_at(mine.seq)
+        if at is None or at.hash != mine.head_hash:
+            raise RollbackError(
+                f"the ledger no longer holds seq {mine.seq} as this process verified it "
+                "(the file was rolled back or restored under it); open it again, and check "
+                "it with `keyledger audit verify --anchor`"
+            )
 
     @_serialized
     def review_seen(self, *, forget: bool = False) -> SeenReview:
@@ -663,6 +699,7 @@ class Ledger:
         disclosing it (verifying or restoring from a backup), never for handing one out."""
         validate_name(name)
         state = self.secret(name)
+        self._refuse_if_replaced()
         if state.deleted or state.ciphertext is None or state.key_version is None:
             raise UnknownSecretError(f"no secret named {name!r}")
         self.keyring()  # a retirement by another process takes effect at once
@@ -982,6 +1019,7 @@ class Ledger:
         """Append ``events`` with a signed checkpoint of the new head, in one transaction;
         ``decided`` and the events' ``based_on`` name the unproven heads they were decided
         on (:data:`ledger.store.Decided`)."""
+        self._refuse_if_replaced()
         occurred_at = format_time(self.clock())
         stored = self.recorder.append(
             list(events), actor=self.actor, occurred_at=occurred_at,
@@ -998,6 +1036,7 @@ class Ledger:
     ) -> int:
         """Append every chunk's events in one transaction, with one signed checkpoint of
         the final head; the number appended (see :meth:`SQLiteRecorder.append_chunks`)."""
+        self._refuse_if_replaced()
         occurred_at = format_time(self.clock())
         appended = self.recorder.append_chunks(
             chunks, actor=self.actor, occurred_at=occurred_at, origin=self.origin,

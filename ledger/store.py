@@ -496,7 +496,9 @@ class SQLiteRecorder:
 
     @property
     def location(self) -> str:
-        return str(self.file)
+        # ``..`` and ``.`` collapsed, symlinks not followed: one file reached by two
+        # spellings of one path is one place, a symlink swapped in is not the file.
+        return os.path.abspath(self.path)
 
     def close(self) -> None:
         self.conn.close()

@@ -392,3 +392,58 @@ def test_a_killed_restores_staging_copy_is_removed_by_the_next_restore(
     restore(backup, live, CLI_PASSWORD)
     assert [p.name for p in tmp_path.iterdir() if "restoring" in p.name] == []
 
+
+
+def test_a_long_lived_ledger_refuses_a_file_put_back_under_it(live: Path, tmp_path: Path) -> None:
+    """An API server holds the ledger open; the file is rolled back under it. It neither
+    serves the old value nor appends on top of the old copy (attack pass 2, F2)."""
+    old = snapshot(live, tmp_path, "old.db")
+    with Ledger.open(live, CLI_PASSWORD) as server:
+        server.set("db_password", "v2")
+        server.set("db_password", "v3")
+        with SQLiteRecorder(old) as copy:
+            copy.backup_to(live, overwrite=True)  # write access is enough to do this
+        top = _events(live)[-1]
+        with pytest.raises(RollbackError, match="rolled back or restored under it"):
+            server.get("db_password")
+        with pytest.raises(RollbackError):
+            server.set("db_password", "v4")
+        assert _events(live)[-1] == top
+
+
+def test_a_restore_explains_a_rollback_only_if_it_replaced_what_this_host_saw(
+        live: Path, tmp_path: Path) -> None:
+    """A restore's record accepts a shorter ledger only when the ledger it replaced went
+    at least as far as this host's memory, whatever the clocks say (attack pass 2, F4)."""
+    backup = tmp_path / "b.db"
+    with Ledger.open(live, CLI_PASSWORD) as ledger:
+        take_backup(ledger, backup)
+        ledger.set("db_password", "after the backup")
+    restore(backup, live, CLI_PASSWORD, force=True)
+    restored_copy = snapshot(live, tmp_path, "restored.db")
+    with Ledger.open(live, CLI_PASSWORD) as ledger:
+        for n in range(3):
+            ledger.set("db_password", f"newer {n}")
+    # This host's clock was behind the one that signed the restore.
+    state = Path(os.environ[STATE_DIR_ENV]) / "seen.json"
+    memory = json.loads(state.read_text())
+    for entry in memory.values():
+        entry["signed_at"] = "2000-01-01T00:00:00.000000Z"
+    state.write_text(json.dumps(memory))
+    copy_file(restored_copy, live)
+    with pytest.raises(RollbackError):
+        Ledger.open(live, CLI_PASSWORD)
+
+
+def test_another_spelling_of_the_same_path_is_the_same_place(
+        live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--db ../keyledger.db` from a subfolder is the ledger this host remembers
+    (attack pass 2, F5); a symlinked folder is documented as a place of its own."""
+    old = snapshot(live, tmp_path, "old.db")
+    assert invoke(live, "secrets", "set", "db_password", "--value", "new").exit_code == 0
+    copy_file(old, live)
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    refused = invoke(Path("..") / live.name, "secrets", "get", "db_password")
+    assert refused.exit_code == 1 and "rolled back" in error_line(refused)
