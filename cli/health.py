@@ -12,7 +12,7 @@ import typer
 from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_reason
 from cli.policy import due_report
-from ledger import KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
+from ledger import IntegrityError, KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
 from ledger.integrity import check_chain, head_signature_problems, trigger_problems
 from projections import ReadModels
@@ -91,7 +91,7 @@ def health_check(
         sample: list[str] = []
         _guarded(health, "round_trip", lambda: _check_round_trip(ledger, views, health, sample))
         _guarded(health, "rotation", lambda: _check_rotation(views, health))
-        _guarded(health, "ledger", lambda: _check_ledger(views, health, sample, deep))
+        _guarded(health, "ledger", lambda: _check_ledger(ledger, views, health, sample, deep))
     _finish(health, as_json)
 
 
@@ -149,11 +149,17 @@ def _check_rotation(views: ReadModels, health: Health) -> None:
         health.add("rotation", "ok", f"key version {report.current_version} is within the policy")
 
 
-def _check_ledger(views: ReadModels, health: Health, sample: list[str], deep: bool) -> None:
+def _check_ledger(ledger: Ledger, views: ReadModels, health: Health, sample: list[str],
+                  deep: bool) -> None:
     problems = (check_chain(views.recorder, tail=1000, sqlite_check=deep).problems
                 + head_signature_problems(views.recorder)
                 + trigger_problems(views.recorder)
                 + views.problems(deep=deep, sample=sample))
+    if deep:
+        try:  # every streams row, head event and tree node against the signed root
+            ledger.verify_heads()
+        except IntegrityError as exc:
+            problems.append(f"the map of stream heads: {exc}")
     if views.repaired:
         problems.append("the read models disagreed with the events when opened "
                         f"({'; '.join(views.repaired)}) and were rebuilt")

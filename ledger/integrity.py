@@ -14,11 +14,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ledger import chain
+from ledger import events as ev
 from ledger.chain import GENESIS_HASH, first_broken_link_in
-from ledger.errors import InvalidInputError, LedgerFormatError, printable_ascii
+from ledger.errors import IntegrityError, InvalidInputError, LedgerFormatError, printable_ascii
 from ledger.signing import (
     Anchor,
     Checkpoint,
+    CheckpointVerifier,
     parse_public_key,
     recorded_signing_keys,
     same_key,
@@ -192,6 +194,8 @@ def verify_ledger(
       ``all_signatures`` every checkpoint's signature is checked too (~0.25 ms each);
     - the ``anchor``, a checkpoint kept elsewhere: signed by the ledger's key, for this
       ledger, and still matching the event at its seq;
+    - the map of stream heads (format 4 on): every streams row, head event and tree node
+      proven against the root the latest checkpoint signs, as reads prove a part of it;
     - the triggers on the ledger's tables: the append-only ones present with the SQL
       keyledger creates them with, and no other (:meth:`SQLiteRecorder.trigger_faults`).
 
@@ -219,8 +223,23 @@ def verify_ledger(
     if anchor is not None:
         report.anchor = anchor
         _check_anchor(recorder, report, anchor, key, ledger_id, top)
+    if key is not None and report.ok and not recorder.needs_upgrade:
+        _check_heads_map(recorder, report, key, ledger_id)
     report.add_trigger_faults(recorder.trigger_faults())
     return report
+
+
+def _check_heads_map(recorder: SQLiteRecorder, report: VerifyReport, key: Ed25519PublicKey,
+                     ledger_id: str) -> None:
+    """Every streams row, head event and tree node against the root the latest checkpoint
+    signs: what every read and write proves a part of (O(n) in the number of streams).
+    Checked once the chain and the signed tail hold, which it builds on."""
+    try:
+        # The whole map is proven whatever the prefix, which only picks what is folded.
+        recorder.fold_verified_heads(CheckpointVerifier(key, ledger_id), ev.SECRET_STREAM_PREFIX,
+                                     lambda _: None)
+    except IntegrityError as exc:
+        report.fault(f"the map of stream heads: {exc}", None)
 
 
 _TRIGGER_FAULTS = {

@@ -160,6 +160,24 @@ def wrapped_key_problem(wrapped: bytes) -> str | None:
     return None
 
 
+class CheckpointVerifier:
+    """Checks the checkpoints of one ledger against a public key, without the master
+    password (``audit verify``, ``verify-backup``): a ``Signer`` that never signs."""
+
+    def __init__(self, public_key: Ed25519PublicKey, ledger_id: str) -> None:
+        self._public = public_key
+        self._ledger_id = ledger_id
+
+    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None) -> bytes:
+        raise TypeError("a CheckpointVerifier checks checkpoints; it cannot sign one")
+
+    def holds(self, seq: int, head: str, signed_at: str, signature: bytes,
+              heads_root: str | None) -> bool:
+        return signature_holds(
+            self._public, Checkpoint(self._ledger_id, seq, head, signed_at, signature, heads_root)
+        )
+
+
 def recorded_public_key(recorder: Recorder) -> str | None:
     """The public half of the ledger's signing key: the one recorded when it was created.
     A ledger keeps one key for life; a later ``SigningKeyCreated`` is never trusted."""

@@ -518,3 +518,38 @@ def test_import_decides_skip_or_write_on_proven_heads(tmp_path: Path, forged_typ
         with pytest.raises(IntegrityError):
             ledger.import_values({name: "stale value from an old env file"}, source="json")
         assert ledger.recorder.head()[0] == top
+
+
+def test_a_deleted_streams_row_is_found_by_audit_verify_verify_backup_and_deep_health(
+        tmp_path: Path) -> None:
+    """A backup with one streams row deleted verified as intact, decrypted '2 of 2' and
+    was restored, leaving a ledger every read refused (attack pass 2, F3)."""
+    from cli_support import PASSWORD as CLI_PASSWORD
+    from cli_support import document, invoke
+
+    from ledger.backup import restore, take_backup, verify_backup
+
+    live = tmp_path / "k.db"
+    with create_test_ledger(live, CLI_PASSWORD) as ledger:
+        for name in ("a", "b", "c"):
+            ledger.set(name, name * 3)
+        backup = tmp_path / "bak.db"
+        take_backup(ledger, backup)
+    run_sql(backup, "DELETE FROM streams WHERE stream = 'secret:a'")
+    verdict = invoke(live, "audit", "verify", "--json", env={"KEYLEDGER_DB": str(backup)})
+    assert verdict.exit_code == 1
+    assert any("map of stream heads" in p for p in document(verdict)["problems"])
+    assert not verify_backup(backup, None).ok
+    with pytest.raises(IntegrityError):
+        verify_backup(backup, CLI_PASSWORD)
+    before = live.read_bytes()
+    with pytest.raises(IntegrityError):
+        restore(backup, live, CLI_PASSWORD, force=True)
+    assert live.read_bytes() == before
+    # The same edit in the live ledger: migrate refused it, audit verify said intact.
+    run_sql(live, "DELETE FROM streams WHERE stream = 'secret:b'")
+    assert invoke(live, "audit", "verify").exit_code == 1
+    deep = invoke(live, "health-check", "--deep", "--json")
+    assert deep.exit_code == 1
+    checks = {c["name"]: c for c in document(deep)["checks"]}
+    assert checks["ledger"]["status"] == "fail"
