@@ -1162,6 +1162,46 @@ class SQLiteRecorder:
             with self.snapshot():
                 yield
 
+    def heads_map_matches(self, signer: Signer) -> None:
+        """Every streams row and tree node against the root the latest checkpoint signs,
+        each row naming its head event's stored hash, stream and revision: for ``audit
+        verify``, once its walk of the chain has shown every stored hash to be the one its
+        event's fields produce (so, unlike :meth:`fold_verified_heads`, no head event is
+        read or hashed again). O(n) in the number of streams.
+
+        :raises IntegrityError: a streams row or a tree node is not the signed one.
+        """
+        with self._reading():
+            tip = self.verified_tip(signer)
+            if tip.heads_root is None:
+                raise _heads_error()
+            cursor = self.conn.execute(
+                """SELECT s.bucket, s.stream, s.revision, s.head_seq, s.head_hash, s.digest,
+                          e.stream, e.stream_rev, e.hash
+                   FROM streams s LEFT JOIN events e ON e.seq = s.head_seq
+                   ORDER BY s.bucket, s.stream""")
+            digests: dict[int, bytes] = {}
+            bucket, members = -1, list[heads.Leaf]()
+            bucket_of, bucket_digest = heads.bucket_of, heads.bucket_digest
+            try:
+                while batch := cursor.fetchmany(5000):
+                    for row in batch:
+                        if row[0] != bucket:
+                            if members:
+                                digests[bucket] = bucket_digest(members)
+                            bucket, members = row[0], []
+                        stream = row[1]
+                        if (row[6] != stream or row[7] != row[2] or row[8] != row[4]
+                                or bucket_of(stream) != bucket):
+                            raise _heads_error(stream if isinstance(stream, str) else None)
+                        members.append((stream, row[2], row[3], row[4], row[5]))
+                if members:
+                    digests[bucket] = bucket_digest(members)
+            except (ValueError, TypeError):
+                raise _heads_error() from None
+            if heads.recompute(digests, {})[0] != tip.heads_root:
+                raise _heads_error()
+
     def verify_whole_chain(self, signer: Signer) -> None:
         """Walk the whole hash chain and check the signed tail: after this every event row
         is the ledger's (O(n); for a ledger with no heads map yet).
