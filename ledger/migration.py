@@ -295,9 +295,11 @@ class Migration:
         """The latest run to this target that never completed and no later run took over."""
         unfinished: dict[str, int] = {}
         taken_over: set[str] = set()
-        recorder = self.ledger.recorder
-        for head in self.ledger._stream_heads(ev.MIGRATION_STREAM_PREFIX):
-            started = recorder.read_stream(head.stream)[0].decode()
+        # The runs as listed (the whole map was proven just before, in run()), each one's
+        # events then proven on their own: a few streams, not the secrets.
+        for listed in list(self.ledger._stream_heads(ev.MIGRATION_STREAM_PREFIX)):
+            events = self.ledger._stream(listed.stream)
+            head, started = events[-1], events[0].decode()
             assert isinstance(started, ev.MigrationStarted)
             if started.resumes:
                 taken_over.add(started.resumes)
