@@ -387,14 +387,13 @@ class Ledger:
         """Refuse a ledger behind the newest checkpoint this host verified; then remember
         this one. A rollback explained by a restore signed since then is accepted."""
         if self._seen is None:
-            tip = self.recorder.verified_tip(self._signer())
-            self._seen_tip = Seen(tip.seq, tip.head_hash, tip.signed_at)  # this process's own
+            self._seen_tip = self.signed_tip()  # this process's own guard only
             return
         # The memory first, then the ledger: the memory is written after each commit, so
         # read in this order a ledger that only moved on is never behind it.
         ledger_id = self._memory_key()
         seen = self._seen.get(ledger_id)
-        tip = self.recorder.verified_tip(self._signer())
+        tip = self.signed_tip()
         restored = False
         if seen is not None:
             hash_at = self._hash_at(seen, tip.seq) if tip.seq > seen.seq else None
@@ -410,8 +409,8 @@ class Ledger:
                 log.warning("keyledger: the ledger is behind what this host saw (seq %d); "
                             "accepted, since it records a restore signed at %s",
                             seen.seq, restore.occurred_at)
-        self._seen_tip = Seen(tip.seq, tip.head_hash, tip.signed_at)
-        self._seen.record(ledger_id, self._seen_tip, replace=restored)
+        self._seen_tip = tip
+        self._seen.record(ledger_id, tip, replace=restored)
 
     def _hash_at(self, seen: Seen, top: int) -> str | None:
         """The hash at ``seen.seq`` of a ledger that has moved on to ``top``. Within

@@ -359,11 +359,6 @@ def _row_hash(row: ChainRow) -> str | None:
         return None
 
 
-def _stored_hash(e: StoredEvent) -> str | None:
-    return _row_hash((e.seq, e.prev_hash, e.stream, e.stream_rev, e.type, e.schema_version,
-                      e.occurred_at, e.actor, e.origin, e.payload, e.hash))
-
-
 Durability = Literal["full", "normal"]
 
 
@@ -410,9 +405,7 @@ class SQLiteRecorder:
                 self.conn = sqlite3.connect(self.path, isolation_level=None,
                                             check_same_thread=False)
             self.conn.create_function(WRITER_FUNCTION, 0, _is_keyledger, deterministic=True)
-            # SQLite's own wait, capped by the caller's budget; _retry_locked does the rest.
-            busy_ms = int(min(BUSY_TIMEOUT_MS, lock_timeout * 1000))
-            self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            self._wait_inside_sqlite()
             self._check_format(allow_empty=create)
             if read_only:
                 self.conn.execute("PRAGMA query_only = ON")
@@ -1089,12 +1082,12 @@ class SQLiteRecorder:
         if whole:
             running = heads.STREAM_START
             for rev, row in enumerate(rows, 1):
-                if row.stream != stream or row.stream_rev != rev or _stored_hash(row) != row.hash:
+                if row.stream != stream or row.stream_rev != rev or content_hash(row) != row.hash:
                     raise _heads_error(stream)
                 running = heads.next_stream_digest(running, row.hash)
             if running != digest:
                 raise _heads_error(stream)
-        if rows[-1].stream != stream or _stored_hash(rows[-1]) != head_hash:
+        if rows[-1].stream != stream or content_hash(rows[-1]) != head_hash:
             raise _heads_error(stream)
         return rows
 
@@ -1135,7 +1128,7 @@ class SQLiteRecorder:
                     event = None if row[6] is None else StoredEvent(*row[6:])
                     if (event is None or heads.bucket_of(stream) != bucket
                             or event.stream != stream or event.stream_rev != revision
-                            or _stored_hash(event) != head_hash):
+                            or content_hash(event) != head_hash):
                         raise _heads_error(stream)
                     members.append((stream, revision, head_seq, head_hash, row[5]))
                     if isinstance(stream, str) and prefix <= stream < upper:
@@ -1371,8 +1364,13 @@ class SQLiteRecorder:
                 delay = min(delay * 2, 0.5)
         finally:
             if not wait:
-                busy_ms = int(min(BUSY_TIMEOUT_MS, self.lock_timeout * 1000))
-                self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._wait_inside_sqlite()
+
+    def _wait_inside_sqlite(self) -> None:
+        """SQLite's own wait for a lock, capped by the caller's budget (``_retry_locked``
+        does the rest)."""
+        busy_ms = int(min(BUSY_TIMEOUT_MS, self.lock_timeout * 1000))
+        self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
 
     def erase_pending(self) -> str | None:
         """What a destroy or rekey could not yet erase from the file (see :meth:`shred`),

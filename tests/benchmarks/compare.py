@@ -52,6 +52,17 @@ def steps(root: Path, db: Path, source: Path, size: int) -> dict[str, float]:
     return timed
 
 
+def print_table(results: dict[str, dict[str, list[float]]], size: int, old: Path, new: Path,
+                *, digits: int) -> None:
+    """Both checkouts' runs of each step, as a Markdown table."""
+    print(f"{size:,} secrets; old = {old}, new = {new}; seconds, two runs each\n")
+    print("| step | old | new |")
+    print("|---|---:|---:|")
+    for step, runs in results["old"].items():
+        shown = [", ".join(f"{s:.{digits}f}" for s in r) for r in (runs, results["new"][step])]
+        print(f"| {step} | {shown[0]} | {shown[1]} |")
+
+
 def read_step_args(size: int) -> dict[str, list[str]]:
     return {step: args or ["secrets", "get", bench.name_for(size // 2)]
             for step, args in READS.items()}
@@ -85,12 +96,7 @@ def compare_reads(old: Path, new: Path, size: int) -> None:
                 results[name].setdefault(f"{step} (best of 3)", []).append(best)
             best = min(run_library_get(root, db, bench.name_for(size // 2)) for _ in range(3))
             results[name].setdefault("library Ledger.open + get (best of 3)", []).append(best)
-    print(f"{size:,} secrets; old = {old}, new = {new}; seconds, two runs each\n")
-    print("| step | old | new |")
-    print("|---|---:|---:|")
-    for step, runs in results["old"].items():
-        shown = [", ".join(f"{s:.3f}" for s in r) for r in (runs, results["new"][step])]
-        print(f"| {step} | {shown[0]} | {shown[1]} |")
+    print_table(results, size, old, new, digits=3)
 
 
 def main() -> None:
@@ -112,12 +118,7 @@ def main() -> None:
             for step, seconds in steps(root, Path(tmp) / f"{name}.db", source, size).items():
                 results[name].setdefault(step, []).append(seconds)
             print(f"[{name}] done", file=sys.stderr, flush=True)
-    print(f"{size:,} secrets; old = {old}, new = {new}; seconds, two runs each\n")
-    print("| step | old | new |")
-    print("|---|---:|---:|")
-    for step, runs in results["old"].items():
-        shown = [", ".join(f"{s:.2f}" for s in r) for r in (runs, results["new"][step])]
-        print(f"| {step} | {shown[0]} | {shown[1]} |")
+    print_table(results, size, old, new, digits=2)
 
 
 if __name__ == "__main__":
