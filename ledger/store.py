@@ -1303,12 +1303,23 @@ class SQLiteRecorder:
         if not overwrite:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
-        dest = sqlite3.connect(path)
+        # The destination waits for its write lock in short steps, so that the check
+        # below runs only once a step holds it and the wait keeps our own budget.
+        dest = sqlite3.connect(path, timeout=0.05)
         checked = False
+        deadline = time.monotonic() + self.lock_timeout
 
         def check_under_lock(status: int, remaining: int, total: int) -> None:
             nonlocal checked
             if replacing is None or checked:
+                return
+            if status != sqlite3.SQLITE_OK:
+                # SQLITE_BUSY/LOCKED: this step copied nothing and holds no lock; a check
+                # now could pass before a writer holding the lock commits.
+                if time.monotonic() >= deadline:
+                    raise LedgerBusyError(
+                        f"{path} stayed locked by another writer for "
+                        f"{self.lock_timeout:g}s; nothing was replaced: try again")
                 return
             checked = True
             with contextlib.closing(sqlite3.connect(path)) as reader:
@@ -1318,8 +1329,8 @@ class SQLiteRecorder:
                 raise ConcurrencyError(["the ledger being replaced"])
 
         try:
-            # A page a step when checking: the check runs after the first, which holds the
-            # lock and has committed nothing (a larger first step could be the last one,
+            # A page a step when checking: the check runs after the first step that holds
+            # the lock and has committed nothing (a larger step could be the last one,
             # which commits). Copying so costs about 1.6x, a second per 0.6 GB.
             self._retry_locked(lambda: self.conn.backup(
                 dest, pages=1 if replacing is not None else -1,

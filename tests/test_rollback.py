@@ -378,6 +378,51 @@ def test_a_write_committed_while_restoring_is_kept_and_nothing_is_restored(
     assert [p.name for p in tmp_path.iterdir() if "restoring" in p.name] == []
 
 
+def test_a_writer_holding_the_lock_while_restoring_keeps_its_write(
+        live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long write (a large import) holds the ledger's lock when restore swaps. The swap's
+    check waits for the lock rather than passing while the writer still holds it, so the
+    write, committed afterwards, is kept and nothing is restored (attack pass 3, F1)."""
+    import threading
+
+    import ledger.backup as backup_module
+
+    backup = tmp_path / "b.db"
+    with Ledger.open(live, CLI_PASSWORD) as ledger:
+        take_backup(ledger, backup)
+    holding = threading.Event()
+    checked = backup_module._history_is_kept
+    check_revisions = SQLiteRecorder._check_revisions
+
+    def slowly(self: SQLiteRecorder, *args: object) -> None:
+        if threading.current_thread().name == "long-import":
+            holding.set()
+            time.sleep(1.0)  # holds the write lock for 20 of the swap's busy waits
+        check_revisions(self, *args)  # type: ignore[arg-type]
+
+    def write(label: str) -> None:
+        with Ledger.open(live, CLI_PASSWORD) as other:
+            other.set("db_password", label)
+
+    writer = threading.Thread(target=write, args=("written by a long import",),
+                              name="long-import")
+
+    def then_a_long_write_starts(*args: object) -> bool:
+        kept = checked(*args)  # type: ignore[arg-type]
+        writer.start()
+        assert holding.wait(10)
+        return kept
+
+    monkeypatch.setattr(SQLiteRecorder, "_check_revisions", slowly)
+    monkeypatch.setattr(backup_module, "_history_is_kept", then_a_long_write_starts)
+    with pytest.raises(LedgerFormatError, match="written to while restoring"):
+        restore(backup, live, CLI_PASSWORD)
+    writer.join()
+    monkeypatch.undo()
+    with Ledger.open(live, CLI_PASSWORD) as ledger:
+        assert ledger.get("db_password").value == "written by a long import"
+
+
 def test_a_killed_restores_staging_copy_is_removed_by_the_next_restore(
         live: Path, tmp_path: Path) -> None:
     """A restore killed before its swap leaves a full copy of a ledger beside it; the next
