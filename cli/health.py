@@ -14,7 +14,7 @@ from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_r
 from cli.policy import due_report
 from ledger import IntegrityError, KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
-from ledger.integrity import check_chain, head_signature_problems, trigger_problems
+from ledger.integrity import check_chain, head_signature_problems, repair_heads_tree, trigger_problems
 from projections import ReadModels
 
 Status = Literal["ok", "warn", "fail"]
@@ -201,8 +201,15 @@ def rebuild_projections(ctx: typer.Context, as_json: JsonOption = False) -> None
     """
     with open_read_models(ctx, check=False) as views:  # checking first would rebuild twice
         replayed = views.rebuild()
+        # The heads tree is the store's index over the signed streams rows: rewritten
+        # only when those rows prove, so a repair never trusts what it did not check.
+        tree_rewritten = repair_heads_tree(views.recorder)
         seq, head = views.position()
         if as_json:
-            emit_json({"events_replayed": replayed, "seq": seq, "head_hash": head})
+            emit_json({"events_replayed": replayed, "seq": seq, "head_hash": head,
+                       "heads_tree_rewritten": tree_rewritten})
         else:
             console.print(f"✅ Rebuilt the read models from {replayed} events (head {head[:16]})")
+            if tree_rewritten:
+                console.print("✅ Rewrote the heads tree from the signed streams rows "
+                              "(a node had been changed)")

@@ -21,6 +21,7 @@ from ledger.signing import (
     Checkpoint,
     CheckpointVerifier,
     parse_public_key,
+    recorded_public_key,
     recorded_signing_keys,
     same_key,
     signature_holds,
@@ -360,3 +361,18 @@ def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:
     if recorded is not None and not signature_holds(parse_public_key(recorded), checkpoint):
         problems.append(f"the latest checkpoint (seq {latest.seq}) has a bad signature")
     return problems
+
+
+def repair_heads_tree(recorder: SQLiteRecorder) -> bool:
+    """Rewrite the heads tree from the streams rows, once they produce the root the latest
+    checkpoint signs under the recorded key; whether a node had to change. False for a
+    ledger without a heads map (format 3) or a key to check it with: nothing to repair.
+
+    :raises IntegrityError: the streams rows are not the signed ones: only the events
+        can say what they should hold (``audit verify``).
+    """
+    public_key = recorded_public_key(recorder)
+    if public_key is None or recorder.needs_upgrade:
+        return False
+    verifier = CheckpointVerifier(parse_public_key(public_key), recorder.read_meta().ledger_id)
+    return recorder.rewrite_heads_tree(verifier)

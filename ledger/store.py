@@ -301,6 +301,15 @@ _HEADS_SCHEMA = [
 ]
 
 
+def _first_node_not_given(given: Mapping[int, bytes],
+                          stored: Iterable[tuple[int, bytes]]) -> int | None:
+    """The lowest node where the ``stored`` (node, digest) rows are not exactly ``given``:
+    a digest differs, a node is missing, or one is stored that nothing gives."""
+    rows = dict(stored)
+    bad = [n for n in given.keys() | rows.keys() if given.get(n) != rows.get(n)]
+    return min(bad) if bad else None
+
+
 def _heads_error(stream: str | None = None) -> IntegrityError:
     subject = f"stream {stream!r} does" if stream is not None else "the streams' heads do"
     return IntegrityError(
@@ -1138,8 +1147,7 @@ class SQLiteRecorder:
                     digests[bucket] = heads.bucket_digest(members)
             except ValueError:
                 raise _heads_error() from None
-            if heads.recompute(digests, {})[0] != tip.heads_root:
-                raise _heads_error()
+            self._check_tree(digests, tip.heads_root)
 
     def verified_head(self, stream: str, signer: Signer) -> StoredEvent | None:
         """:meth:`verified_stream`'s head, or None for a stream without events."""
@@ -1168,28 +1176,78 @@ class SQLiteRecorder:
             tip = self.verified_tip(signer)
             if tip.heads_root is None:
                 raise _heads_error()
-            cursor = self.conn.execute(
-                "SELECT bucket, stream, revision, head_seq, head_hash, digest FROM streams "
-                "ORDER BY bucket, stream")
-            digests: dict[int, bytes] = {}
-            bucket, members = -1, list[heads.Leaf]()
-            bucket_of, bucket_digest = heads.bucket_of, heads.bucket_digest
-            try:
-                while batch := cursor.fetchmany(5000):
-                    for row in batch:
-                        if row[0] != bucket:
-                            if members:
-                                digests[bucket] = bucket_digest(members)
-                            bucket, members = row[0], []
-                        if bucket_of(row[1]) != bucket:
-                            raise _heads_error(row[1] if isinstance(row[1], str) else None)
-                        members.append(row[1:])
-                if members:
-                    digests[bucket] = bucket_digest(members)
-            except (ValueError, TypeError):
-                raise _heads_error() from None
-            if heads.recompute(digests, {})[0] != tip.heads_root:
+            self._check_tree(self._bucket_digests_of_rows(), tip.heads_root)
+
+    def _bucket_digests_of_rows(self) -> dict[int, bytes]:
+        """Each non-empty bucket's digest, from the streams rows alone.
+
+        :raises IntegrityError: a row sits in another bucket than its name's, or a leaf
+            is malformed.
+        """
+        cursor = self.conn.execute(
+            "SELECT bucket, stream, revision, head_seq, head_hash, digest FROM streams "
+            "ORDER BY bucket, stream")
+        digests: dict[int, bytes] = {}
+        bucket, members = -1, list[heads.Leaf]()
+        bucket_of, bucket_digest = heads.bucket_of, heads.bucket_digest
+        try:
+            while batch := cursor.fetchmany(5000):
+                for row in batch:
+                    if row[0] != bucket:
+                        if members:
+                            digests[bucket] = bucket_digest(members)
+                        bucket, members = row[0], []
+                    if bucket_of(row[1]) != bucket:
+                        raise _heads_error(row[1] if isinstance(row[1], str) else None)
+                    members.append(row[1:])
+            if members:
+                digests[bucket] = bucket_digest(members)
+        except (ValueError, TypeError):
+            raise _heads_error() from None
+        return digests
+
+    def _check_tree(self, digests: Mapping[int, bytes], root: str) -> None:
+        """The tree the bucket ``digests`` give must produce the signed ``root`` and be,
+        node for node, the stored one: reads prove against stored nodes, so one edited
+        (or added) node would make them refuse while the streams rows still hold.
+
+        :raises IntegrityError: the streams rows do not produce ``root``, or a stored
+            node differs from the one they give.
+        """
+        signed, computed = heads.recompute(digests, {})
+        if signed != root:
+            raise _heads_error()
+        bad = _first_node_not_given(computed, self.conn.execute(
+            "SELECT node, digest FROM heads_tree"))
+        if bad is not None:
+            raise IntegrityError(
+                f"heads tree node {bad} does not hold what the signed streams give (the "
+                "tree was changed behind keyledger's back); reads refuse until "
+                "`keyledger rebuild-projections` rewrites it from the streams"
+            )
+
+    def rewrite_heads_tree(self, signer: Signer) -> bool:
+        """Rewrite the heads tree from the streams rows once they are shown to produce the
+        root the latest checkpoint signs; whether a stored node had to change. The tree is
+        an index over those rows, so nothing is trusted that was not proven.
+
+        :raises IntegrityError: the streams rows themselves are not the signed ones; the
+            tree is left as it was.
+        """
+        with self.write_transaction():
+            tip = self.verified_tip(signer)
+            if tip.heads_root is None:
                 raise _heads_error()
+            root, computed = heads.recompute(self._bucket_digests_of_rows(), {})
+            if root != tip.heads_root:
+                raise _heads_error()
+            if _first_node_not_given(computed, self.conn.execute(
+                    "SELECT node, digest FROM heads_tree")) is None:
+                return False
+            self.conn.execute("DELETE FROM heads_tree")
+            self.conn.executemany("INSERT INTO heads_tree (node, digest) VALUES (?, ?)",
+                                  sorted(computed.items()))
+            return True
 
     def verify_whole_chain(self, signer: Signer) -> None:
         """Walk the whole hash chain and check the signed tail: after this every event row

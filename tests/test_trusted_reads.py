@@ -167,6 +167,50 @@ def test_an_edited_tree_node_or_signed_root_is_refused(ledger_file: Path, tmp_pa
     assert outcome(copy, "db_password") == "refused"
 
 
+def test_an_edited_sibling_node_fails_audit_verify_and_rebuild_projections_repairs_it(
+        ledger_file: Path) -> None:
+    """A tree node off every stream's own row, but on db_password's proof path, edited:
+    reads refuse; audit verify must say so too (it compares every stored node, not only
+    the root the rows give), and rebuild-projections rewrites the tree from the signed
+    streams rows, after which reads serve again (attack pass 3, F2)."""
+    from cli_support import error_line, invoke
+
+    node = heads.node_of_bucket(heads.bucket_of("secret:db_password"))
+    while node > 3:
+        node >>= 1
+    sibling = node ^ 1  # the top-level subtree db_password is not in
+    run_sql(ledger_file, ("INSERT INTO heads_tree (node, digest) VALUES (?, zeroblob(32)) "
+                          "ON CONFLICT (node) DO UPDATE SET digest = zeroblob(32)", (sibling,)))
+    assert outcome(ledger_file, "db_password") == "refused"
+    verified = invoke(ledger_file, "audit", "verify", password=None)
+    assert verified.exit_code != 0
+    assert f"heads tree node {sibling}" in verified.output
+    repaired = invoke(ledger_file, "rebuild-projections", "--json", password=None)
+    assert repaired.exit_code == 0, error_line(repaired)
+    assert '"heads_tree_rewritten": true' in repaired.output
+    assert {name: outcome(ledger_file, name) for name in TRUTH} == TRUTH
+    assert invoke(ledger_file, "audit", "verify", password=None).exit_code == 0
+    again = invoke(ledger_file, "rebuild-projections", "--json", password=None)
+    assert '"heads_tree_rewritten": false' in again.output
+
+
+def test_rebuild_projections_never_rewrites_the_tree_over_streams_rows_that_do_not_prove(
+        ledger_file: Path) -> None:
+    """The repair builds on the streams rows only once they produce the signed root: an
+    edited row is refused, and the tree is left as it was."""
+    from cli_support import error_line, invoke
+
+    with closing(sqlite3.connect(ledger_file)) as conn:
+        before = conn.execute("SELECT node, digest FROM heads_tree ORDER BY node").fetchall()
+    run_sql(ledger_file, "UPDATE streams SET head_seq = head_seq - 1 "
+                         "WHERE stream = 'secret:db_password'")
+    rebuilt = invoke(ledger_file, "rebuild-projections", password=None)
+    assert rebuilt.exit_code != 0
+    assert "streams' heads do not match" in error_line(rebuilt)
+    with closing(sqlite3.connect(ledger_file)) as conn:
+        assert conn.execute("SELECT node, digest FROM heads_tree ORDER BY node").fetchall() == before
+
+
 def test_an_edited_keyring_event_is_refused(ledger_file: Path) -> None:
     """The keyring is folded from every one of its events: a middle one edited (recomputed
     or not) fails the stream's running digest."""
