@@ -383,6 +383,23 @@ def test_a_format_3_ledger_is_upgraded_on_unlock_and_then_protected(tmp_path: Pa
     assert outcome(path, "stripe_key") == "refused"
 
 
+def test_an_untouched_format_3_ledger_upgrades_through_the_cli_as_an_upgrade_not_an_edit(
+        tmp_path: Path) -> None:
+    """The previous keyledger's file, as it left it (read models of its layout, schema
+    cookie its own): the first commands rebuild the read models as an upgrade, never with
+    the note that someone edited the file, and health-check passes (attack pass 3, F3:
+    the vector had been copied with SQLite's backup API, which moves the cookie)."""
+    from cli_support import error_line, invoke
+
+    path = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format3.db", path)
+    for args in (("secrets", "list"), ("secrets", "get", "db_password"), ("health-check",)):
+        result = invoke(path, *args, password=PASSWORD)
+        assert result.exit_code == 0, (args, error_line(result))
+        assert "edited" not in result.output and "disagreed" not in result.output, args
+    assert invoke(path, "secrets", "get", "db_password", password=PASSWORD).stdout == "new-value\n"
+
+
 def test_a_tampered_format_3_ledger_is_not_upgraded(tmp_path: Path) -> None:
     """The upgrade signs a root over the heads, so it first walks the whole chain: a format-3
     ledger with an event edited in the middle is refused and left exactly as it was."""
