@@ -456,6 +456,37 @@ def test_a_long_lived_ledger_refuses_a_file_put_back_under_it(live: Path, tmp_pa
         assert _events(live)[-1] == top
 
 
+@pytest.mark.parametrize("call", ["secret", "secrets", "report", "keyring", "open_ciphertext",
+                                  "head_of", "verify_heads"])
+def test_every_read_of_a_long_lived_ledger_refuses_a_file_put_back_under_it(
+        live: Path, tmp_path: Path, call: str) -> None:
+    """Not only get and the writes: every read refuses once the file is an older copy,
+    so a destroyed key's old ciphertext does not open through a put-back keyring either
+    (attack pass 3, F4)."""
+    with Ledger.open(live, CLI_PASSWORD) as server:
+        server.set("db_password", "under v1")
+        under_v1 = server.secret("db_password").ciphertext
+        assert under_v1 is not None
+        old = snapshot(live, tmp_path, "old.db")
+        server.rotate()
+        server.migrate()
+        server.retire(1)
+        server.destroy(1)
+        with SQLiteRecorder(old) as copy:
+            copy.backup_to(live, overwrite=True)
+        calls = {
+            "secret": lambda: server.secret("db_password"),
+            "secrets": server.secrets,
+            "report": server.report,
+            "keyring": server.keyring,
+            "open_ciphertext": lambda: server.open_ciphertext("db_password", under_v1),
+            "head_of": lambda: server.head_of(ev.KEYRING_STREAM),
+            "verify_heads": server.verify_heads,
+        }
+        with pytest.raises(RollbackError, match="rolled back or restored under it"):
+            calls[call]()
+
+
 def test_a_restore_explains_a_rollback_only_if_it_replaced_what_this_host_saw(
         live: Path, tmp_path: Path) -> None:
     """A restore's record accepts a shorter ledger only when the ledger it replaced went
