@@ -10,7 +10,7 @@ import typer
 
 from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
-from ledger import KeyledgerError, Ledger, WrongPasswordError
+from ledger import Ledger
 from ledger.backup import restore, take_backup, verify_backup
 
 BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
@@ -97,22 +97,17 @@ def restore_command(
     """
     s = settings(ctx)
     password = master_password()
-    # The password must open the backup, and the ledger it replaces (else an old password
-    # could roll back a rekey): otherwise nothing changes. A ledger too damaged to open
-    # at all may be replaced with --force.
+    # Checked before asking: the password must open the backup (restore checks the
+    # ledger it replaces too).
     Ledger.open(file, password, upgrade=False, seen=None).close()
-    if s.db.exists() and s.db.stat().st_size > 0:
-        try:
-            Ledger.open(s.db, password).close()
-        except WrongPasswordError:
-            raise
-        except KeyledgerError:
-            if not force:
-                raise
     confirm(f"Replace {s.db} with {file}?", yes)
-    before, after = restore(file, s.db, password, force=force, actor=s.actor, origin=CLI_ORIGIN)
+    done = restore(file, s.db, password, force=force, actor=s.actor, origin=CLI_ORIGIN)
     if as_json:
-        emit_json({"restored_from": str(file), "events_before": before, "events_restored": after,
-                   "forced": force})
+        emit_json({"restored_from": str(file), "events_before": done.events_before,
+                   "events_restored": done.events_restored, "forced": force,
+                   "kept_aside": None if done.kept_aside is None else str(done.kept_aside)})
     else:
-        console.print(f"✅ Restored {s.db} from {file}: {after} events (it had {before})")
+        console.print(f"✅ Restored {s.db} from {file}: {done.events_restored} events "
+                      f"(it had {done.events_before})")
+        if done.kept_aside is not None:
+            console.print(f"   the ledger it replaced did not read as one; kept as {done.kept_aside}")

@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from ledger.errors import (
     InvalidInputError,
     KeyledgerError,
     LedgerFormatError,
+    WrongPasswordError,
 )
 from ledger.integrity import VerifyReport, verify_ledger
 from ledger.seen import SeenCheckpoints, memory_key
@@ -130,12 +132,21 @@ def _history_is_kept(live: SQLiteRecorder, backup: SQLiteRecorder, backup_events
     return all(row.type == "BackupTaken" for row in live.read_events(backup_events))
 
 
+@dataclass(frozen=True)
+class Restored:
+    """What :func:`restore` did."""
+
+    events_before: int  # in the ledger it replaced (0 for none, or one that did not read)
+    events_restored: int  # in the backup
+    kept_aside: Path | None = None  # where a ledger that did not read was moved to
+
+
 def restore(
     backup_path: Path, target: Path, password: str, *, force: bool = False,
     actor: str | None = None, origin: str | None = None,
-) -> tuple[int, int]:
+) -> Restored:
     """Replace the ledger at ``target`` with the backup and record ``LedgerRestored`` in
-    it, as one step; ``(events before, events restored)``.
+    it, as one step.
 
     The backup is verified, copied to a private staging file beside ``target``, opened
     there with ``password`` and given its ``LedgerRestored`` event; only then does one
@@ -157,7 +168,11 @@ def restore(
         if not chain.ok:
             raise IntegrityError(f"the backup does not verify: {'; '.join(chain.problems)}")
         before, replacing = 0, None
-        if target.exists() and target.stat().st_size > 0:
+        present = target.exists() and target.stat().st_size > 0
+        # A file that reads as no ledger at all has nothing to compare: with --force it
+        # is replaced whole and kept beside the new one.
+        unreadable = present and _target_is_unreadable(target, password, force)
+        if present and not unreadable:
             live = SQLiteRecorder(target)
             try:
                 replacing = live.head()
@@ -199,6 +214,23 @@ def restore(
                 ))
                 ledger_id, tip = new.ledger_id, new.signed_tip()
             key = memory_key(ledger_id, os.path.abspath(target))  # as SQLiteRecorder.location
+            kept = None
+            if unreadable:
+                kept = _replace_unreadable(target, staging)
+            else:
+                _swap_in(staging, target, replacing, before)
+        finally:
+            _remove_database(staging)
+        memory = SeenCheckpoints.from_environment()
+        if memory is not None:
+            # A restore goes back on purpose: what this host saw before is replaced.
+            memory.record(key, tip, replace=True)
+        return Restored(before, chain.events, kept)
+    finally:
+        source.close()
+
+
+def _swap_in(staging: Path, target: Path, replacing: tuple[int, str] | None, before: int) -> None:
             with SQLiteRecorder(staging) as staged:
                 try:
                     # Only if the ledger still ends where it was checked, under its lock:
@@ -209,15 +241,53 @@ def restore(
                         f"{target} was written to while restoring (it no longer ends at seq "
                         f"{before}); nothing was restored: check it, then restore again"
                     ) from None
-        finally:
-            _remove_database(staging)
-        memory = SeenCheckpoints.from_environment()
-        if memory is not None:
-            # A restore goes back on purpose: what this host saw before is replaced.
-            memory.record(key, tip, replace=True)
-        return before, chain.events
-    finally:
-        source.close()
+
+
+def _target_is_unreadable(target: Path, password: str, force: bool) -> bool:
+    """Whether the ledger a restore replaces cannot be read at all (damaged, or not a
+    ledger), which only ``force`` may replace whole. One that opens must open with
+    ``password``, else an old password could roll back a ``rekey-master``.
+
+    :raises WrongPasswordError: it opens, and not with ``password`` (even with ``force``).
+    :raises KeyledgerError: it does not open, and not ``force``: why not.
+    """
+    from ledger.service import Ledger
+
+    why = SQLiteRecorder.unreadable(target)
+    if why is not None:
+        if not force:
+            raise LedgerFormatError(
+                f"{target} does not read as a ledger ({why}); --force replaces it, and "
+                "keeps it beside the restored one")
+        return True
+    try:
+        Ledger.open(target, password).close()
+    except WrongPasswordError:
+        raise
+    except KeyledgerError:
+        if not force:
+            raise  # tampered, rolled back, another version's: what --force overrides
+    return False
+
+
+def _replace_unreadable(target: Path, staging: Path) -> Path:
+    """Put ``staging`` in place of a ``target`` that does not open as a ledger. The old
+    file is kept beside it (``NAME.unreadable-TIME``, with its WAL), as the record of what
+    happened in between; the new one moves in with one rename."""
+    with SQLiteRecorder(staging) as staged:
+        if not staged.shred():
+            raise LedgerFormatError(f"{staging} is still in use; nothing was restored")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = target.with_name(f"{target.name}.unreadable-{stamp}")
+    for suffix in ("-wal", "-shm", "-journal"):
+        found = Path(f"{target}{suffix}")
+        if found.exists():
+            found.rename(f"{kept}{suffix}")
+    target.rename(kept)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{staging}{suffix}").unlink(missing_ok=True)
+    os.replace(staging, target)
+    return kept
 
 
 def _remove_stale_staging(target: Path) -> None:

@@ -502,6 +502,24 @@ class SQLiteRecorder:
         # spellings of one path is one place, a symlink swapped in is not the file.
         return os.path.abspath(self.path)
 
+    @classmethod
+    def unreadable(cls, path: Path) -> str | None:
+        """Why the file at ``path`` cannot be read as a ledger (not a database, no ledger
+        tables, a damaged page anywhere: SQLite's ``quick_check``, O(n)), or None when it
+        can. Opens it read-only and changes nothing."""
+        try:
+            with cls(path, read_only=True) as recorder:
+                recorder.head()
+                recorder.read_meta()
+                problem = recorder.conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+                if problem != "ok":
+                    return "SQLite: " + " ".join(problem.replace("***", "").split())
+        except (LedgerFormatError, LedgerStorageError) as exc:
+            return " ".join(str(exc).split())
+        except sqlite3.DatabaseError as exc:
+            return f"SQLite: {' '.join(str(exc).split())}"
+        return None
+
     def close(self) -> None:
         self.conn.close()
 

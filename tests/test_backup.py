@@ -182,7 +182,8 @@ def test_a_fresh_backup_restores_without_force(ledger: Ledger, db_path: Path, tm
     take_backup(ledger, out)
     take_backup(ledger, tmp_path / "b2.db")
     ledger.close()
-    assert restore(out, db_path, PASSWORD) == (7, 5)
+    done = restore(out, db_path, PASSWORD)
+    assert (done.events_before, done.events_restored, done.kept_aside) == (7, 5, None)
 
 
 def test_an_old_password_cannot_roll_back_a_rekeyed_ledger(tmp_path: Path) -> None:
@@ -198,6 +199,62 @@ def test_an_old_password_cannot_roll_back_a_rekeyed_ledger(tmp_path: Path) -> No
     refused = invoke(db, "restore", str(out), "--yes", "--force")  # the old password
     assert refused.exit_code == 1 and "wrong master password" in error_line(refused)
     assert invoke(db, "secrets", "get", "a", password="brand new one").stdout == before[1]
+
+
+def test_an_old_password_cannot_roll_back_a_rekeyed_ledger_through_the_library(
+        tmp_path: Path) -> None:
+    """The same guard in ledger.backup.restore itself, not only in the CLI: the library's
+    restore refuses, even forced, and the file is unchanged."""
+    from ledger import WrongPasswordError
+
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        ledger.set("a", "1")
+        take_backup(ledger, tmp_path / "b.db")
+        ledger.rekey_master("brand new one")
+    before = db.read_bytes()
+    with pytest.raises(WrongPasswordError):
+        restore(tmp_path / "b.db", db, CLI_PASSWORD, force=True)
+    assert db.read_bytes() == before
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 40)
+
+
+def _damaged_page(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.seek(2 * 4096)
+        f.write(b"\xff" * 4096)
+
+
+@pytest.mark.parametrize("damage", [_garbage, _damaged_page], ids=["not-a-database", "damaged-page"])
+def test_restore_force_replaces_a_ledger_that_does_not_read_and_keeps_it_beside(
+        tmp_path: Path, damage: object) -> None:
+    """cli.md promises that a ledger too damaged to open can be replaced with --force
+    (attack pass 3, F5): without --force, one line and nothing changes; with it, the
+    backup is restored and the damaged file kept, byte for byte, beside it."""
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        ledger.set("a", "1")
+    out = tmp_path / "b.db"
+    assert invoke(db, "backup", "--out", str(out)).exit_code == 0
+    assert invoke(db, "secrets", "set", "a", "--value", "2").exit_code == 0
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    damage(db)  # type: ignore[operator]
+    damaged = db.read_bytes()
+    refused = invoke(db, "restore", str(out), "--yes")
+    assert refused.exit_code == 1 and "does not read as a ledger" in error_line(refused)
+    assert "\n" not in error_line(refused).strip() and "Traceback" not in refused.output
+    assert db.read_bytes() == damaged
+    done = invoke(db, "restore", str(out), "--yes", "--force", "--json")
+    assert done.exit_code == 0, error_line(done)
+    kept = Path(document(done)["kept_aside"])
+    assert kept.parent == tmp_path and kept.read_bytes() == damaged
+    assert invoke(db, "secrets", "get", "a").stdout == "1\n"
+    assert invoke(db, "health-check").exit_code == 0
+    assert [p.name for p in tmp_path.iterdir() if "restoring" in p.name] == []
 
 
 # -- a backup is verified before anything is taken from it ---------------------------------
