@@ -223,7 +223,7 @@ def verify_ledger(
     if anchor is not None:
         report.anchor = anchor
         _check_anchor(recorder, report, anchor, key, ledger_id, top)
-    if key is not None and report.ok and not recorder.needs_upgrade:
+    if key is not None and report.ok and recorder.has_heads_map:
         _check_heads_map(recorder, report, key, ledger_id)
     report.add_trigger_faults(recorder.trigger_faults())
     return report
@@ -342,7 +342,7 @@ def _check_anchor(
 
 def _checkpoint(ledger_id: str, row: CheckpointRow) -> Checkpoint:
     return Checkpoint(ledger_id, row.seq, row.head_hash, row.signed_at, row.signature,
-                      row.heads_root)
+                      row.heads_root, row.tally)
 
 
 def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:
@@ -372,7 +372,7 @@ def repair_heads_tree(recorder: SQLiteRecorder) -> bool:
         can say what they should hold (``audit verify``).
     """
     public_key = recorded_public_key(recorder)
-    if public_key is None or recorder.needs_upgrade:
+    if public_key is None or not recorder.has_heads_map:
         return False
     verifier = CheckpointVerifier(parse_public_key(public_key), recorder.read_meta().ledger_id)
     return recorder.rewrite_heads_tree(verifier)

@@ -21,6 +21,7 @@ from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from ledger import crypto, imports, lifecycle
 from ledger import events as ev
+from ledger import tally as tally_rules
 from ledger.chain import first_broken_link
 from ledger.domain import (
     KeyringState,
@@ -70,6 +71,7 @@ from ledger.store import (
     SQLiteRecorder,
     StoredEvent,
 )
+from ledger.tally import Tally
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("keyledger")
@@ -427,7 +429,7 @@ class Ledger:
     def _last_restore(self) -> _Restore | None:
         """The newest ``LedgerRestored`` (its events proven): when it was signed and how
         far the ledger it replaced went; None if the ledger was never restored."""
-        if self.recorder.needs_upgrade:  # no heads map yet to prove the stream with
+        if not self.recorder.has_heads_map:  # no heads map yet to prove the stream with
             self.recorder.verify_whole_chain(self._signer())
             events = self.recorder.read_stream(ev.BACKUP_STREAM)
         else:
@@ -913,6 +915,21 @@ class Ledger:
         self._fold_heads(ev.SECRET_STREAM_PREFIX, count)
         total = sum(distribution.values())
         return VersionReport(total, current, total - up_to_date, dict(sorted(distribution.items())))
+
+    @_serialized
+    def tally(self) -> Tally:
+        """How many live secrets sit on each key version and scheme, and how many values
+        each version has encrypted, as the latest signed checkpoint says: constant time,
+        and proven (see :mod:`ledger.tally`).
+
+        :raises IntegrityError: the checkpoint does not hold or signs no tally.
+        """
+        if self._whole_chain_checked:  # an earlier format, read without upgrading it
+            found = tally_rules.fold((s.stream, s.decode()) for s in self.recorder.read_events())
+        else:
+            found = self.recorder.verified_tally(self._signer())
+        self._refuse_if_replaced()
+        return found
 
     @_serialized
     def verify_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:

@@ -40,6 +40,8 @@ ANCHOR_FORMAT = "keyledger-anchor/v1"
 _CHECKPOINT_LABEL = "keyledger/checkpoint/v1"
 # A checkpoint that also signs the root of the stream heads (ledger.heads): format 4 on.
 _CHECKPOINT_LABEL_HEADS = "keyledger/checkpoint/v2"
+# ... and the tally of live secrets and encryptions (ledger.tally): format 5 on.
+_CHECKPOINT_LABEL_TALLY = "keyledger/checkpoint/v3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +54,11 @@ class Checkpoint:
     signed_at: str
     signature: bytes
     heads_root: str | None = None
+    tally: str | None = None
 
     def message(self) -> bytes:
         return checkpoint_message(self.ledger_id, self.seq, self.head, self.signed_at,
-                                  self.heads_root)
+                                  self.heads_root, self.tally)
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -65,18 +68,23 @@ class Checkpoint:
         }
         if self.heads_root is not None:
             document["heads_root"] = self.heads_root
+        if self.tally is not None:
+            document["tally"] = self.tally
         return document
 
 
 def checkpoint_message(ledger_id: str, seq: int, head: str, signed_at: str,
-                       heads_root: str | None = None) -> bytes:
-    """The exact bytes a checkpoint signs: one JSON array, so fields cannot shift. A
-    checkpoint with a heads root signs it under a label of its own, so no signature over
-    one form can be read as the other."""
-    fields: list[object] = (
-        [_CHECKPOINT_LABEL, ledger_id, seq, head, signed_at] if heads_root is None
-        else [_CHECKPOINT_LABEL_HEADS, ledger_id, seq, head, signed_at, heads_root]
-    )
+                       heads_root: str | None = None, tally: str | None = None) -> bytes:
+    """The exact bytes a checkpoint signs: one JSON array, so fields cannot shift. Each
+    form (with a heads root; with a root and a tally) signs under a label of its own, so
+    no signature over one form can be read as another."""
+    fields: list[object]
+    if heads_root is None:
+        fields = [_CHECKPOINT_LABEL, ledger_id, seq, head, signed_at]
+    elif tally is None:
+        fields = [_CHECKPOINT_LABEL_HEADS, ledger_id, seq, head, signed_at, heads_root]
+    else:
+        fields = [_CHECKPOINT_LABEL_TALLY, ledger_id, seq, head, signed_at, heads_root, tally]
     return json.dumps(fields, separators=(",", ":")).encode("utf-8")
 
 
@@ -100,8 +108,9 @@ class SigningKey:
         return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
 
     def sign(self, ledger_id: str, seq: int, head: str, signed_at: str,
-             heads_root: str | None = None) -> bytes:
-        return self._key.sign(checkpoint_message(ledger_id, seq, head, signed_at, heads_root))
+             heads_root: str | None = None, tally: str | None = None) -> bytes:
+        return self._key.sign(checkpoint_message(ledger_id, seq, head, signed_at, heads_root,
+                                                 tally))
 
 
 class CheckpointSigner:
@@ -113,14 +122,14 @@ class CheckpointSigner:
         self._ledger_id = ledger_id
         self._public = parse_public_key(key.public_key)
 
-    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None) -> bytes:
-        return self._key.sign(self._ledger_id, seq, head, signed_at, heads_root)
+    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None,
+             tally: str | None = None) -> bytes:
+        return self._key.sign(self._ledger_id, seq, head, signed_at, heads_root, tally)
 
     def holds(self, seq: int, head: str, signed_at: str, signature: bytes,
-              heads_root: str | None) -> bool:
-        return signature_holds(
-            self._public, Checkpoint(self._ledger_id, seq, head, signed_at, signature, heads_root)
-        )
+              heads_root: str | None, tally: str | None = None) -> bool:
+        return signature_holds(self._public, Checkpoint(
+            self._ledger_id, seq, head, signed_at, signature, heads_root, tally))
 
 
 def open_signing_key(kek: bytes, wrapped: bytes, ledger_id: str, recorded: str | None) -> SigningKey:
@@ -168,14 +177,14 @@ class CheckpointVerifier:
         self._public = public_key
         self._ledger_id = ledger_id
 
-    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None) -> bytes:
+    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None,
+             tally: str | None = None) -> bytes:
         raise TypeError("a CheckpointVerifier checks checkpoints; it cannot sign one")
 
     def holds(self, seq: int, head: str, signed_at: str, signature: bytes,
-              heads_root: str | None) -> bool:
-        return signature_holds(
-            self._public, Checkpoint(self._ledger_id, seq, head, signed_at, signature, heads_root)
-        )
+              heads_root: str | None, tally: str | None = None) -> bool:
+        return signature_holds(self._public, Checkpoint(
+            self._ledger_id, seq, head, signed_at, signature, heads_root, tally))
 
 
 def recorded_public_key(recorder: Recorder) -> str | None:
@@ -265,6 +274,7 @@ def read_anchor(path: Path) -> Anchor:
             signature=base64.b64decode(_text(data["signature"]), validate=True),
             heads_root=(None if data.get("heads_root") is None
                         else _text(data["heads_root"], _HEX_64)),
+            tally=None if data.get("tally") is None else _text(data["tally"], _TALLY),
         )
         public_key = _text(data["public_key"])
     except (KeyError, ValueError, TypeError, binascii.Error):
@@ -275,6 +285,7 @@ def read_anchor(path: Path) -> Anchor:
 
 _HEX_32 = re.compile(r"[0-9a-f]{32}")
 _HEX_64 = re.compile(r"[0-9a-f]{64}")
+_TALLY = re.compile(r'\{[-0-9a-z",:{}/]{0,65536}\}')
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 

@@ -37,6 +37,7 @@ from urllib.parse import quote
 
 from ledger import events as ev
 from ledger import heads
+from ledger import tally as tally_rules
 from ledger.chain import GENESIS_HASH, ChainRow, chain_rows, event_hash, first_broken_link_in
 from ledger.errors import (
     ConcurrencyError,
@@ -49,6 +50,7 @@ from ledger.errors import (
     LedgerStorageError,
     printable_ascii,
 )
+from ledger.tally import Tally
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
 # More KDF iterations than any ledger is made with (minutes per unlock): a larger count,
@@ -56,7 +58,8 @@ APPLICATION_ID = 0x4B4C4447  # "KLDG"
 MAX_KEK_ITERATIONS = 100_000_000
 # 1 lacked events.origin, 2 lacked signed checkpoints: pre-release layouts, never shipped.
 # 3 lacked the authenticated map of stream heads (ledger.heads): upgraded on first unlock.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+HEADS_FORMAT = 4  # the first format with the heads map (ledger.heads)
 UPGRADABLE_FORMAT = 3
 BUSY_TIMEOUT_MS = 2_000
 # The meta row naming what a destroy or rekey has not yet erased from the file.
@@ -136,17 +139,19 @@ class LedgerMeta:
 class Signer(Protocol):
     """Signs checkpoints, and tells whether a stored one carries a valid signature."""
 
-    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None) -> bytes: ...
+    def sign(self, seq: int, head: str, signed_at: str, heads_root: str | None,
+             tally: str | None = None) -> bytes: ...
 
     def holds(self, seq: int, head: str, signed_at: str, signature: bytes,
-              heads_root: str | None) -> bool: ...
+              heads_root: str | None, tally: str | None = None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class CheckpointRow:
     """One row of ``checkpoints``; ``event_hash`` is the hash stored at ``seq`` (None: no
     such event); ``heads_root`` the root of the stream heads it signs (None: signed by a
-    format-3 keyledger, before heads were committed to)."""
+    format-3 keyledger, before heads were committed to); ``tally`` the
+    :class:`ledger.tally.Tally` text it signs (None: signed before format 5)."""
 
     seq: int
     head_hash: str
@@ -154,6 +159,7 @@ class CheckpointRow:
     signature: bytes
     event_hash: str | None
     heads_root: str | None = None
+    tally: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +256,8 @@ class Recorder(Protocol):
 
     def verified_head(self, stream: str, signer: Signer) -> StoredEvent | None: ...
 
+    def verified_tally(self, signer: Signer) -> Tally: ...
+
     def fold_verified_heads(self, signer: Signer, prefix: str,
                             fold: Callable[[StoredEvent], None]) -> None: ...
 
@@ -257,6 +265,9 @@ class Recorder(Protocol):
 
     @property
     def needs_upgrade(self) -> bool: ...
+
+    @property
+    def has_heads_map(self) -> bool: ...
 
     @property
     def format_version(self) -> int: ...
@@ -299,6 +310,8 @@ _HEADS_SCHEMA = [
     "CREATE TABLE heads_tree (node INTEGER PRIMARY KEY, digest BLOB NOT NULL)",
     "ALTER TABLE checkpoints ADD COLUMN heads_root TEXT",
 ]
+# The signed tally (ledger.tally), format 5 on.
+_TALLY_SCHEMA = ["ALTER TABLE checkpoints ADD COLUMN tally TEXT"]
 
 
 def _first_node_not_given(given: Mapping[int, bytes],
@@ -308,6 +321,31 @@ def _first_node_not_given(given: Mapping[int, bytes],
     rows = dict(stored)
     bad = [n for n in given.keys() | rows.keys() if given.get(n) != rows.get(n)]
     return min(bad) if bad else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """What an append builds on: the signed heads root and tally (see _verified_base)."""
+
+    root: str | None
+    tally: Tally | None
+
+
+def _signed_tally(tip: CheckpointRow) -> Tally:
+    if tip.tally is None:
+        raise _tally_error()
+    try:
+        return Tally.from_text(tip.tally)
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        raise _tally_error() from None
+
+
+def _tally_error() -> IntegrityError:
+    return IntegrityError(
+        "the latest checkpoint signs no tally of the ledger's secrets, or one that the "
+        "proven heads contradict (written behind keyledger's back?); refusing to act on "
+        "it: run `keyledger audit verify`"
+    )
 
 
 def _heads_error(stream: str | None = None) -> IntegrityError:
@@ -480,13 +518,20 @@ class SQLiteRecorder:
 
     @property
     def _root_column(self) -> str:
-        return "c.heads_root" if self.format_version >= FORMAT_VERSION else "NULL"
+        return ("c.heads_root" if self.format_version >= HEADS_FORMAT else "NULL") + ", " + (
+            "c.tally" if self.format_version >= FORMAT_VERSION else "NULL")
 
     @property
     def needs_upgrade(self) -> bool:
         """Whether this ledger was written by a keyledger that did not yet commit to the
-        stream heads: :meth:`upgrade` makes it current (needs the signing key)."""
+        stream heads, or to the tally: :meth:`upgrade` makes it current (needs the
+        signing key)."""
         return self.format_version < FORMAT_VERSION
+
+    @property
+    def has_heads_map(self) -> bool:
+        """Whether its checkpoints sign a root over the stream heads (format 4 on)."""
+        return self.format_version >= HEADS_FORMAT
 
     def _has_meta(self) -> bool:
         return self.conn.execute(
@@ -556,7 +601,7 @@ class SQLiteRecorder:
                 """CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, head_hash TEXT NOT NULL,
                     signed_at TEXT NOT NULL, signature BLOB NOT NULL)"""
             )
-            for statement in _HEADS_SCHEMA:
+            for statement in (*_HEADS_SCHEMA, *_TALLY_SCHEMA):
                 self.conn.execute(statement)
             for _, trigger in APPEND_ONLY_TRIGGERS.values():
                 self.conn.execute(trigger)
@@ -575,7 +620,8 @@ class SQLiteRecorder:
                 self.projector.setup(self.conn)
             self.format_version = FORMAT_VERSION
             return self._append_locked(
-                events, actor, occurred_at, origin, keys, None, None, signer, heads.EMPTY_ROOT
+                events, actor, occurred_at, origin, keys, None, None, signer,
+                _Base(heads.EMPTY_ROOT, Tally()),
             )[0]
 
     # -- reads -------------------------------------------------------------------------
@@ -768,9 +814,9 @@ class SQLiteRecorder:
         """
         with self.write_transaction():
             self._check_revisions(events, expect or {})
-            root = self._verified_root(signer)
+            base = self._verified_base(signer)
             return self._append_locked(
-                events, actor, occurred_at, origin, keys, kdf, signing_key, signer, root,
+                events, actor, occurred_at, origin, keys, kdf, signing_key, signer, base,
                 also=expect or {}, decided=decided or {},
             )[0]
 
@@ -797,8 +843,8 @@ class SQLiteRecorder:
         """
         with self.write_transaction():
             self._check_revisions((), expect or {})
-            root = self._verified_root(signer)
-            self._verify_streams(expect or {}, root)
+            base = self._verified_base(signer)
+            self._verify_streams(expect or {}, base.root)
             appended = 0
             for chunk in chunks:
                 if chunk:
@@ -807,21 +853,21 @@ class SQLiteRecorder:
                 if decided:
                     decided.clear()
                 if chunk or skipped:
-                    stored, root = self._append_locked(
-                        chunk, actor, occurred_at, origin, None, None, None, None, root,
+                    stored, base = self._append_locked(
+                        chunk, actor, occurred_at, origin, None, None, None, None, base,
                         decided=skipped,
                     )
                     appended += len(stored)
             if signer is not None and appended:
-                self._sign_head(*self.head(), occurred_at, signer, root)
+                self._sign_head(*self.head(), occurred_at, signer, base)
             return appended
 
     def _append_locked(
         self, events: Sequence[NewEvent], actor: str, occurred_at: str, origin: str,
         keys: Mapping[int, bytes | None] | None, kdf: KdfRecord | None,
-        signing_key: bytes | None, signer: Signer | None, root: str | None,
+        signing_key: bytes | None, signer: Signer | None, base: _Base,
         also: Collection[str] = (), decided: Decided | None = None,
-    ) -> tuple[list[StoredEvent], str | None]:
+    ) -> tuple[list[StoredEvent], _Base]:
         """Write the rows; ``root``, when known, is the verified heads root before them,
         which the touched streams (and ``also`` and ``decided``'s) must prove against,
         as the events' ``based_on`` and ``decided`` must match. Returns the rows and the
@@ -858,7 +904,9 @@ class SQLiteRecorder:
                 for s in stored
             ],
         )
-        new_root = self._advance_heads(stored, root, also, checks)
+        new_root, previous = self._advance_heads(stored, base.root, also, checks)
+        new_base = _Base(new_root, None if base.tally is None
+                         else self._advance_tally(base.tally, events, stored, previous))
         if keys:
             self.conn.executemany(
                 "INSERT INTO keys (version, wrapped) VALUES (?, ?) "
@@ -876,10 +924,49 @@ class SQLiteRecorder:
                 (base64.b64encode(signing_key).decode("ascii"),),
             )
         if signer is not None and stored:
-            self._sign_head(seq, prev_hash, occurred_at, signer, new_root)
+            self._sign_head(seq, prev_hash, occurred_at, signer, new_base)
         if self.projector is not None:
             self.projector.catch_up(self, [(new.event, row) for new, row in zip(events, stored, strict=True)])
-        return stored, new_root
+        return stored, new_base
+
+    def _advance_tally(self, tally: Tally, events: Sequence[NewEvent],
+                       stored: Sequence[StoredEvent],
+                       previous: Mapping[str, heads.Leaf | None]) -> Tally:
+        """``tally`` moved by ``events``: each touched secret's tag before (from its proven
+        previous head, read and checked against the leaf's hash) gives way to the tag of
+        its last event here; every encrypting event counts once."""
+        last: dict[str, ev.DomainEvent] = {}
+        for new in events:
+            if new.stream.startswith(ev.SECRET_STREAM_PREFIX):
+                last[new.stream] = new.event
+        before = {stream: previous.get(stream) for stream in last}
+        prior = self._events_at([leaf[2] for leaf in before.values() if leaf is not None])
+        gone: list[str | None] = []
+        for stream, leaf in before.items():
+            if leaf is None:
+                continue
+            event = prior.get(leaf[2])
+            if event is None or event.stream != stream or content_hash(event) != leaf[3]:
+                raise _heads_error(stream)
+            gone.append(tally_rules.live_tag(stream, event.decode()))
+        try:
+            return tally.advanced(
+                gone, [tally_rules.live_tag(s, e) for s, e in last.items()],
+                [v for v in (tally_rules.encrypted_under(new.event) for new in events)
+                 if v is not None])
+        except ValueError:
+            raise _tally_error() from None
+
+    def _events_at(self, seqs: Sequence[int]) -> dict[int, StoredEvent]:
+        found: dict[int, StoredEvent] = {}
+        pending = sorted(set(seqs))
+        for i in range(0, len(pending), 500):
+            chunk = pending[i:i + 500]
+            for row in self.conn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({', '.join('?' * len(chunk))})",
+                    chunk):
+                found[row[0]] = StoredEvent(*row)
+        return found
 
     # -- the heads map -------------------------------------------------------------------
 
@@ -964,20 +1051,21 @@ class SQLiteRecorder:
     def _advance_heads(
         self, stored: Sequence[StoredEvent], root: str | None, also: Collection[str],
         decided: Decided | None = None,
-    ) -> str | None:
+    ) -> tuple[str | None, dict[str, heads.Leaf | None]]:
         """Move the touched streams' leaves and the tree over them; the new root (None
-        on a format-3 ledger, which has no tree until :meth:`upgrade`).
+        on a format-3 ledger, which has no tree until :meth:`upgrade`) and each touched
+        stream's leaf before (None: a new stream).
 
         With ``root`` given, the touched streams and ``also`` are first proven against it,
         so a signature over the new root never vouches for a head nobody checked."""
-        if self.format_version < FORMAT_VERSION:
+        if self.format_version < HEADS_FORMAT:
             self.conn.executemany(
                 "INSERT INTO streams (stream, revision, head_seq) VALUES (?, ?, ?) "
                 "ON CONFLICT (stream) DO UPDATE SET revision = excluded.revision, "
                 "head_seq = excluded.head_seq",
                 [(s.stream, s.stream_rev, s.seq) for s in stored],
             )
-            return None
+            return None, {}
         decided = decided or {}
         bucket_of = {stream: heads.bucket_of(stream) for stream in {s.stream for s in stored}}
         bucket_of.update((stream, heads.bucket_of(stream)) for stream in (*also, *decided)
@@ -986,9 +1074,11 @@ class SQLiteRecorder:
                                      else self._proven_leaves(bucket_of, root))
         _check_decided(leaves, bucket_of, decided)
         changed: dict[str, tuple[heads.Leaf, int]] = {}
+        before: dict[str, heads.Leaf | None] = {}
         for row in stored:
             bucket = bucket_of[row.stream]
             previous = leaves[bucket].get(row.stream)
+            before.setdefault(row.stream, previous)
             if (previous[1] if previous else 0) + 1 != row.stream_rev:
                 raise _heads_error()
             leaf = (row.stream, row.stream_rev, row.seq, row.hash,
@@ -1011,13 +1101,21 @@ class SQLiteRecorder:
             "ON CONFLICT (node) DO UPDATE SET digest = excluded.digest",
             list(nodes.items()),
         )
-        return new_root
+        return new_root, before
 
     def _sign_head(self, seq: int, head_hash: str, signed_at: str, signer: Signer,
-                   heads_root: str | None) -> None:
+                   base: _Base) -> None:
         """Store the signed checkpoint of the head the transaction is about to commit."""
-        signature = signer.sign(seq, head_hash, signed_at, heads_root)
+        heads_root = base.root
+        tally = None if base.tally is None else base.tally.to_text()
+        signature = signer.sign(seq, head_hash, signed_at, heads_root, tally)
         if self.format_version >= FORMAT_VERSION:
+            self.conn.execute(
+                "INSERT INTO checkpoints (seq, head_hash, signed_at, signature, heads_root, "
+                "tally) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, head_hash, signed_at, signature, heads_root, tally),
+            )
+        elif self.format_version >= HEADS_FORMAT:
             self.conn.execute(
                 "INSERT INTO checkpoints (seq, head_hash, signed_at, signature, heads_root) "
                 "VALUES (?, ?, ?, ?, ?)", (seq, head_hash, signed_at, signature, heads_root),
@@ -1065,23 +1163,42 @@ class SQLiteRecorder:
         if self._signed_tip is not None and self._signed_tip == (signer, checkpoint):
             return True
         if not signer.holds(checkpoint.seq, checkpoint.head_hash, checkpoint.signed_at,
-                            checkpoint.signature, checkpoint.heads_root):
+                            checkpoint.signature, checkpoint.heads_root, checkpoint.tally):
             return False
         self._signed_tip = (signer, checkpoint)
         return True
 
     def _verified_root(self, signer: Signer | None) -> str | None:
         """The heads root the next append must prove against (None: unsigned append)."""
+        return self._verified_base(signer).root
+
+    def _verified_base(self, signer: Signer | None) -> _Base:
+        """The heads root and tally the latest checkpoint signs, which the next append
+        proves against and moves on from (neither: an unsigned append; no tally: a
+        format-4 ledger until :meth:`upgrade`)."""
         if signer is None:
-            return None
+            return _Base(None, None)
         if not self.head()[0]:
-            return heads.EMPTY_ROOT
+            return _Base(heads.EMPTY_ROOT, Tally())
         tip = self.verified_tip(signer)
-        if self.format_version < FORMAT_VERSION:
-            return None
+        if self.format_version < HEADS_FORMAT:
+            return _Base(None, None)
         if tip.heads_root is None:
             raise _heads_error()
-        return tip.heads_root
+        if self.format_version < FORMAT_VERSION:
+            return _Base(tip.heads_root, None)
+        return _Base(tip.heads_root, _signed_tally(tip))
+
+    def verified_tally(self, signer: Signer) -> Tally:
+        """The tally the latest checkpoint signs (:mod:`ledger.tally`), once that checkpoint
+        is shown to cover the last event. Constant time.
+
+        :raises IntegrityError: the checkpoint does not hold, or signs no tally.
+        """
+        tip = self.verified_tip(signer)
+        if self.format_version < FORMAT_VERSION:
+            raise _tally_error()
+        return _signed_tally(tip)
 
     def verified_stream(self, stream: str, signer: Signer, *, whole: bool = False
                         ) -> list[StoredEvent]:
@@ -1295,36 +1412,70 @@ class SQLiteRecorder:
             if not self.needs_upgrade:
                 return False
             self.verify_whole_chain(signer)
-            for statement in _HEADS_SCHEMA:
+            if self.format_version < HEADS_FORMAT:
+                root = self._build_heads_map()
+            else:
+                signed_root = self.verified_tip(signer).heads_root
+                if signed_root is None:
+                    raise _heads_error()
+                self.heads_map_matches(signer)
+                root = signed_root
+            for statement in _TALLY_SCHEMA:
                 self.conn.execute(statement)
-            leaves: dict[str, heads.Leaf] = {}
-            for seq, stream, rev, digest in self.conn.execute(
-                    "SELECT seq, stream, stream_rev, hash FROM events ORDER BY seq"):
-                previous = leaves.get(stream)
-                if (previous[1] if previous else 0) + 1 != rev:
-                    raise _heads_error(stream)
-                leaves[stream] = (stream, rev, seq, digest, heads.next_stream_digest(
-                    previous[4] if previous else heads.STREAM_START, digest))
-            self.conn.executemany(
-                "UPDATE streams SET revision = ?, head_seq = ?, head_hash = ?, digest = ?, "
-                "bucket = ? WHERE stream = ?",
-                [(*leaf[1:5], heads.bucket_of(stream), stream) for stream, leaf in leaves.items()],
-            )
-            by_bucket: dict[int, list[heads.Leaf]] = {}
-            for stream, leaf in leaves.items():
-                by_bucket.setdefault(heads.bucket_of(stream), []).append(leaf)
-            root, nodes = heads.recompute(
-                {b: heads.bucket_digest(members) for b, members in by_bucket.items()}, {}
-            )
-            self.conn.executemany("INSERT INTO heads_tree (node, digest) VALUES (?, ?)",
-                                  list(nodes.items()))
+            tally = self._tally_of_verified_events()
             self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                               (str(FORMAT_VERSION),))
             self.format_version = FORMAT_VERSION
             self._check_revisions([event], {})
-            self._append_locked([event], actor, occurred_at, origin, None, None, None, signer, root)
+            self._append_locked([event], actor, occurred_at, origin, None, None, None, signer,
+                                _Base(root, tally))
             return True
+
+    def _build_heads_map(self) -> str:
+        """Build the heads map (format 4) from the events, once the whole chain verified;
+        its root."""
+        for statement in _HEADS_SCHEMA:
+            self.conn.execute(statement)
+        leaves: dict[str, heads.Leaf] = {}
+        for seq, stream, rev, digest in self.conn.execute(
+                "SELECT seq, stream, stream_rev, hash FROM events ORDER BY seq"):
+            previous = leaves.get(stream)
+            if (previous[1] if previous else 0) + 1 != rev:
+                raise _heads_error(stream)
+            leaves[stream] = (stream, rev, seq, digest, heads.next_stream_digest(
+                previous[4] if previous else heads.STREAM_START, digest))
+        self.conn.executemany(
+            "UPDATE streams SET revision = ?, head_seq = ?, head_hash = ?, digest = ?, "
+            "bucket = ? WHERE stream = ?",
+            [(*leaf[1:5], heads.bucket_of(stream), stream) for stream, leaf in leaves.items()],
+        )
+        by_bucket: dict[int, list[heads.Leaf]] = {}
+        for stream, leaf in leaves.items():
+            by_bucket.setdefault(heads.bucket_of(stream), []).append(leaf)
+        root, nodes = heads.recompute(
+            {b: heads.bucket_digest(members) for b, members in by_bucket.items()}, {}
+        )
+        self.conn.executemany("INSERT INTO heads_tree (node, digest) VALUES (?, ?)",
+                              list(nodes.items()))
+        return root
+
+    def _tally_of_verified_events(self) -> Tally:
+        """The tally (format 5) folded from every secret event, once the whole chain and
+        the heads map verified: each secret's last event gives its tag."""
+        upper = _prefix_upper_bound(ev.SECRET_STREAM_PREFIX)
+        cursor = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream >= ? AND stream < ? ORDER BY seq",
+            (ev.SECRET_STREAM_PREFIX, upper))
+
+        def secret_events() -> Iterator[tuple[str, ev.DomainEvent]]:
+            while batch := cursor.fetchmany(5000):
+                for row in batch:
+                    yield row[1], StoredEvent(*row).decode()
+
+        return tally_rules.fold(secret_events())
+
+
 
     def _check_revisions(self, events: Sequence[NewEvent], expect: Mapping[str, int]) -> None:
         expected = dict(expect)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ledger import Ledger, VersionError, migration
+from ledger import tally as tally_rules
 from ledger.testing import TEST_KDF_ITERATIONS, StepClock, create_test_ledger, read_all
 from projections import ReadModels, projector
 
@@ -130,8 +131,21 @@ class LedgerMachine(RuleBasedStateMachine):
                 folded.distribution) == (report.total_secrets, report.current_version,
                                          report.needing_migration, report.distribution)
 
+    @invariant()
+    def the_signed_tally_matches_the_read_models(self) -> None:
+        """What report and due check the read models against: the tally the checkpoint
+        signs, moved by each append, equals the read models' figures."""
+        views = ReadModels(self.ledger.recorder, self.runner)
+        report, tally = views.report(), self.ledger.tally()
+        assert (tally.total, tally.distribution, tally.needing_migration(report.current_version)
+                ) == (report.total_secrets, report.distribution, report.needing_migration)
+        assert {v.version: v.encryptions for v in views.keyring().versions if v.encryptions} == dict(
+            tally.encryptions)
+
     def teardown(self) -> None:
         try:
+            events = ((s.stream, s.decode()) for s in self.ledger.recorder.read_events())
+            assert tally_rules.fold(events) == self.ledger.tally(), "the signed tally drifted"
             conn = self.ledger.recorder.conn
             incremental = dump_read_models(conn)
             ReadModels(self.ledger.recorder, self.runner).rebuild()

@@ -370,14 +370,14 @@ def test_a_format_3_ledger_is_upgraded_on_unlock_and_then_protected(tmp_path: Pa
     path = tmp_path / "old.db"
     shutil.copy(Path(__file__).parent / "vectors" / "ledger-format3.db", path)
     with Ledger.open(path, PASSWORD) as ledger:
-        assert ledger.recorder.format_version == 4
+        assert ledger.recorder.format_version == 5
         assert ledger.get("db_password").value == "new-value"
         assert ledger.get("stripe_key").value == "sk_live"
         upgraded = ledger.recorder.stream_head(ev.LEDGER_STREAM)
         assert upgraded is not None and upgraded.type == "LedgerUpgraded"
         assert ledger.report().needing_migration == 0
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
         conn.execute("UPDATE streams SET head_seq = 1 WHERE stream = 'secret:stripe_key'")
         conn.commit()
     assert outcome(path, "stripe_key") == "refused"
@@ -398,6 +398,40 @@ def test_an_untouched_format_3_ledger_upgrades_through_the_cli_as_an_upgrade_not
         assert result.exit_code == 0, (args, error_line(result))
         assert "edited" not in result.output and "disagreed" not in result.output, args
     assert invoke(path, "secrets", "get", "db_password", password=PASSWORD).stdout == "new-value\n"
+
+
+def test_a_format_4_ledger_is_upgraded_to_sign_a_tally(tmp_path: Path) -> None:
+    """The last keyledger's file (format 4: a heads map, no tally) opens: the whole chain
+    and the heads map are checked, the tally is folded from the verified events and signed
+    in one LedgerUpgraded event, the values read as before."""
+    from ledger import tally as tally_rules
+
+    path = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format4.db", path)
+    with Ledger.open(path, PASSWORD) as ledger:
+        assert ledger.recorder.format_version == 5
+        assert ledger.get("db_password").value == "new-value"
+        assert ledger.get("late_key").value == "on v2"
+        upgraded = ledger.recorder.stream_head(ev.LEDGER_STREAM)
+        assert upgraded is not None and upgraded.type == "LedgerUpgraded"
+        tally = ledger.tally()
+        assert dict(tally.live) == {"2/bound-v1": 3}
+        # written under 1: db_password twice, api_key, stripe_key; under 2: two migrated, late_key
+        assert dict(tally.encryptions) == {1: 4, 2: 3}
+        events = ((s.stream, s.decode()) for s in ledger.recorder.read_events())
+        assert tally_rules.fold(events) == tally
+
+
+def test_a_format_4_ledger_with_an_edited_streams_row_is_not_upgraded(tmp_path: Path) -> None:
+    """The upgrade signs a tally folded from the events on top of the old heads map: an
+    edited streams row is refused first, and the file is left exactly as it was."""
+    path = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format4.db", path)
+    run_sql(path, "UPDATE streams SET head_seq = head_seq - 1 WHERE stream = 'secret:late_key'")
+    before = path.read_bytes()
+    with pytest.raises(IntegrityError):
+        Ledger.open(path, PASSWORD)
+    assert path.read_bytes() == before
 
 
 def test_a_tampered_format_3_ledger_is_not_upgraded(tmp_path: Path) -> None:
