@@ -121,7 +121,11 @@ def _check_keys(ledger: Ledger, health: Health) -> None:
 
 
 def _check_secrets(views: ReadModels, health: Health) -> None:
-    report = views.report()
+    try:
+        report = views.proven_report()  # against the signed tally; rebuilt if they differ
+    except IntegrityError as exc:
+        health.add("secrets", "fail", str(exc))
+        return
     if report.needing_migration:
         health.add("secrets", "warn", f"{report.total_secrets} secrets; "
                    f"{report.needing_migration} need migration to version "

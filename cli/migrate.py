@@ -11,7 +11,7 @@ import typer
 
 from cli.context import DryRunOption, JsonOption, YesOption, confirm, open_ledger, open_read_models
 from cli.keys import ConfirmRotation, rotation_document, show_rotation
-from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
+from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, warn
 from cli.policy import due_report
 from ledger import ConcurrencyError, Ledger, LedgerStorageError, MigrationResult
 from ledger.migration import DEFAULT_BATCH_SIZE
@@ -32,10 +32,19 @@ def report(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example:  watch -n 60 keyledger report
     """
     with open_read_models(ctx) as views:
-        result = views.report()
+        reported = len(views.repaired)  # what opening them found is already said
+        result = views.proven_report()
         seq, head = views.position()
+        if views.repaired[reported:]:
+            warn(f"the read models disagreed with the ledger ({'; '.join(views.repaired[reported:])}); "
+                 "rebuilt them from the events. Someone may have edited the file: check it "
+                 "(the next health-check fails on it).")
+        if views.unproven:
+            warn("this ledger's format signs no tally yet: the figures are the read models', "
+                 "unproven; any command run with the master password upgrades it")
         if as_json:
-            emit_json({**report_document(result), "as_of": {"seq": seq, "head_hash": head}})
+            emit_json({**report_document(result), "signed": not views.unproven,
+                       "as_of": {"seq": seq, "head_hash": head}})
             return
         render_report(result)
 
@@ -85,7 +94,7 @@ def migrate(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        pending = views.report().needing_migration
+        pending = views.proven_report().needing_migration
         if not dry_run and pending:
             confirm(f"Re-encrypt {pending} secret(s) under the current key version?", yes)
         result = _run_migration(ledger, target_version, batch_size, dry_run, as_json)
@@ -205,7 +214,7 @@ def full_rotation(
                 console.print("✅ Another process rotated meanwhile; nothing to do")
             return
         if dry_run:
-            pending = views.report().total_secrets
+            pending = views.proven_report().total_secrets
             if as_json:
                 emit_json({"rotation": rotation_document(rotation),
                            "migration": {"would_migrate": pending, "dry_run": True}})

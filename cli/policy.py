@@ -12,7 +12,14 @@ from cli.output import EXIT_FAILED, console, emit_json, handles_errors, warn
 from ledger import Ledger
 from ledger import events as ev
 from ledger.lifecycle import describe_duration, parse_duration
-from ledger.policy import DueReport, current_policy, proven_policy, rotation_due, set_policy
+from ledger.policy import (
+    DueReport,
+    current_policy,
+    policy_at,
+    proven_policy,
+    rotation_due,
+    set_policy,
+)
 from projections import ReadModels
 
 app = typer.Typer(help="Set and show the rotation policy.", no_args_is_help=True)
@@ -66,20 +73,29 @@ def _show_policy(policy: ev.RotationPolicySet, as_json: bool, *, saved: bool) ->
 
 def due_report(views: ReadModels, now: datetime | None = None, *,
                ledger: Ledger | None = None) -> DueReport:
-    """Whether the ledger behind ``views`` is due for rotation. With the unlocked
-    ``ledger`` (a decision: ``full-rotation --if-due``) the policy, the current version
-    and its age come from proven events; the encryption count is the read models'."""
-    keyring = views.keyring()
-    current = next(v for v in keyring.versions if v.version == keyring.current_version)
-    created_at, version, policy = current.created_at, current.version, current_policy(views.recorder)
+    """Whether the ledger behind ``views`` is due for rotation, from proven facts: with
+    the unlocked ``ledger`` (a decision: ``full-rotation --if-due``) from its proven
+    events and signed tally; without, from the same checked with the recorded public key.
+    Only a ledger of an earlier format, which signs no tally yet, is read from the read
+    models."""
     if ledger is not None:
-        proven = ledger.keyring()
-        assert proven.current is not None
-        version, policy = proven.current, proven_policy(ledger)
-        created_at = proven.versions[version].created_at
-        encryptions = next((v.encryptions for v in keyring.versions if v.version == version), 0)
+        keyring = ledger.keyring()
+        assert keyring.current is not None
+        version, policy = keyring.current, proven_policy(ledger)
+        created_at = keyring.versions[version].created_at
+        encryptions = ledger.tally().encryptions.get(version, 0)
+    elif views.unproven:
+        shown = views.keyring()
+        current = next(v for v in shown.versions if v.version == shown.current_version)
+        version, created_at = current.version, current.created_at
+        policy, encryptions = current_policy(views.recorder), current.encryptions
     else:
-        encryptions = current.encryptions
+        signed = views.signed_figures()
+        assert signed.keyring.current is not None
+        version = signed.keyring.current
+        created_at = signed.keyring.versions[version].created_at
+        policy = policy_at(views.recorder.verified_head(ev.POLICY_STREAM, views.verifier()))
+        encryptions = views.proven_encryptions(version)
     since = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     return rotation_due(policy, version, since, encryptions, now or datetime.now(UTC))
 

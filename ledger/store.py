@@ -270,6 +270,9 @@ class Recorder(Protocol):
     def has_heads_map(self) -> bool: ...
 
     @property
+    def has_tally(self) -> bool: ...
+
+    @property
     def format_version(self) -> int: ...
 
     def upgrade(self, event: NewEvent, *, actor: str, occurred_at: str, origin: str,
@@ -532,6 +535,11 @@ class SQLiteRecorder:
     def has_heads_map(self) -> bool:
         """Whether its checkpoints sign a root over the stream heads (format 4 on)."""
         return self.format_version >= HEADS_FORMAT
+
+    @property
+    def has_tally(self) -> bool:
+        """Whether its checkpoints sign the tally (format 5 on)."""
+        return self.format_version >= FORMAT_VERSION
 
     def _has_meta(self) -> bool:
         return self.conn.execute(

@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import TypeVar
 
 from ledger.domain import KeyringState
+from ledger.errors import IntegrityError
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
+from ledger.signing import CheckpointVerifier, parse_public_key, recorded_public_key
 from ledger.store import SQLiteRecorder, TriggerFault
+from ledger.tally import Tally
 from projections.base import Projection, ProjectionRunner
 from projections.keys import (
     KeyProjection,
@@ -47,9 +52,13 @@ __all__ = [
     "ProjectionRunner",
     "ReadModels",
     "SecretRow",
+    "SignedFigures",
     "guard_faults",
     "projector",
 ]
+
+
+T = TypeVar("T")
 
 
 def projector() -> ProjectionRunner:
@@ -62,6 +71,15 @@ def guard_faults(recorder: SQLiteRecorder) -> list[TriggerFault]:
     tables, read without opening (so without repairing) the read models: for ``audit
     verify``, which changes nothing."""
     return projector().guard_faults(recorder.conn)
+
+
+@dataclass(frozen=True)
+class SignedFigures:
+    """What the latest checkpoint signs, checked with the ledger's recorded public key:
+    the keyring its events give and the tally (:mod:`ledger.tally`)."""
+
+    keyring: KeyringState
+    tally: Tally
 
 
 class ReadModels:
@@ -150,6 +168,92 @@ class ReadModels:
 
     def report(self) -> DistributionReport:
         return distribution_report(self.recorder.conn, self.keyring().current_version)
+
+    def proven_report(self) -> DistributionReport:
+        """:meth:`report`, once its figures are shown to be the signed ones (constant
+        time, no password): the current version the proven keyring names, and the counts
+        the latest checkpoint's tally signs, read in one snapshot with the read models.
+        Read models that disagree are rebuilt from the events once (:attr:`repaired`
+        says so); if they still disagree, the events are not the ones signed for.
+
+        A ledger of an earlier format signs no tally: its report is the read models'
+        (:attr:`unproven` says so) until the first command with the password upgrades it.
+
+        :raises IntegrityError: the checkpoint does not hold, or the events disagree with it.
+        """
+        def agrees(report: DistributionReport, signed: SignedFigures) -> bool:
+            current = signed.keyring.current
+            return (report.current_version == current
+                    and report.total_secrets == signed.tally.total
+                    and report.distribution == signed.tally.distribution
+                    and report.needing_migration == signed.tally.needing_migration(current))
+
+        return self._checked_against_signed(self.report, agrees)
+
+    def proven_encryptions(self, version: int) -> int:
+        """How many values ``version`` has encrypted, as the signed tally says (see
+        :meth:`proven_report`; the read models' figure when the ledger signs no tally)."""
+        def agrees(keyring: KeyringInfo, signed: SignedFigures) -> bool:
+            mine = {v.version: v.encryptions for v in keyring.versions if v.encryptions}
+            return mine == dict(signed.tally.encryptions)
+
+        keyring = self._checked_against_signed(self.keyring, agrees)
+        return next((v.encryptions for v in keyring.versions if v.version == version), 0)
+
+    @property
+    def unproven(self) -> bool:
+        """Whether the ledger signs no tally yet (an earlier format, not yet upgraded)."""
+        return not self.recorder.has_tally
+
+    def signed_figures(self) -> SignedFigures:
+        """The keyring and tally the latest checkpoint signs, checked with the recorded
+        public key (no password; a ledger rewritten wholesale under a new key is what
+        only a pinned key or an anchor catches, as for ``audit verify``).
+
+        :raises IntegrityError: the checkpoint does not hold or signs no tally.
+        """
+        verifier = self.verifier()
+        keyring = KeyringState()
+        for stored in self.recorder.verified_stream(KEYRING_STREAM, verifier, whole=True):
+            keyring.apply(stored.decode(), stored.occurred_at)
+        return SignedFigures(keyring, self.recorder.verified_tally(verifier))
+
+    def verifier(self) -> CheckpointVerifier:
+        """Checks this ledger's checkpoints with its recorded public key (no password).
+
+        :raises IntegrityError: the ledger records no signing key.
+        """
+        public_key = recorded_public_key(self.recorder)
+        if public_key is None:
+            raise IntegrityError("the ledger records no signing key; run `keyledger audit verify`")
+        return CheckpointVerifier(parse_public_key(public_key), self.recorder.read_meta().ledger_id)
+
+    def _checked_against_signed(
+        self, read: Callable[[], T], agrees: Callable[[T, SignedFigures], bool]
+    ) -> T:
+        if self.unproven:
+            return read()
+        rebuilt = False
+        for _ in range(5):
+            with self.recorder.snapshot():
+                position = self.position()
+                tip = self.recorder.latest_checkpoint()
+                found = read()
+                signed = self.signed_figures()
+            if tip is None or position != (tip.seq, tip.head_hash):
+                self.runner.refresh(self.recorder)  # written meanwhile: catch up, read again
+                continue
+            if agrees(found, signed):
+                return found
+            if rebuilt:
+                raise IntegrityError(
+                    "the events disagree with the tally the latest checkpoint signs (written "
+                    "behind keyledger's back?); refusing to report them: run `keyledger audit verify`")
+            problem = "the read models' counts differ from the tally the latest checkpoint signs"
+            self.repaired.append(problem)
+            self.runner.rebuild(self.recorder, repair=f"found at seq {position[0]}: {problem}")
+            rebuilt = True
+        raise IntegrityError("the ledger kept moving while its figures were checked; try again")
 
     def secrets(self, limit: int | None = None) -> list[SecretRow]:
         """Live secrets in name order (the first ``limit`` of them when given)."""
