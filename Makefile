@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck pytest bench crash-soak clean
+.PHONY: install demo test lint typecheck pytest bench bench-compare crash-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("keyledger needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -44,3 +44,12 @@ crash-soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m compileall -q ledger projections cli >/dev/null  # as an installed package would be
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py
+
+# This checkout against an older one, in the same minutes (the machine's speed drifts):
+#   git worktree add /tmp/old COMMIT && make bench-compare OLD=/tmp/old [SIZE=1000000] [READS=--reads]
+# READS=--reads times only the cold starts; without it, every step of bench.py's job.
+SIZE ?= 100000
+READS ?=
+bench-compare: $(STAMP)
+	@test -n "$(OLD)" || { echo "make bench-compare: OLD=path to an older checkout" >&2; exit 2; }
+	cd tests/benchmarks && ../../$(BIN)/python compare.py $(READS) "$(abspath $(OLD))" "$(CURDIR)" $(SIZE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -168,11 +169,15 @@ def restore(
         if not chain.ok:
             raise IntegrityError(f"the backup does not verify: {'; '.join(chain.problems)}")
         before, replacing = 0, None
+        _refuse_special_target(target)
         present = target.exists() and target.stat().st_size > 0
-        # A file that reads as no ledger at all has nothing to compare: with --force it
-        # is replaced whole and kept beside the new one.
-        unreadable = present and _target_is_unreadable(target, password, force)
-        if present and not unreadable:
+        # A file that does not read as a ledger has no history to compare: with --force
+        # a copy of it is kept beside the restored one.
+        damage = _damage_of(target, password, force) if present else None
+        if damage is not None and damage.head is not None:
+            replacing = damage.head  # SQLite still opens it: replaced in place, under its lock
+            before = replacing[0]
+        if present and damage is None:
             live = SQLiteRecorder(target)
             try:
                 replacing = live.head()
@@ -214,9 +219,9 @@ def restore(
                 ))
                 ledger_id, tip = new.ledger_id, new.signed_tip()
             key = memory_key(ledger_id, os.path.abspath(target))  # as SQLiteRecorder.location
-            kept = None
-            if unreadable:
-                kept = _replace_unreadable(target, staging)
+            kept = None if damage is None else _keep_aside(target)
+            if damage is not None and damage.head is None:
+                _move_in(staging, target)
             else:
                 _swap_in(staging, target, replacing, before)
         finally:
@@ -231,25 +236,48 @@ def restore(
 
 
 def _swap_in(staging: Path, target: Path, replacing: tuple[int, str] | None, before: int) -> None:
-            with SQLiteRecorder(staging) as staged:
-                try:
-                    # Only if the ledger still ends where it was checked, under its lock:
-                    # a write committed meanwhile is kept, and nothing is restored.
-                    staged.backup_to(target, overwrite=target.exists(), replacing=replacing)
-                except ConcurrencyError:
-                    raise LedgerFormatError(
-                        f"{target} was written to while restoring (it no longer ends at seq "
-                        f"{before}); nothing was restored: check it, then restore again"
-                    ) from None
+    """Replace ``target``'s content with ``staging``'s in one SQLite transaction, only if
+    it still ends at ``replacing``, checked under its write lock: a write committed
+    meanwhile is kept, and nothing is restored. Processes that have ``target`` open see
+    the new content at their next transaction."""
+    with SQLiteRecorder(staging) as staged:
+        try:
+            staged.backup_to(target, overwrite=target.exists(), replacing=replacing)
+        except ConcurrencyError:
+            raise LedgerFormatError(
+                f"{target} was written to while restoring (it no longer ends at seq "
+                f"{before}); nothing was restored: check it, then restore again"
+            ) from None
 
 
-def _target_is_unreadable(target: Path, password: str, force: bool) -> bool:
-    """Whether the ledger a restore replaces cannot be read at all (damaged, or not a
-    ledger), which only ``force`` may replace whole. One that opens must open with
-    ``password``, else an old password could roll back a ``rekey-master``.
+@dataclass(frozen=True)
+class _Damage:
+    """A target that does not read as a ledger: why, and its head where SQLite still
+    opens it (a process may then be writing to it, so it is replaced in place)."""
+
+    why: str
+    head: tuple[int, str] | None
+
+
+def _refuse_special_target(target: Path) -> None:
+    """Restore replaces a ledger file, never what a path leads to: a symlink (whose
+    target would stay as it was while the link is replaced), a directory or a device
+    is refused, even with ``force``."""
+    if target.is_symlink():
+        raise LedgerFormatError(
+            f"{target} is a symbolic link; restore to the ledger's real path instead")
+    if target.exists() and not target.is_file():
+        raise LedgerFormatError(f"{target} is not a regular file; restore replaces a ledger file")
+
+
+def _damage_of(target: Path, password: str, force: bool) -> _Damage | None:
+    """None when the ledger a restore replaces reads as one; it must then open with
+    ``password``, else an old password could roll back a ``rekey-master``. Otherwise
+    what is wrong with it, which only ``force`` may replace.
 
     :raises WrongPasswordError: it opens, and not with ``password`` (even with ``force``).
-    :raises KeyledgerError: it does not open, and not ``force``: why not.
+    :raises LedgerBusyError: another process holds it locked: it may be well.
+    :raises KeyledgerError: it does not read, and not ``force``: why not.
     """
     from ledger.service import Ledger
 
@@ -258,8 +286,8 @@ def _target_is_unreadable(target: Path, password: str, force: bool) -> bool:
         if not force:
             raise LedgerFormatError(
                 f"{target} does not read as a ledger ({why}); --force replaces it, and "
-                "keeps it beside the restored one")
-        return True
+                "keeps a copy beside the restored one")
+        return _Damage(why, SQLiteRecorder.damaged_head(target))
     try:
         Ledger.open(target, password).close()
     except WrongPasswordError:
@@ -267,27 +295,32 @@ def _target_is_unreadable(target: Path, password: str, force: bool) -> bool:
     except KeyledgerError:
         if not force:
             raise  # tampered, rolled back, another version's: what --force overrides
-    return False
+    return None
 
 
-def _replace_unreadable(target: Path, staging: Path) -> Path:
-    """Put ``staging`` in place of a ``target`` that does not open as a ledger. The old
-    file is kept beside it (``NAME.unreadable-TIME``, with its WAL), as the record of what
-    happened in between; the new one moves in with one rename."""
+def _keep_aside(target: Path) -> Path:
+    """Copy a damaged ``target`` (with its WAL) to ``NAME.unreadable-TIME`` beside it: the
+    record of what happened in between, which the restore is about to replace."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = target.with_name(f"{target.name}.unreadable-{stamp}")
+    for suffix in ("", "-wal"):
+        found = Path(f"{target}{suffix}")
+        if found.exists():
+            shutil.copyfile(found, f"{kept}{suffix}")
+            os.chmod(f"{kept}{suffix}", 0o600)
+    return kept
+
+
+def _move_in(staging: Path, target: Path) -> None:
+    """Put ``staging`` in place of a ``target`` SQLite cannot open at all (so no process
+    can be writing to it), with one rename, once its old WAL is gone."""
     with SQLiteRecorder(staging) as staged:
         if not staged.shred():
             raise LedgerFormatError(f"{staging} is still in use; nothing was restored")
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    kept = target.with_name(f"{target.name}.unreadable-{stamp}")
-    for suffix in ("-wal", "-shm", "-journal"):
-        found = Path(f"{target}{suffix}")
-        if found.exists():
-            found.rename(f"{kept}{suffix}")
-    target.rename(kept)
     for suffix in ("-wal", "-shm"):
         Path(f"{staging}{suffix}").unlink(missing_ok=True)
+        Path(f"{target}{suffix}").unlink(missing_ok=True)  # kept aside; must not meet the new file
     os.replace(staging, target)
-    return kept
 
 
 def _remove_stale_staging(target: Path) -> None:

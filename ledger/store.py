@@ -456,7 +456,8 @@ class SQLiteRecorder:
                                             check_same_thread=False)
             self.conn.create_function(WRITER_FUNCTION, 0, _is_keyledger, deterministic=True)
             self._wait_inside_sqlite()
-            self._check_format(allow_empty=create)
+            # An exclusive lock held elsewhere is waited out, as for a write.
+            self._retry_locked(lambda: self._check_format(allow_empty=create))
             if read_only:
                 self.conn.execute("PRAGMA query_only = ON")
             else:
@@ -483,6 +484,9 @@ class SQLiteRecorder:
                     "no -shm file beside it that this user may create; copy the ledger with "
                     "its -wal to a writable place to read it"
                 ) from None
+            if _is_lock_error(exc):
+                raise LedgerBusyError(
+                    f"{self.path} is locked by another process; try again") from None
             if "readonly" in str(exc) or "unable to open" in str(exc):
                 raise LedgerReadOnlyError(
                     f"{self.path} is read-only for this user; keyledger needs write access to "
@@ -570,8 +574,24 @@ class SQLiteRecorder:
         except (LedgerFormatError, LedgerStorageError) as exc:
             return " ".join(str(exc).split())
         except sqlite3.DatabaseError as exc:
+            if _is_lock_error(exc):  # held by another process: says nothing of damage
+                raise LedgerBusyError(f"{path} is locked by another process; try again") from None
             return f"SQLite: {' '.join(str(exc).split())}"
         return None
+
+    @classmethod
+    def damaged_head(cls, path: Path) -> tuple[int, str] | None:
+        """The last event's ``(seq, hash)`` of a damaged ledger, where SQLite still opens
+        it and reads that far; None where it does not."""
+        try:
+            with cls(path) as recorder:
+                return recorder.head()
+        except (LedgerFormatError, LedgerStorageError):
+            return None
+        except sqlite3.DatabaseError as exc:
+            if _is_lock_error(exc):
+                raise LedgerBusyError(f"{path} is locked by another process; try again") from None
+            return None
 
     def close(self) -> None:
         self.conn.close()
@@ -876,10 +896,11 @@ class SQLiteRecorder:
         signing_key: bytes | None, signer: Signer | None, base: _Base,
         also: Collection[str] = (), decided: Decided | None = None,
     ) -> tuple[list[StoredEvent], _Base]:
-        """Write the rows; ``root``, when known, is the verified heads root before them,
-        which the touched streams (and ``also`` and ``decided``'s) must prove against,
-        as the events' ``based_on`` and ``decided`` must match. Returns the rows and the
-        new root."""
+        """Write the rows. ``base`` is what the latest checkpoint signs before them: its
+        heads root, when known, is what the touched streams (and ``also`` and
+        ``decided``'s) must prove against, as the events' ``based_on`` and ``decided``
+        must match; its tally, when known, is moved by the events. Returns the rows and
+        the new base, which a checkpoint signs."""
         checks = dict(decided or {})
         for new in events:
             if new.based_on is not None and new.stream not in checks:
@@ -1795,6 +1816,10 @@ def _kdf_rows(kdf: KdfRecord) -> list[tuple[str, str]]:
 
 def _prefix_upper_bound(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _is_lock_error(exc: sqlite3.DatabaseError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _refuse_special_file(path: Path, *, create: bool) -> None:

@@ -257,6 +257,101 @@ def test_restore_force_replaces_a_ledger_that_does_not_read_and_keeps_it_beside(
     assert [p.name for p in tmp_path.iterdir() if "restoring" in p.name] == []
 
 
+def _damage_an_index_page(path: Path) -> None:
+    """Damage that quick_check finds and a writer does not trip over: the root page of an
+    index keyledger never reads while writing secrets."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master "
+                            "WHERE name = 'sqlite_autoindex_proj_migration_runs_1'").fetchone()[0]
+    with path.open("r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xff" * 64)
+
+
+def test_restore_force_over_a_damaged_ledger_a_writer_has_open_replaces_it_in_place(
+        tmp_path: Path) -> None:
+    """A damaged ledger SQLite still opens may be open in an application. Renaming it
+    aside left the application writing to the orphan, its acknowledged writes gone from
+    the ledger (attack pass 4, F2a). It is now replaced in place, under its lock: the
+    application's next call refuses the restored file instead of writing elsewhere."""
+    from ledger import RollbackError
+
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        ledger.set("a", "1")
+        take_backup(ledger, tmp_path / "b.db")
+        ledger.set("a", "2")
+    assert invoke(db, "report").exit_code == 0  # the read models, whose index is damaged
+    with Ledger.open(db, CLI_PASSWORD) as app:
+        assert app.get("a").value == "2"
+        _damage_an_index_page(db)
+        done = restore(tmp_path / "b.db", db, CLI_PASSWORD, force=True)
+        assert done.kept_aside is not None and done.kept_aside.exists()
+        assert done.events_before > 0  # the damaged ledger's head, not 0
+        with pytest.raises(RollbackError):
+            app.set("late", "acknowledged?")
+    with Ledger.open(db, CLI_PASSWORD) as restored:
+        assert restored.get("a").value == "1"
+        assert "late" not in {info.name for info in restored.secrets()}
+    assert invoke(db, "health-check").exit_code == 0
+
+
+def test_a_ledger_only_locked_by_another_process_is_not_called_damaged(tmp_path: Path) -> None:
+    """A lock held on a healthy ledger made restore call it unreadable, and --force then
+    replaced it whole (attack pass 4, F2b). Restore waits for the lock, and then judges
+    the ledger itself: here, that its history is not a prefix of the backup's."""
+    import threading
+
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        ledger.set("a", "1")
+        take_backup(ledger, tmp_path / "b.db")
+        ledger.set("a", "2")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            conn.execute("BEGIN EXCLUSIVE")
+            locked.set()
+            release.wait(2.5)  # past SQLite's own busy wait (BUSY_TIMEOUT_MS)
+            conn.execute("ROLLBACK")
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert locked.wait(5)
+    try:
+        with pytest.raises(LedgerFormatError, match="not a prefix"):
+            restore(tmp_path / "b.db", db, CLI_PASSWORD)
+    finally:
+        release.set()
+        holder.join()
+    with Ledger.open(db, CLI_PASSWORD) as ledger:
+        assert ledger.get("a").value == "2"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory"])
+def test_restore_refuses_a_target_that_is_not_a_ledger_file_even_forced(
+        tmp_path: Path, kind: str) -> None:
+    """--force replaced a directory (renamed with its contents) or a symlink (the link
+    moved aside, the file it names left as it was): both are refused, and nothing moves."""
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, CLI_PASSWORD) as ledger:
+        take_backup(ledger, tmp_path / "b.db")
+    target = tmp_path / "target"
+    if kind == "symlink":
+        target.symlink_to(db)
+    else:
+        target.mkdir()
+        (target / "app.conf").write_text("kept")
+    with pytest.raises(LedgerFormatError, match="symbolic link|not a regular file"):
+        restore(tmp_path / "b.db", target, CLI_PASSWORD, force=True)
+    assert target.is_symlink() if kind == "symlink" else (target / "app.conf").exists()
+    assert [p.name for p in tmp_path.iterdir() if "unreadable" in p.name] == []
+
+
 # -- a backup is verified before anything is taken from it ---------------------------------
 
 
