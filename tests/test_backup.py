@@ -346,7 +346,7 @@ def test_restore_refuses_a_target_that_is_not_a_ledger_file_even_forced(
     else:
         target.mkdir()
         (target / "app.conf").write_text("kept")
-    with pytest.raises(LedgerFormatError, match="symbolic link|not a regular file"):
+    with pytest.raises(LedgerFormatError, match=r"symbolic link|not a regular file"):
         restore(tmp_path / "b.db", target, CLI_PASSWORD, force=True)
     assert target.is_symlink() if kind == "symlink" else (target / "app.conf").exists()
     assert [p.name for p in tmp_path.iterdir() if "unreadable" in p.name] == []
