@@ -133,6 +133,18 @@ def _checked(views: ReadModels) -> ReadModels:
     return views
 
 
+def warn_of_findings(views: ReadModels, since: int) -> None:
+    """After figures were checked against the signed tally: say what was repaired since
+    ``since`` repairs were known, and that figures are unsigned, if they are."""
+    if views.repaired[since:]:
+        warn(f"the read models disagreed with the ledger ({'; '.join(views.repaired[since:])}); "
+             "rebuilt them from the events. Someone may have edited the file: check it "
+             "(the next health-check fails on it).")
+    if views.unproven:
+        warn("this ledger's format signs no tally yet: the figures are the read models', "
+             "unproven; any command run with the master password upgrades it")
+
+
 def confirm(question: str, yes: bool) -> None:
     """Ask ``question`` on a terminal; without one, refuse unless ``--yes`` was given."""
     if yes:

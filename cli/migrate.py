@@ -9,9 +9,17 @@ from typing import Annotated
 
 import typer
 
-from cli.context import DryRunOption, JsonOption, YesOption, confirm, open_ledger, open_read_models
+from cli.context import (
+    DryRunOption,
+    JsonOption,
+    YesOption,
+    confirm,
+    open_ledger,
+    open_read_models,
+    warn_of_findings,
+)
 from cli.keys import ConfirmRotation, rotation_document, show_rotation
-from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, warn
+from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from cli.policy import due_report
 from ledger import ConcurrencyError, Ledger, LedgerStorageError, MigrationResult
 from ledger.migration import DEFAULT_BATCH_SIZE
@@ -32,16 +40,10 @@ def report(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example:  watch -n 60 keyledger report
     """
     with open_read_models(ctx) as views:
-        reported = len(views.repaired)  # what opening them found is already said
+        found = len(views.repaired)  # what opening them found is already said
         result = views.proven_report()
         seq, head = views.position()
-        if views.repaired[reported:]:
-            warn(f"the read models disagreed with the ledger ({'; '.join(views.repaired[reported:])}); "
-                 "rebuilt them from the events. Someone may have edited the file: check it "
-                 "(the next health-check fails on it).")
-        if views.unproven:
-            warn("this ledger's format signs no tally yet: the figures are the read models', "
-                 "unproven; any command run with the master password upgrades it")
+        warn_of_findings(views, found)
         if as_json:
             emit_json({**report_document(result), "signed": not views.unproven,
                        "as_of": {"seq": seq, "head_hash": head}})

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.context import JsonOption, open_ledger, open_read_models
+from cli.context import JsonOption, open_ledger, open_read_models, warn_of_findings
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors, warn
 from ledger import Ledger
 from ledger import events as ev
@@ -85,6 +85,7 @@ def due_report(views: ReadModels, now: datetime | None = None, *,
         created_at = keyring.versions[version].created_at
         encryptions = ledger.tally().encryptions.get(version, 0)
     elif views.unproven:
+        views.check_unsigned_format()
         shown = views.keyring()
         current = next(v for v in shown.versions if v.version == shown.current_version)
         version, created_at = current.version, current.created_at
@@ -110,10 +111,14 @@ def due(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example:  keyledger due --json || alert "key rotation due"
     """
     with open_read_models(ctx) as views:
+        found = len(views.repaired)  # what opening them found is already said
         report = due_report(views)
+        warn_of_findings(views, found)
+        signed = not views.unproven
     if as_json:
         emit_json({"due": report.due, "current_version": report.current_version,
                    "age_seconds": report.age_seconds, "encryptions": report.encryptions,
+                   "signed": signed,
                    "reasons": report.reasons, "warnings": report.warnings,
                    "policy": report.policy.model_dump()})
     else:

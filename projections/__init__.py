@@ -205,6 +205,16 @@ class ReadModels:
         """Whether the ledger signs no tally yet (an earlier format, not yet upgraded)."""
         return not self.recorder.has_tally
 
+    def check_unsigned_format(self) -> None:
+        """For a ledger whose file says it is of an earlier format: its latest checkpoint
+        must verify in that format's form. A current ledger made to look older (its format
+        number edited, to turn the tally check off) fails here, since its checkpoints
+        sign a tally the older form leaves out.
+
+        :raises IntegrityError: the latest checkpoint does not verify.
+        """
+        self.recorder.verified_tip(self.verifier())
+
     def signed_figures(self) -> SignedFigures:
         """The keyring and tally the latest checkpoint signs, checked with the recorded
         public key (no password; a ledger rewritten wholesale under a new key is what
@@ -232,6 +242,7 @@ class ReadModels:
         self, read: Callable[[], T], agrees: Callable[[T, SignedFigures], bool]
     ) -> T:
         if self.unproven:
+            self.check_unsigned_format()
             return read()
         rebuilt = False
         for _ in range(5):

@@ -99,3 +99,32 @@ def test_a_read_only_format_4_ledger_reports_unproven_figures_and_says_so(tmp_pa
     assert unlocked.stdout == "on v2\n"  # and upgraded it
     after = invoke(path, "report", "--json", password=None)
     assert document(after)["signed"] is True and after.stderr == ""
+
+
+@pytest.mark.parametrize("older", [4, 3])
+def test_a_current_ledger_made_to_look_older_is_refused_not_reported_unsigned(
+        db: Path, older: int) -> None:
+    """The format number is one header field: set to 4 (or 3), it turned the tally check
+    off, and report printed the edited read models' figures with only a warning (attack
+    pass 4, F1). The latest checkpoint must verify in the older format's form, which a
+    format-5 checkpoint (it signs a tally) does not: refused, by report and due alike."""
+    edit_read_models(
+        db,
+        "UPDATE proj_secrets SET key_version = 2",
+        "UPDATE proj_secret_counts SET key_version = 2",
+        "UPDATE proj_key_versions SET encryptions = 10 WHERE version = 2",
+        f"PRAGMA user_version = {older}",
+    )
+    for command in (["report", "--json"], ["due", "--json"]):
+        result = invoke(db, *command, password=None)
+        assert result.exit_code == 1, command
+        assert "signed checkpoint" in error_line(result), command
+
+
+def test_due_says_when_it_rebuilt_the_read_models(db: Path) -> None:
+    """due found an edited count and rebuilt the read models in silence, though
+    health-check then failed on it (attack pass 4, F4): it warns, as report does."""
+    edit_read_models(db, "UPDATE proj_key_versions SET encryptions = 10 WHERE version = 1")
+    due = invoke(db, "due", "--json", password=None)
+    assert document(due)["signed"] is True
+    assert "disagreed with the ledger" in due.stderr
