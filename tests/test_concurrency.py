@@ -68,3 +68,31 @@ def test_writers_beside_a_migrating_process_lose_nothing(tmp_path: Path) -> None
         incremental = (views.report(), views.secrets())
         views.rebuild()
         assert (views.report(), views.secrets()) == incremental
+
+
+def test_opening_the_read_models_beside_a_writer_finds_nothing_to_repair(tmp_path: Path) -> None:
+    """The open-time checks read the events, then the read models: a rotation committed
+    between the two read as a disagreement, and a genuine ledger was "repaired" and failed
+    its next health-check (attack pass 4, F3). Each look is now one snapshot."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, "pw", projector=projector()) as ledger:
+        ledger.set("x", "1")
+    script = (
+        "import sys; from ledger import Ledger; from projections import projector\n"
+        f"with Ledger.open({str(db)!r}, 'pw', projector=projector(), seen=None) as l:\n"
+        "    v = max(l.keyring().versions)\n"
+        "    for _ in range(150): v += 1; l.rotate(new_version=v)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script])
+    repaired: list[str] = []
+    try:
+        while writer.poll() is None:
+            with ReadModels.open(db) as views:
+                repaired += views.repaired
+    finally:
+        writer.wait()
+    assert writer.returncode == 0
+    assert repaired == []
