@@ -13,9 +13,10 @@ To keep them current inside every append, pass ``projector=projector()`` when op
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -59,6 +60,13 @@ __all__ = [
 
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _same() -> Iterator[None]:
+    """Inside a caller's snapshot already: read in it."""
+    yield
+
 _BEHIND = "read models are behind the ledger"
 
 
@@ -104,6 +112,8 @@ class ReadModels:
         #: ``health-check`` fails on it whichever command repaired them.
         self.earlier_repair = ""
         self._unreported = ""
+        self._verifier: CheckpointVerifier | None = None
+        self._signed: tuple[tuple[int, str, bytes] | None, SignedFigures] | None = None
         if check:
             self._check_on_open()
             self._unreported = self.runner.unreported_repair(recorder)
@@ -233,21 +243,33 @@ class ReadModels:
 
         :raises IntegrityError: the checkpoint does not hold or signs no tally.
         """
-        verifier = self.verifier()
-        keyring = KeyringState()
-        for stored in self.recorder.verified_stream(KEYRING_STREAM, verifier, whole=True):
-            keyring.apply(stored.decode(), stored.occurred_at)
-        return SignedFigures(keyring, self.recorder.verified_tally(verifier))
+        with self.recorder.snapshot() if not self.recorder.conn.in_transaction else _same():
+            tip = self.recorder.latest_checkpoint()
+            mark = None if tip is None else (tip.seq, tip.head_hash, tip.signature)
+            if self._signed is not None and self._signed[0] == mark:
+                # Proven for this very checkpoint already: what it signs has not changed.
+                return self._signed[1]
+            verifier = self.verifier()
+            keyring = KeyringState()
+            for stored in self.recorder.verified_stream(KEYRING_STREAM, verifier, whole=True):
+                keyring.apply(stored.decode(), stored.occurred_at)
+            figures = SignedFigures(keyring, self.recorder.verified_tally(verifier))
+        self._signed = (mark, figures)
+        return figures
 
     def verifier(self) -> CheckpointVerifier:
         """Checks this ledger's checkpoints with its recorded public key (no password).
 
         :raises IntegrityError: the ledger records no signing key.
         """
-        public_key = recorded_public_key(self.recorder)
-        if public_key is None:
-            raise IntegrityError("the ledger records no signing key; run `keyledger audit verify`")
-        return CheckpointVerifier(parse_public_key(public_key), self.recorder.read_meta().ledger_id)
+        if self._verifier is None:
+            public_key = recorded_public_key(self.recorder)
+            if public_key is None:
+                raise IntegrityError(
+                    "the ledger records no signing key; run `keyledger audit verify`")
+            self._verifier = CheckpointVerifier(parse_public_key(public_key),
+                                                self.recorder.read_meta().ledger_id)
+        return self._verifier
 
     def _checked_against_signed(
         self, read: Callable[[], T], agrees: Callable[[T, SignedFigures], bool]

@@ -14,11 +14,16 @@ OLD_DIR COMMIT`` makes an old one.
 in a fraction of the time at 1,000,000 secrets: the old checkout imports the secrets
 once, the new one gets a copy of that ledger (and upgrades it, untimed, if its format is
 newer), then each read command runs on each, interleaved old, new, new, old, best of 3.
+``COMPARE_BEST=N`` keeps the best of N instead, ``COMPARE_ROUNDS=R`` repeats the
+interleaving R times: on a machine whose speed wanders within minutes, more of both
+make the comparison steadier. The last line gives each step's best over every run.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -89,26 +94,43 @@ def compare_reads(old: Path, new: Path, size: int) -> None:
         run(new, new_db, "secrets", "get", bench.name_for(0))  # unlock: upgrades once
         print(f"[setup] done; the new checkout's first open took {upgrade:.1f} s",
               file=sys.stderr, flush=True)
-        for name, root, db in (("old", old, old_db), ("new", new, new_db),
-                               ("new", new, new_db), ("old", old, old_db)):
+        tries = int(os.environ.get("COMPARE_BEST", "3"))
+        order = (("old", old, old_db), ("new", new, new_db),
+                 ("new", new, new_db), ("old", old, old_db))
+        for name, root, db in order * int(os.environ.get("COMPARE_ROUNDS", "1")):
             for step, args in read_step_args(size).items():
-                best = min(run(root, db, *args) for _ in range(3))
-                results[name].setdefault(f"{step} (best of 3)", []).append(best)
-            best = min(run_library_get(root, db, bench.name_for(size // 2)) for _ in range(3))
-            results[name].setdefault("library Ledger.open + get (best of 3)", []).append(best)
+                best = min(run(root, db, *args) for _ in range(tries))
+                results[name].setdefault(f"{step} (best of {tries})", []).append(best)
+            best = min(run_library_get(root, db, bench.name_for(size // 2)) for _ in range(tries))
+            results[name].setdefault(f"library Ledger.open + get (best of {tries})", []).append(best)
     print_table(results, size, old, new, digits=3)
+    print("\nbest over every run:", "; ".join(
+        f"{step}: {min(runs):.3f} -> {min(results['new'][step]):.3f} s "
+        f"({min(results['new'][step]) / min(runs) - 1:+.0%})"
+        for step, runs in results["old"].items()))
+
+
+def compile_checkouts(*roots: Path) -> None:
+    """Byte-compile both checkouts first, as an installed package is (and as `make bench`
+    does): with ``PYTHONDONTWRITEBYTECODE`` set, each cold process would otherwise compile
+    every module it imports, which costs the larger checkout more."""
+    for root in roots:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "ledger", "projections", "cli"],
+                       cwd=root, check=True, stdout=subprocess.DEVNULL)
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--reads":
         if len(sys.argv) not in (4, 5):
             raise SystemExit(__doc__)
+        compile_checkouts(Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve())
         compare_reads(Path(sys.argv[2]).resolve(), Path(sys.argv[3]).resolve(),
                       int(sys.argv[4]) if len(sys.argv) == 5 else 100_000)
         return
     if len(sys.argv) not in (3, 4):
         raise SystemExit(__doc__)
     old, new = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
+    compile_checkouts(old, new)
     size = int(sys.argv[3]) if len(sys.argv) == 4 else 100_000
     results: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
     with tempfile.TemporaryDirectory(prefix="keyledger-compare-") as tmp:
