@@ -977,7 +977,8 @@ class SQLiteRecorder:
             event = prior.get(leaf[2])
             if event is None or event.stream != stream or content_hash(event) != leaf[3]:
                 raise _heads_error(stream)
-            gone.append(tally_rules.live_tag(stream, event.decode()))
+            gone.append(tally_rules.stored_tag(stream, event.type, event.schema_version,
+                                               event.payload))
         try:
             return tally.advanced(
                 gone, [tally_rules.live_tag(s, e) for s, e in last.items()],

@@ -116,20 +116,38 @@ def live_tag(stream: str, event: ev.DomainEvent | None) -> str | None:
     or None for a deleted secret, no event, or a stream that is not a secret's."""
     if event is None or not stream.startswith(ev.SECRET_STREAM_PREFIX):
         return None
-    if isinstance(event, ev.SecretMigrated):
-        return f"{event.to_version}/{event.scheme}"
-    if isinstance(event, ev.SecretWritten | ev.SecretImported):
-        return f"{event.key_version}/{event.scheme}"
-    return None
+    version = encrypted_under(event)
+    return None if version is None else f"{version}/{event.scheme}"  # type: ignore[attr-defined]
+
+
+# Where each encrypting event type keeps its key version: what live_tag and
+# encrypted_under read from the decoded event, and stored_tag from its stored payload.
+_VERSION_FIELD: dict[type[ev.DomainEvent], str] = {
+    ev.SecretWritten: "key_version", ev.SecretReset: "key_version",
+    ev.SecretRestored: "key_version", ev.SecretImported: "key_version",
+    ev.SecretMigrated: "to_version",
+}
+_BY_NAME = {cls.__name__: (cls, field) for cls, field in _VERSION_FIELD.items()}
+
+
+def stored_tag(stream: str, type_name: str, schema_version: int, payload: str) -> str | None:
+    """:func:`live_tag` of a stored event without building the event: its payload read as
+    JSON when it is of the current schema (every proven event keyledger writes is
+    canonical), else decoded and upcast. For the append path, which reads the previous
+    head of every secret it touches."""
+    if not stream.startswith(ev.SECRET_STREAM_PREFIX):
+        return None
+    found = _BY_NAME.get(type_name)
+    if found is None or schema_version != found[0].SCHEMA_VERSION:
+        return live_tag(stream, ev.from_payload(type_name, schema_version, payload))
+    data = json.loads(payload)
+    return f"{data[found[1]]}/{data['scheme']}"
 
 
 def encrypted_under(event: ev.DomainEvent) -> int | None:
     """The key version ``event`` encrypted a value under, if it did."""
-    if isinstance(event, ev.SecretMigrated):
-        return event.to_version
-    if isinstance(event, ev.SecretWritten | ev.SecretImported):
-        return event.key_version
-    return None
+    field = _VERSION_FIELD.get(type(event))
+    return None if field is None else int(getattr(event, field))
 
 
 def _count(value: object) -> int:
