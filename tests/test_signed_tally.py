@@ -128,3 +128,28 @@ def test_due_says_when_it_rebuilt_the_read_models(db: Path) -> None:
     due = invoke(db, "due", "--json", password=None)
     assert document(due)["signed"] is True
     assert "disagreed with the ledger" in due.stderr
+
+
+def test_the_tag_read_from_a_stored_payload_is_the_decoded_events() -> None:
+    """The append path reads the previous head's tag from its payload without decoding
+    it: for every secret event type, the same tag as the decoded event gives."""
+    from ledger import events as ev
+    from ledger import tally
+
+    made = [
+        ev.SecretWritten(name="a", key_version=3, ciphertext="x", scheme="bound-v1"),
+        ev.SecretReset(name="a", key_version=4, ciphertext="x", scheme="bound-v1", reason="r"),
+        ev.SecretRestored(name="a", key_version=5, ciphertext="x", scheme="bound-v1",
+                          backup_file="b.db", backup_revision=2),
+        ev.SecretImported(name="a", key_version=90, ciphertext="x", scheme="seed",
+                          source="seed"),
+        ev.SecretMigrated(name="a", run_id="r", from_version=1, to_version=2, ciphertext="x",
+                          scheme="bound-v1"),
+        ev.SecretDeleted(name="a"),
+    ]
+    for event in made:
+        type_name, version, payload = ev.to_payload(event)
+        decoded = ev.from_payload(type_name, version, payload)
+        assert tally.stored_tag("secret:a", type_name, version, payload) == tally.live_tag(
+            "secret:a", decoded), type_name
+    assert tally.stored_tag("keyring", "KeyRotated", 1, "{}") is None
