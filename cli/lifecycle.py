@@ -9,7 +9,8 @@ import typer
 from cli.context import JsonOption, YesOption, confirm, open_ledger
 from cli.output import ERASE_PENDING_WARNING, console, emit_json, handles_errors, warn
 from ledger import InvalidInputError
-from ledger.lifecycle import LifecycleResult, parse_duration
+from ledger.domain import parse_duration
+from ledger.lifecycle import LifecycleResult
 
 app = typer.Typer(
     help="Retire, reinstate and destroy key versions (crypto-shredding).", no_args_is_help=True,

@@ -11,7 +11,7 @@ from cli.context import JsonOption, open_ledger, open_read_models, warn_of_findi
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors, warn
 from ledger import Ledger
 from ledger import events as ev
-from ledger.lifecycle import describe_duration, parse_duration
+from ledger.domain import describe_duration, parse_duration
 from ledger.policy import (
     DueReport,
     current_policy,

@@ -92,13 +92,6 @@ def parse_json_object_untrusted(path: Path, text: str) -> dict[str, object]:
     return data
 
 
-def parse_values_untrusted(path: Path) -> tuple[ImportFormat, dict[str, str]]:
-    """Read ``name -> plaintext`` from a JSON object or a ``.env`` file, all in memory
-    (for small files; ``secrets import`` streams with :func:`check_import_file_untrusted`)."""
-    checked = check_import_file_untrusted(path)
-    return checked.format, dict(checked.values())
-
-
 def parse_dotenv_untrusted(path: Path, text: str) -> dict[str, str]:
     """``KEY=value`` lines; ``export``, comments, blank lines and quotes as shells allow."""
     return dict(_dotenv_entries(path, text.splitlines(), seen=set()))

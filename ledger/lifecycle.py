@@ -11,7 +11,7 @@ period and cancelled until then, as AWS KMS does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ledger import events as ev
@@ -136,54 +136,9 @@ def cancel_destroy(ledger: Ledger, version: int) -> LifecycleResult:
     return LifecycleResult(version, RETIRED, 0)
 
 
-def describe_duration(seconds: int) -> str:
-    """The inverse of :func:`parse_duration`, rounded down: ``90d``, ``12h``, ``30m``."""
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90d``, ``12h``, ``30m``, ``2w`` as a timedelta (a waiting period or a policy age)."""
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    number, unit = text[:-1], text[-1:].lower()
-    if unit not in units or not (number.isascii() and number.isdigit()) or int(number) <= 0:
-        raise InvalidInputError(f"{text!r} is not a duration like 7d, 12h, 30m or 2w")
-    if len(number) > 7:  # a typo, and past what datetime can add
-        raise InvalidInputError(f"{text!r} is too long a duration")
-    duration = timedelta(**{units[unit]: int(number)})
-    if duration > timedelta(days=36_525):
-        raise InvalidInputError(f"{text!r} is longer than a century")
-    return duration
-
-
 def _append_keyring(
     ledger: Ledger, keyring: KeyringState, event: ev.DomainEvent,
     keys: dict[int, bytes | None] | None = None,
 ) -> None:
     ledger._append([NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=keys)
     ledger._refresh_keyring()
-
-
-def parse_moment(text: str, now: datetime) -> str:
-    """A ``--since``/``--until`` bound as the ledger's sortable UTC text.
-
-    Accepts an ISO-8601 date (``2026-11-01``, midnight UTC), date and time
-    (``2026-11-01T02:00``, ``...Z`` or with an offset; naive means UTC), or a duration
-    meaning that long before ``now`` (``24h``, ``7d``).
-
-    :raises InvalidInputError: it is none of these.
-    """
-    text = text.strip()
-    if text[-1:].lower() in ("m", "h", "d", "w") and text[:-1].isdigit():
-        return format_time(now - parse_duration(text))
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInputError(
-            f"{text!r} is not a time like 2026-11-01, 2026-11-01T02:00Z or 24h (ago)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return format_time(moment)

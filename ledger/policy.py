@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ledger import events as ev
+from ledger.domain import describe_duration
 from ledger.errors import InvalidInputError
-from ledger.lifecycle import describe_duration
 from ledger.store import Recorder, StoredEvent
 
 if TYPE_CHECKING:

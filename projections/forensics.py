@@ -16,9 +16,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger import events as ev
-from ledger.domain import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED, KeyringState, secret_state, validate_name
+from ledger.domain import (
+    ACTIVE,
+    DECRYPT_ONLY,
+    DESTROYED,
+    RETIRED,
+    KeyringState,
+    parse_moment,
+    secret_state,
+    validate_name,
+)
 from ledger.errors import InvalidInputError, VersionError
-from ledger.lifecycle import parse_moment
 from ledger.store import SQLiteRecorder, StoredEvent
 
 # Event fields left out of every audit document: ciphertexts are not secret, but they are
@@ -73,7 +81,7 @@ class Window:
 
     @classmethod
     def parse(cls, since: str | None, until: str | None, now: datetime | None = None) -> Window:
-        """Bounds from ``--since``/``--until`` text (see :func:`ledger.lifecycle.parse_moment`).
+        """Bounds from ``--since``/``--until`` text (see :func:`ledger.domain.parse_moment`).
 
         :raises InvalidInputError: a bound does not parse, or ``since`` is after ``until``.
         """

@@ -11,7 +11,7 @@ import pytest
 from conftest import PASSWORD
 
 from ledger import IntegrityError, InvalidInputError, Ledger, VersionError
-from ledger.lifecycle import parse_duration
+from ledger.domain import parse_duration
 from ledger.testing import StepClock, create_test_ledger, ledger_files, read_all
 from projections import ReadModels, projector
 
