@@ -68,9 +68,7 @@ def take_backup(ledger: Ledger, out: Path) -> BackupResult:
     """
     if out.exists():
         raise InvalidInputError(f"{out} exists; a backup never overwrites a file")
-    recorder = ledger.recorder
-    assert isinstance(recorder, SQLiteRecorder)
-    recorder.backup_to(out)
+    ledger.recorder.backup_to(out)
     with SQLiteRecorder(out) as copy:
         report = verify_ledger(copy)
     if not report.ok:

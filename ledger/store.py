@@ -280,6 +280,9 @@ class Recorder(Protocol):
 
     def snapshot(self) -> contextlib.AbstractContextManager[object]: ...
 
+    def backup_to(self, path: Path, *, overwrite: bool = False,
+                  replacing: tuple[int, str] | None = None) -> None: ...
+
     def close(self) -> None: ...
 
 
