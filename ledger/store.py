@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from ledger import events as ev
@@ -488,8 +488,7 @@ class SQLiteRecorder:
                     "its -wal to a writable place to read it"
                 ) from None
             if _is_lock_error(exc):
-                raise LedgerBusyError(
-                    f"{self.path} is locked by another process; try again") from None
+                raise _locked(self.path) from None
             if "readonly" in str(exc) or "unable to open" in str(exc):
                 raise LedgerReadOnlyError(
                     f"{self.path} is read-only for this user; keyledger needs write access to "
@@ -578,7 +577,7 @@ class SQLiteRecorder:
             return " ".join(str(exc).split())
         except sqlite3.DatabaseError as exc:
             if _is_lock_error(exc):  # held by another process: says nothing of damage
-                raise LedgerBusyError(f"{path} is locked by another process; try again") from None
+                raise _locked(path) from None
             return f"SQLite: {' '.join(str(exc).split())}"
         return None
 
@@ -593,7 +592,7 @@ class SQLiteRecorder:
             return None
         except sqlite3.DatabaseError as exc:
             if _is_lock_error(exc):
-                raise LedgerBusyError(f"{path} is locked by another process; try again") from None
+                raise _locked(path) from None
             return None
 
     def close(self) -> None:
@@ -990,45 +989,34 @@ class SQLiteRecorder:
         except ValueError:
             raise _tally_error() from None
 
-    def _events_at(self, seqs: Sequence[int]) -> dict[int, StoredEvent]:
-        found: dict[int, StoredEvent] = {}
-        pending = sorted(set(seqs))
+    def _rows_in(self, select: str, keys: Iterable[object]) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``select ... IN (?)`` for every one of ``keys``, asked 500 at a time
+        (SQLite bounds the parameters of one statement)."""
+        pending = list(keys)
         for i in range(0, len(pending), 500):
             chunk = pending[i:i + 500]
-            for row in self.conn.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN ({', '.join('?' * len(chunk))})",
-                    chunk):
-                found[row[0]] = StoredEvent(*row)
-        return found
+            yield from self.conn.execute(select.replace("(?)", f"({', '.join('?' * len(chunk))})"),
+                                         chunk)
+
+    def _events_at(self, seqs: Iterable[int]) -> dict[int, StoredEvent]:
+        return {row[0]: StoredEvent(*row) for row in self._rows_in(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN (?)", sorted(set(seqs)))}
 
     # -- the heads map -------------------------------------------------------------------
 
     def _bucket_leaves(self, buckets: Collection[int]) -> dict[int, dict[str, heads.Leaf]]:
         """Every leaf in each of ``buckets``, by bucket and stream."""
         found: dict[int, dict[str, heads.Leaf]] = {b: {} for b in buckets}
-        pending = sorted(buckets)
-        for i in range(0, len(pending), 500):
-            chunk = pending[i:i + 500]
-            rows = self.conn.execute(
-                f"""SELECT bucket, stream, revision, head_seq, head_hash, digest FROM streams
-                    WHERE bucket IN ({", ".join("?" * len(chunk))})""",
-                chunk,
-            )
-            for bucket, stream, revision, head_seq, head_hash, digest in rows:
-                if bucket in found:
-                    found[bucket][stream] = (stream, revision, head_seq, head_hash, digest)
+        for bucket, stream, revision, head_seq, head_hash, digest in self._rows_in(
+                "SELECT bucket, stream, revision, head_seq, head_hash, digest FROM streams "
+                "WHERE bucket IN (?)", sorted(buckets)):
+            if bucket in found:
+                found[bucket][stream] = (stream, revision, head_seq, head_hash, digest)
         return found
 
     def _node_digests(self, nodes: Collection[int]) -> dict[int, bytes]:
-        found: dict[int, bytes] = {}
-        pending = sorted(nodes)
-        for i in range(0, len(pending), 500):
-            chunk = pending[i:i + 500]
-            found.update(self.conn.execute(
-                f"SELECT node, digest FROM heads_tree WHERE node IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall())
-        return found
+        return dict(self._rows_in("SELECT node, digest FROM heads_tree WHERE node IN (?)",
+                                  sorted(nodes)))
 
     def _proven_leaves(
         self, bucket_of: Mapping[str, int], root: str
@@ -1374,6 +1362,19 @@ class SQLiteRecorder:
             raise _heads_error() from None
         return digests
 
+    def _tree_given(self, digests: Mapping[int, bytes], root: str
+                    ) -> tuple[dict[int, bytes], int | None]:
+        """The tree the bucket ``digests`` give, once it produces the signed ``root``, and
+        the first stored node that differs from it (None: the stored tree is that tree).
+
+        :raises IntegrityError: the streams rows do not produce ``root``.
+        """
+        signed, computed = heads.recompute(digests, {})
+        if signed != root:
+            raise _heads_error()
+        return computed, _first_node_not_given(computed, self.conn.execute(
+            "SELECT node, digest FROM heads_tree"))
+
     def _check_tree(self, digests: Mapping[int, bytes], root: str) -> None:
         """The tree the bucket ``digests`` give must produce the signed ``root`` and be,
         node for node, the stored one: reads prove against stored nodes, so one edited
@@ -1382,11 +1383,7 @@ class SQLiteRecorder:
         :raises IntegrityError: the streams rows do not produce ``root``, or a stored
             node differs from the one they give.
         """
-        signed, computed = heads.recompute(digests, {})
-        if signed != root:
-            raise _heads_error()
-        bad = _first_node_not_given(computed, self.conn.execute(
-            "SELECT node, digest FROM heads_tree"))
+        bad = self._tree_given(digests, root)[1]
         if bad is not None:
             raise IntegrityError(
                 f"heads tree node {bad} does not hold what the signed streams give (the "
@@ -1406,11 +1403,8 @@ class SQLiteRecorder:
             tip = self.verified_tip(signer)
             if tip.heads_root is None:
                 raise _heads_error()
-            root, computed = heads.recompute(self._bucket_digests_of_rows(), {})
-            if root != tip.heads_root:
-                raise _heads_error()
-            if _first_node_not_given(computed, self.conn.execute(
-                    "SELECT node, digest FROM heads_tree")) is None:
+            computed, bad = self._tree_given(self._bucket_digests_of_rows(), tip.heads_root)
+            if bad is None:
                 return False
             self.conn.execute("DELETE FROM heads_tree")
             self.conn.executemany("INSERT INTO heads_tree (node, digest) VALUES (?, ?)",
@@ -1508,20 +1502,12 @@ class SQLiteRecorder:
 
         return tally_rules.fold(secret_events())
 
-
-
     def _check_revisions(self, events: Sequence[NewEvent], expect: Mapping[str, int]) -> None:
         expected = dict(expect)
         for new in events:
             expected.setdefault(new.stream, new.stream_rev - 1)
-        streams = list(expected)
-        stored: dict[str, int] = {}
-        for i in range(0, len(streams), 500):  # one query per 500 streams
-            chunk = streams[i:i + 500]
-            stored.update(self.conn.execute(
-                f"SELECT stream, revision FROM streams WHERE stream IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall())
+        stored: dict[str, int] = dict(self._rows_in(
+            "SELECT stream, revision FROM streams WHERE stream IN (?)", expected))
         conflicts = [s for s, revision in expected.items() if stored.get(s, 0) != revision]
         if conflicts:
             raise ConcurrencyError(conflicts)
@@ -1624,7 +1610,7 @@ class SQLiteRecorder:
                 try:
                     busy, log, moved = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
+                    if not _is_lock_error(exc):
                         raise
                     busy, log, moved = 1, 0, 0
                 if not busy and log == moved:
@@ -1695,7 +1681,7 @@ class SQLiteRecorder:
                 statement()
                 return
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _is_lock_error(exc):
                     raise
                 if time.monotonic() >= deadline:
                     raise LedgerBusyError(
@@ -1824,6 +1810,10 @@ def _prefix_upper_bound(prefix: str) -> str:
 
 def _is_lock_error(exc: sqlite3.DatabaseError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _locked(path: Path) -> LedgerBusyError:
+    return LedgerBusyError(f"{path} is locked by another process; try again")
 
 
 def _refuse_special_file(path: Path, *, create: bool) -> None:
