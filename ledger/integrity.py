@@ -21,8 +21,8 @@ from ledger.signing import (
     Checkpoint,
     CheckpointVerifier,
     parse_public_key,
-    recorded_public_key,
     recorded_signing_keys,
+    recorded_verifier,
     same_key,
     signature_holds,
     wrapped_key_problem,
@@ -371,8 +371,5 @@ def repair_heads_tree(recorder: SQLiteRecorder) -> bool:
     :raises IntegrityError: the streams rows are not the signed ones: only the events
         can say what they should hold (``audit verify``).
     """
-    public_key = recorded_public_key(recorder)
-    if public_key is None or not recorder.has_heads_map:
-        return False
-    verifier = CheckpointVerifier(parse_public_key(public_key), recorder.read_meta().ledger_id)
-    return recorder.rewrite_heads_tree(verifier)
+    verifier = recorded_verifier(recorder) if recorder.has_heads_map else None
+    return verifier is not None and recorder.rewrite_heads_tree(verifier)

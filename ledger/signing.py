@@ -194,6 +194,15 @@ def recorded_public_key(recorder: Recorder) -> str | None:
     return keys[0][1] if keys else None
 
 
+def recorded_verifier(recorder: Recorder) -> CheckpointVerifier | None:
+    """A verifier of the ledger's checkpoints under its recorded public key (the file's
+    own word: for the checks that take no password), or None if it records none."""
+    public_key = recorded_public_key(recorder)
+    if public_key is None:
+        return None
+    return CheckpointVerifier(parse_public_key(public_key), recorder.read_meta().ledger_id)
+
+
 def recorded_signing_keys(recorder: Recorder) -> list[tuple[int, str]]:
     """Every ``(seq, public key)`` a ``SigningKeyCreated`` event recorded, in order."""
     found = []

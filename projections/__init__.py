@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
 from ledger.domain import KeyringState
 from ledger.errors import IntegrityError
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
-from ledger.signing import CheckpointVerifier, parse_public_key, recorded_public_key
+from ledger.signing import CheckpointVerifier, recorded_verifier
 from ledger.store import SQLiteRecorder, TriggerFault
 from ledger.tally import Tally
 from projections.base import Projection, ProjectionRunner
@@ -61,11 +61,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-
-@contextlib.contextmanager
-def _same() -> Iterator[None]:
-    """Inside a caller's snapshot already: read in it."""
-    yield
 
 _BEHIND = "read models are behind the ledger"
 
@@ -243,7 +238,8 @@ class ReadModels:
 
         :raises IntegrityError: the checkpoint does not hold or signs no tally.
         """
-        with self.recorder.snapshot() if not self.recorder.conn.in_transaction else _same():
+        in_snapshot = self.recorder.conn.in_transaction
+        with contextlib.nullcontext() if in_snapshot else self.recorder.snapshot():
             tip = self.recorder.latest_checkpoint()
             mark = None if tip is None else (tip.seq, tip.head_hash, tip.signature)
             if self._signed is not None and self._signed[0] == mark:
@@ -263,12 +259,10 @@ class ReadModels:
         :raises IntegrityError: the ledger records no signing key.
         """
         if self._verifier is None:
-            public_key = recorded_public_key(self.recorder)
-            if public_key is None:
+            self._verifier = recorded_verifier(self.recorder)
+            if self._verifier is None:
                 raise IntegrityError(
                     "the ledger records no signing key; run `keyledger audit verify`")
-            self._verifier = CheckpointVerifier(parse_public_key(public_key),
-                                                self.recorder.read_meta().ledger_id)
         return self._verifier
 
     def _checked_against_signed(
