@@ -27,6 +27,13 @@ settings.load_profile("default")
 PASSWORD = "correct horse battery staple"
 
 
+def vector_copy(name: str, to: Path) -> Path:
+    """A copy at ``to`` of the ledger ``tests/vectors/NAME``, written by an earlier
+    keyledger (its password is :data:`PASSWORD`), for a test to open or change."""
+    shutil.copyfile(Path(__file__).parent / "vectors" / name, to)
+    return to
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Session fixtures build ledgers before any test's own memory exists: give the
     whole run one of its own, never the developer's ``~/.local/state/keyledger``."""

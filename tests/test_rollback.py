@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from cli_support import PASSWORD as CLI_PASSWORD
 from cli_support import document, error_line, invoke
+from conftest import vector_copy
 from forgery_support import forge_everything, run_sql
 
 from ledger import IntegrityError, Ledger, LedgerFormatError, RollbackError
@@ -337,13 +338,11 @@ def test_a_fork_dressed_with_the_remembered_hash_is_still_refused(
 def test_a_refused_rollback_of_a_format_3_copy_is_not_upgraded(tmp_path: Path) -> None:
     """The upgrade on unlock wrote a LedgerUpgraded and a checkpoint on top of the old copy
     before the memory refused it (attack pass, finding 4): refused before any write."""
-    vector = Path(__file__).parent / "vectors" / "ledger-format3.db"
-    db = tmp_path / "f3.db"
-    shutil.copyfile(vector, db)
+    db = vector_copy("ledger-format3.db", tmp_path / "f3.db")
     password = "correct horse battery staple"
     with Ledger.open(db, password) as ledger:  # upgraded here, once, and remembered
         ledger.set("db_password", "newest")
-    shutil.copyfile(vector, db)
+    vector_copy("ledger-format3.db", db)
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     before = db.read_bytes()

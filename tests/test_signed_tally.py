@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import PASSWORD, document, error_line, invoke
+from conftest import vector_copy
 from forgery_support import run_sql
 
 from ledger.store import WRITER_FUNCTION
@@ -88,10 +89,7 @@ def test_an_edited_tally_is_refused_with_one_line(db: Path) -> None:
 def test_a_read_only_format_4_ledger_reports_unproven_figures_and_says_so(tmp_path: Path) -> None:
     """Until a command with the password upgrades it, a format-4 ledger signs no tally:
     report shows the read models' figures, marked unsigned, with one warning line."""
-    import shutil
-
-    path = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format4.db", path)
+    path = vector_copy("ledger-format4.db", tmp_path / "old.db")
     result = invoke(path, "report", "--json", password=None)
     assert result.exit_code == 0, error_line(result)
     assert document(result)["signed"] is False and "signs no tally" in result.stderr

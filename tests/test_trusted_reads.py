@@ -14,6 +14,7 @@ from contextlib import closing, suppress
 from pathlib import Path
 
 import pytest
+from conftest import vector_copy
 from forgery_support import (
     forge_everything,
     head_seq,
@@ -363,18 +364,23 @@ def test_retire_and_destroy_count_live_secrets_from_proven_heads(tmp_path: Path)
         Ledger.open(path, PASSWORD)
 
 
+def assert_upgraded(ledger: Ledger) -> None:
+    """An earlier format's vector, just opened: now of the current format, one
+    LedgerUpgraded event on top, and db_password's value as the old keyledger wrote it."""
+    assert ledger.recorder.format_version == 5
+    upgraded = ledger.recorder.stream_head(ev.LEDGER_STREAM)
+    assert upgraded is not None and upgraded.type == "LedgerUpgraded"
+    assert ledger.get("db_password").value == "new-value"
+
+
 def test_a_format_3_ledger_is_upgraded_on_unlock_and_then_protected(tmp_path: Path) -> None:
     """A ledger written by the previous keyledger (format 3, no heads map) opens: its whole
     chain is verified, the map is built and signed in one LedgerUpgraded event, the values
     read as before, and an edited streams row is refused from then on."""
-    path = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format3.db", path)
+    path = vector_copy("ledger-format3.db", tmp_path / "old.db")
     with Ledger.open(path, PASSWORD) as ledger:
-        assert ledger.recorder.format_version == 5
-        assert ledger.get("db_password").value == "new-value"
+        assert_upgraded(ledger)
         assert ledger.get("stripe_key").value == "sk_live"
-        upgraded = ledger.recorder.stream_head(ev.LEDGER_STREAM)
-        assert upgraded is not None and upgraded.type == "LedgerUpgraded"
         assert ledger.report().needing_migration == 0
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
@@ -391,8 +397,7 @@ def test_an_untouched_format_3_ledger_upgrades_through_the_cli_as_an_upgrade_not
     the vector had been copied with SQLite's backup API, which moves the cookie)."""
     from cli_support import error_line, invoke
 
-    path = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format3.db", path)
+    path = vector_copy("ledger-format3.db", tmp_path / "old.db")
     for args in (("secrets", "list"), ("secrets", "get", "db_password"), ("health-check",)):
         result = invoke(path, *args, password=PASSWORD)
         assert result.exit_code == 0, (args, error_line(result))
@@ -406,14 +411,10 @@ def test_a_format_4_ledger_is_upgraded_to_sign_a_tally(tmp_path: Path) -> None:
     in one LedgerUpgraded event, the values read as before."""
     from ledger import tally as tally_rules
 
-    path = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format4.db", path)
+    path = vector_copy("ledger-format4.db", tmp_path / "old.db")
     with Ledger.open(path, PASSWORD) as ledger:
-        assert ledger.recorder.format_version == 5
-        assert ledger.get("db_password").value == "new-value"
+        assert_upgraded(ledger)
         assert ledger.get("late_key").value == "on v2"
-        upgraded = ledger.recorder.stream_head(ev.LEDGER_STREAM)
-        assert upgraded is not None and upgraded.type == "LedgerUpgraded"
         tally = ledger.tally()
         assert dict(tally.live) == {"2/bound-v1": 3}
         # written under 1: db_password twice, api_key, stripe_key; under 2: two migrated, late_key
@@ -425,8 +426,7 @@ def test_a_format_4_ledger_is_upgraded_to_sign_a_tally(tmp_path: Path) -> None:
 def test_a_format_4_ledger_with_an_edited_streams_row_is_not_upgraded(tmp_path: Path) -> None:
     """The upgrade signs a tally folded from the events on top of the old heads map: an
     edited streams row is refused first, and the file is left exactly as it was."""
-    path = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format4.db", path)
+    path = vector_copy("ledger-format4.db", tmp_path / "old.db")
     run_sql(path, "UPDATE streams SET head_seq = head_seq - 1 WHERE stream = 'secret:late_key'")
     before = path.read_bytes()
     with pytest.raises(IntegrityError):
@@ -437,8 +437,7 @@ def test_a_format_4_ledger_with_an_edited_streams_row_is_not_upgraded(tmp_path: 
 def test_a_tampered_format_3_ledger_is_not_upgraded(tmp_path: Path) -> None:
     """The upgrade signs a root over the heads, so it first walks the whole chain: a format-3
     ledger with an event edited in the middle is refused and left exactly as it was."""
-    path = tmp_path / "old.db"
-    shutil.copy(Path(__file__).parent / "vectors" / "ledger-format3.db", path)
+    path = vector_copy("ledger-format3.db", tmp_path / "old.db")
     run_sql(path, "UPDATE events SET actor = 'mallory' WHERE seq = 5")
     before = path.read_bytes()
     with pytest.raises(IntegrityError, match="seq 5"):
