@@ -11,9 +11,9 @@ import typer
 # typer >= 0.29 carries its own copy of click; its exceptions live there.
 from typer._click.exceptions import ClickException
 
-from cli import audit, backup, health, keys, lifecycle, migrate, policy, secrets
+from cli import audit, backup, health, keyring, keys, migrate, policy, secrets
 from cli.context import Settings
-from cli.launch import DB_ENV, DEFAULT_DB
+from cli.env import DB_ENV, DEFAULT_DB
 from cli.output import EXIT_FAILED, usage_error
 from ledger.store import LOCK_RETRY_SECONDS, Durability
 
@@ -60,21 +60,21 @@ def root(
     ctx.obj = Settings(db=db, actor=actor, durability=durability, lock_timeout=lock_timeout)
 
 
-app.command("init")(keys.init)
-app.command("info")(keys.info)
+app.command("init")(keyring.init)
+app.command("info")(keyring.info)
 app.command("report")(migrate.report)
-app.command("rotate")(keys.rotate)
+app.command("rotate")(keyring.rotate)
 app.command("migrate")(migrate.migrate)
 app.command("full-rotation")(migrate.full_rotation)
 app.command("health-check")(health.health_check)
-app.command("rekey-master")(keys.rekey_master)
+app.command("rekey-master")(keyring.rekey_master)
 app.command("rebuild-projections")(health.rebuild_projections)
 app.command("due")(policy.due)
 app.command("backup")(backup.backup)
 app.command("verify-backup")(backup.verify_backup_command)
 app.command("restore")(backup.restore_command)
 app.add_typer(secrets.app, name="secrets")
-app.add_typer(lifecycle.app, name="keys")
+app.add_typer(keys.app, name="keys")
 app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")
 

@@ -31,7 +31,7 @@ def backup(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        result = take_backup(ledger, out)
+        result = take_backup(ledger.session, out)
     if as_json:
         emit_json({"path": result.path, "events": result.events, "head_hash": result.head,
                    "sha256": result.sha256, "bytes": result.bytes})

@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 
-from cli.launch import PASSWORD_ENV, is_utf8
+from cli.env import PASSWORD_ENV, is_utf8
 from cli.output import note, warn
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
-from ledger.service import default_origin
+from ledger.session import default_origin
 from ledger.store import LOCK_RETRY_SECONDS, Durability, Projector
 from projections import ReadModels, projector
 

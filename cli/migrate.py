@@ -18,7 +18,7 @@ from cli.context import (
     open_read_models,
     warn_of_findings,
 )
-from cli.keys import ConfirmRotation, rotation_document, show_rotation
+from cli.keyring import ConfirmRotation, rotation_document, show_rotation
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from cli.policy import due_report
 from ledger import ConcurrencyError, Ledger, LedgerStorageError, MigrationResult

@@ -46,7 +46,7 @@ def set_(
     warning = parse_duration(warn_before) if warn_before else None
     ledger, views = open_ledger(ctx)
     with ledger, views:
-        policy = set_policy(ledger, max_age=age, warn=warning, max_encryptions=max_encryptions)
+        policy = set_policy(ledger.session, max_age=age, warn=warning, max_encryptions=max_encryptions)
     _show_policy(policy, as_json, saved=True)
 
 
@@ -81,7 +81,7 @@ def due_report(views: ReadModels, now: datetime | None = None, *,
     if ledger is not None:
         keyring = ledger.keyring()
         assert keyring.current is not None
-        version, policy = keyring.current, proven_policy(ledger)
+        version, policy = keyring.current, proven_policy(ledger.session)
         created_at = keyring.versions[version].created_at
         encryptions = ledger.tally().encryptions.get(version, 0)
     elif views.unproven:

@@ -43,9 +43,8 @@ if TYPE_CHECKING:
         RotationResult,
         SecretInfo,
         SecretValue,
-        VersionReport,
-        default_actor,
     )
+    from ledger.session import Session, VersionReport, default_actor
     from ledger.store import Projector, SQLiteRecorder, StoredEvent
 
 
@@ -62,9 +61,9 @@ _HOMES = {
         "ledger.imports": ("ImportResult",),
         "ledger.migration": ("MigrationResult",),
         "ledger.service": (
-            "Ledger", "RotationResult", "SecretInfo", "SecretValue", "VersionReport",
-            "default_actor",
+            "Ledger", "RotationResult", "SecretInfo", "SecretValue",
         ),
+        "ledger.session": ("Session", "VersionReport", "default_actor"),
         "ledger.store": ("Projector", "SQLiteRecorder", "StoredEvent"),
     }.items()
     for name in names
@@ -103,6 +102,7 @@ __all__ = [
     "SQLiteRecorder",
     "SecretInfo",
     "SecretValue",
+    "Session",
     "SigningKeyError",
     "StoredEvent",
     "UnknownSecretError",

@@ -33,7 +33,7 @@ from ledger.signing import recorded_public_key
 from ledger.store import SQLiteRecorder
 
 if TYPE_CHECKING:
-    from ledger.service import Ledger
+    from ledger.session import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +61,14 @@ class BackupReport:
         return self.chain.ok and not self.failures
 
 
-def take_backup(ledger: Ledger, out: Path) -> BackupResult:
+def take_backup(session: Session, out: Path) -> BackupResult:
     """Copy the ledger to ``out`` (which must not exist), verify the copy, record it.
 
     :raises IntegrityError: the copy does not verify (it is removed).
     """
     if out.exists():
         raise InvalidInputError(f"{out} exists; a backup never overwrites a file")
-    ledger.recorder.backup_to(out)
+    session.recorder.backup_to(out)
     with SQLiteRecorder(out) as copy:
         report = verify_ledger(copy)
     if not report.ok:
@@ -76,7 +76,7 @@ def take_backup(ledger: Ledger, out: Path) -> BackupResult:
         raise IntegrityError(f"the backup did not verify ({'; '.join(report.problems)}); removed")
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     result = BackupResult(str(out), report.events, report.head, digest, out.stat().st_size)
-    ledger._append_to_stream(ev.BACKUP_STREAM, ev.BackupTaken(
+    session.append_to_stream(ev.BACKUP_STREAM, ev.BackupTaken(
         file_name=out.name, events=report.events, head_hash=report.head, sha256=digest,
     ))
     return result
@@ -211,7 +211,7 @@ def restore(
         try:
             source.backup_to(staging)
             with Ledger.open(staging, password, actor=actor, origin=origin, seen=None) as new:
-                new._append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
+                new.session.append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
                     file_name=backup_path.name, events_before=before,
                     events_restored=chain.events, forced=force,
                 ))

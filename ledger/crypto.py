@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import functools
 import hashlib
 import hmac
 import os
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,42 +61,9 @@ def generate_data_key() -> bytes:
 
 
 def derive_kek(password: str, salt: bytes, iterations: int) -> bytes:
-    """The key-encryption key for ``password`` (PBKDF2-HMAC-SHA256, 32 bytes): the one
-    :func:`derive_kek_ahead` started for the same inputs, if any, else derived now."""
-    ahead = _AHEAD.pop((password, salt, iterations), None)
-    _AHEAD.clear()  # one unlock per process: nothing else started ahead is wanted now
-    if ahead is not None:
-        ahead.join()
-        if ahead.kek is not None:
-            return ahead.kek
+    """The key-encryption key for ``password``: PBKDF2-HMAC-SHA256, 32 bytes. (An unlock
+    goes through :func:`ledger.early.derive_kek`, which may have started it already.)"""
     return _pbkdf2(password, salt, iterations)
-
-
-def derive_kek_ahead(password: str, salt: bytes, iterations: int) -> None:
-    """Start deriving the key-encryption key on a thread of its own, for
-    :func:`derive_kek` to pick up. OpenSSL's PBKDF2 releases Python's lock, so the
-    derivation runs on another core while this thread goes on (importing the rest of
-    keyledger, for the command line). Inputs that never reach :func:`derive_kek` cost
-    only that core's time."""
-    derivation = _Derivation(password, salt, iterations)
-    _AHEAD[(password, salt, iterations)] = derivation
-    derivation.start()
-
-
-class _Derivation(threading.Thread):
-    def __init__(self, password: str, salt: bytes, iterations: int) -> None:
-        super().__init__(name="keyledger-kdf", daemon=True)
-        self._inputs = (password, salt, iterations)
-        self.kek: bytes | None = None
-
-    def run(self) -> None:
-        # A failure leaves kek None: derive_kek then derives in place, and raises there.
-        with contextlib.suppress(Exception):
-            self.kek = _pbkdf2(*self._inputs)
-        self._inputs = ("", b"", 0)
-
-
-_AHEAD: dict[tuple[str, bytes, int], _Derivation] = {}
 
 
 def derive_seed_key(

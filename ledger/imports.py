@@ -12,18 +12,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from ledger import crypto, pipeline
 from ledger import events as ev
 from ledger.domain import ACTIVE, DECRYPT_ONLY, head_state, validate_name, validate_value
 from ledger.errors import ConcurrencyError, InvalidInputError
 from ledger.import_files import ImportFile, ImportFormat, checked_entry
-from ledger.migration import CONFLICT_RETRIES
+from ledger.session import CONFLICT_RETRIES, Session
 from ledger.store import NewEvent, content_hash
-
-if TYPE_CHECKING:
-    from ledger.service import Ledger
 
 T = TypeVar("T")
 
@@ -54,7 +51,7 @@ class ImportResult:
 
 
 def import_values(
-    ledger: Ledger, values: Mapping[str, str], *, source: ImportFormat,
+    session: Session, values: Mapping[str, str], *, source: ImportFormat,
     overwrite: bool = False, chunk_size: int = IMPORT_CHUNK,
 ) -> ImportResult:
     """Encrypt and record many plaintext values in one transaction (all or nothing).
@@ -65,11 +62,11 @@ def import_values(
     :raises InvalidInputError: a name or value is invalid (named); nothing was written.
     """
     checked = [(name, checked_entry(name, value)) for name, value in values.items()]
-    return _record(ledger, lambda: iter(checked), len(checked), source, overwrite, chunk_size)
+    return _record(session, lambda: iter(checked), len(checked), source, overwrite, chunk_size)
 
 
 def import_file(
-    ledger: Ledger, checked: ImportFile, *, overwrite: bool = False,
+    session: Session, checked: ImportFile, *, overwrite: bool = False,
     chunk_size: int = IMPORT_CHUNK,
 ) -> ImportResult:
     """:func:`import_values` for a file of any size, read again entry by entry.
@@ -80,19 +77,19 @@ def import_file(
 
     :raises InvalidInputError: the file changed since it was checked; nothing was written.
     """
-    return _record(ledger, checked.entries, checked.count, checked.format, overwrite, chunk_size)
+    return _record(session, checked.entries, checked.count, checked.format, overwrite, chunk_size)
 
 
 def _record(
-    ledger: Ledger, entries: Callable[[], Iterable[tuple[str, bytes]]], count: int,
+    session: Session, entries: Callable[[], Iterable[tuple[str, bytes]]], count: int,
     source: ImportFormat, overwrite: bool, chunk_size: int,
 ) -> ImportResult:
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     for _ in range(CONFLICT_RETRIES):
-        keyring = ledger.keyring()
+        keyring = session.keyring()
         version = keyring.require_current()
-        key = ledger._keys.data_key(version)
+        key = session.keys.data_key(version)
         result = ImportResult()
         # The names skipped as existing, each with the head it was skipped on: checked
         # against the proven heads with the chunk that skipped them.
@@ -103,15 +100,15 @@ def _record(
             prepared = pipeline.produce_ahead(partial(
                 pipeline.prepare_import, entries, key, version, source, chunk_size))
             chunks = _decided_chunks(
-                ledger, ([(name, (token, payload)) for name, token, payload in batch]
+                session, ([(name, (token, payload)) for name, token, payload in batch]
                          for batch in prepared),
                 overwrite, result, partial(_from_worker, version, source), skipped)
         else:
             chunks = _decided_chunks(
-                ledger, _batched(entries(), chunk_size), overwrite, result,
+                session, _batched(entries(), chunk_size), overwrite, result,
                 partial(_encrypted, key, version, source), skipped)
         try:
-            result.imported = ledger._append_chunks(
+            result.imported = session.append_chunks(
                 chunks, expect={ev.KEYRING_STREAM: keyring.revision}, decided=skipped,
             )
         except ConcurrencyError:
@@ -141,7 +138,7 @@ def _batched(entries: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def _decided_chunks(
-    ledger: Ledger, batches: Iterable[list[tuple[str, T]]], overwrite: bool,
+    session: Session, batches: Iterable[list[tuple[str, T]]], overwrite: bool,
     result: ImportResult, made: Callable[[str, T], tuple[ev.SecretImported, str | None]],
     skipped: dict[str, tuple[int, str | None]],
 ) -> Iterator[list[NewEvent]]:
@@ -152,7 +149,7 @@ def _decided_chunks(
     without a proof: each event names the head it was decided on (``based_on``), and each
     name skipped goes into ``skipped`` for the recorder to check (ledger.store.Decided)."""
     for batch in batches:
-        heads = ledger.recorder.stream_heads_of([ev.secret_stream(name) for name, _ in batch])
+        heads = session.recorder.stream_heads_of([ev.secret_stream(name) for name, _ in batch])
         new = []
         for name, entry in batch:
             stream = ev.secret_stream(name)
@@ -169,7 +166,7 @@ def _decided_chunks(
 
 
 def import_seed(
-    ledger: Ledger, tokens: Mapping[str, object], password: str, *,
+    session: Session, tokens: Mapping[str, object], password: str, *,
     salt_template: str = crypto.SEED_SALT_TEMPLATE, legacy_version: int = 1,
     overwrite: bool = False,
 ) -> ImportResult:
@@ -206,7 +203,7 @@ def import_seed(
             result.failures.append(ImportEntryFailure(name, str(exc)))
     for _ in range(CONFLICT_RETRIES):
         try:
-            _append_seed(ledger, opened, seed_key, result, overwrite)
+            _append_seed(session, opened, seed_key, result, overwrite)
             return result
         except ConcurrencyError:
             result.imported = result.reencrypted = result.stored_as_is = 0
@@ -214,16 +211,16 @@ def import_seed(
     raise ConcurrencyError(["secrets being imported"])
 
 def _append_seed(
-    ledger: Ledger, opened: list[tuple[str, crypto.SeedPlaintext]],
+    session: Session, opened: list[tuple[str, crypto.SeedPlaintext]],
     seed_key: Callable[[int], bytes], result: ImportResult, overwrite: bool,
 ) -> None:
-    keyring = ledger.keyring()
+    keyring = session.keyring()
     current = keyring.require_current()
     keyring_events: list[ev.DomainEvent] = []
     wrapped: dict[int, bytes] = {}
     secrets: list[NewEvent] = []
     for name, sp in opened:
-        state = ledger.secret(name)
+        state = session.secret(name)
         if not state.deleted and not overwrite:
             result.skipped.append(name)
             continue
@@ -233,7 +230,7 @@ def _append_seed(
             keyring_events.append(
                 ev.KeyVersionCreated(version=version, fingerprint=fp, origin="seed-import")
             )
-            wrapped[version] = ledger._keys.wrap(version, seed_key(version))
+            wrapped[version] = session.keys.wrap(version, seed_key(version))
             result.created_versions.append(version)
         # Kept as is only under a key that is ours, the same, and still usable: never
         # under a retired or destroyed version, where the value would be lost.
@@ -250,7 +247,7 @@ def _append_seed(
             result.stored_as_is += 1
         else:
             token = crypto.encrypt_secret(
-                ledger._keys.data_key(current), current, name, sp.plaintext
+                session.keys.data_key(current), current, name, sp.plaintext
             )
             event = ev.SecretImported(
                 name=name, key_version=current, ciphertext=token,
@@ -263,13 +260,13 @@ def _append_seed(
         NewEvent(ev.KEYRING_STREAM, keyring.revision + i, e)
         for i, e in enumerate(keyring_events, 1)
     ]
-    ledger._append(
+    session.append(
         new + secrets, keys=wrapped or None,
         expect=None if new else {ev.KEYRING_STREAM: keyring.revision},
     )
     result.imported = len(secrets)
     if new:
-        ledger._refresh_keyring()
+        session.refresh_keyring()
 
 
 def _utf8_untrusted(plaintext: bytes) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ledger import crypto
+from ledger import crypto, early
 from ledger.errors import IntegrityError, InvalidCiphertext, VersionError, WrongPasswordError
 from ledger.store import KdfRecord, LedgerMeta
 
@@ -31,7 +31,7 @@ def unlock_kek(meta: LedgerMeta, password: str) -> bytes:
         raise WrongPasswordError(f"unsupported KDF {meta.kdf.algorithm!r}")
     if not password:
         raise WrongPasswordError("the master password is empty")
-    kek = crypto.derive_kek(password, meta.kdf.salt, meta.kdf.iterations)
+    kek = early.derive_kek(password, meta.kdf.salt, meta.kdf.iterations)
     if not crypto.kek_matches(kek, meta.kdf.kek_check):
         raise WrongPasswordError("wrong master password for this ledger")
     return kek

@@ -20,7 +20,7 @@ from ledger.errors import InvalidInputError, VersionError
 from ledger.store import NewEvent
 
 if TYPE_CHECKING:
-    from ledger.service import Ledger
+    from ledger.session import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,41 +39,41 @@ def _known(keyring: KeyringState, version: int) -> None:
         raise InvalidInputError(f"the ledger has no key version {version}")
 
 
-def live_secrets_on(ledger: Ledger, version: int) -> int:
+def live_secrets_on(session: Session, version: int) -> int:
     """How many live secrets are stored under ``version`` (reads every secret's head)."""
-    return ledger.report().distribution.get(version, 0)
+    return session.report().distribution.get(version, 0)
 
 
 def retire(
-    ledger: Ledger, version: int, *, force: bool = False, reason: str | None = None
+    session: Session, version: int, *, force: bool = False, reason: str | None = None
 ) -> LifecycleResult:
     """Stop ``version`` from encrypting or decrypting.
 
     :raises VersionError: it is the current version, already retired or destroyed, or
         (without ``force``) live secrets are still on it.
     """
-    keyring = ledger.keyring()
+    keyring = session.keyring()
     _known(keyring, version)
     if version == keyring.current:
         raise VersionError(f"key version {version} is the current one; rotate first")
     status = keyring.status(version)
     if status in (RETIRED, SCHEDULED, DESTROYED):
         raise VersionError(f"key version {version} is already {status}")
-    live = live_secrets_on(ledger, version)
+    live = live_secrets_on(session, version)
     if live and not force:
         raise VersionError(
             f"{live} live secret(s) are still on key version {version}; migrate them first "
             "(or --force, leaving them unreadable until the version is reinstated)"
         )
     _append_keyring(
-        ledger, keyring, ev.KeyVersionRetired(version=version, reason=reason, forced=bool(live))
+        session, keyring, ev.KeyVersionRetired(version=version, reason=reason, forced=bool(live))
     )
     return LifecycleResult(version, RETIRED, live)
 
 
-def reinstate(ledger: Ledger, version: int, *, reason: str | None = None) -> LifecycleResult:
+def reinstate(session: Session, version: int, *, reason: str | None = None) -> LifecycleResult:
     """Let a retired version decrypt (and, if current, encrypt) again."""
-    keyring = ledger.keyring()
+    keyring = session.keyring()
     _known(keyring, version)
     status = keyring.status(version)
     if status == SCHEDULED:
@@ -81,12 +81,12 @@ def reinstate(ledger: Ledger, version: int, *, reason: str | None = None) -> Lif
                            f"'keyledger keys cancel-destroy {version}' first")
     if status != RETIRED:
         raise VersionError(f"key version {version} is {status}, not retired")
-    _append_keyring(ledger, keyring, ev.KeyVersionReinstated(version=version, reason=reason))
-    return LifecycleResult(version, ledger.keyring().status(version), live_secrets_on(ledger, version))
+    _append_keyring(session, keyring, ev.KeyVersionReinstated(version=version, reason=reason))
+    return LifecycleResult(version, session.keyring().status(version), live_secrets_on(session, version))
 
 
 def destroy(
-    ledger: Ledger, version: int, *, after: timedelta | None = None, reason: str | None = None,
+    session: Session, version: int, *, after: timedelta | None = None, reason: str | None = None,
 ) -> LifecycleResult:
     """Erase a retired version's data key now, or schedule it ``after`` a waiting period.
 
@@ -96,7 +96,7 @@ def destroy(
     :raises VersionError: the version is not retired, still holds live secrets, is
         already destroyed, or its waiting period is not over.
     """
-    keyring = ledger.keyring()
+    keyring = session.keyring()
     _known(keyring, version)
     state = keyring.versions[version]
     status = keyring.status(version)
@@ -104,41 +104,41 @@ def destroy(
         raise VersionError(f"key version {version} is already destroyed")
     if status not in (RETIRED, SCHEDULED):
         raise VersionError(f"key version {version} is {status}; retire it before destroying it")
-    live = live_secrets_on(ledger, version)
+    live = live_secrets_on(session, version)
     if live:
         raise VersionError(f"{live} live secret(s) are still on key version {version}; "
                            "migrate or delete them first")
-    now = ledger.clock()
+    now = session.clock()
     if after is not None:
         if state.destroy_after is not None:
             raise VersionError(f"key version {version} is already scheduled for destruction "
                                f"after {state.destroy_after}")
         not_before = format_time(now + after)
         _append_keyring(
-            ledger, keyring, ev.KeyDestructionScheduled(version=version, not_before=not_before)
+            session, keyring, ev.KeyDestructionScheduled(version=version, not_before=not_before)
         )
         return LifecycleResult(version, SCHEDULED, 0, not_before)
     if state.destroy_after is not None and format_time(now) < state.destroy_after:
         raise VersionError(f"key version {version} is scheduled for destruction after "
                            f"{state.destroy_after}; not before")
-    _append_keyring(ledger, keyring, ev.KeyVersionDestroyed(version=version, reason=reason),
+    _append_keyring(session, keyring, ev.KeyVersionDestroyed(version=version, reason=reason),
                     keys={version: None})
-    erased = ledger.finish_erasure(f"key version {version}'s wrapped data key")
+    erased = session.finish_erasure(f"key version {version}'s wrapped data key")
     return LifecycleResult(version, DESTROYED, 0, erase_pending=not erased)
 
 
-def cancel_destroy(ledger: Ledger, version: int) -> LifecycleResult:
-    keyring = ledger.keyring()
+def cancel_destroy(session: Session, version: int) -> LifecycleResult:
+    keyring = session.keyring()
     _known(keyring, version)
     if keyring.status(version) != SCHEDULED:
         raise VersionError(f"key version {version} is not scheduled for destruction")
-    _append_keyring(ledger, keyring, ev.KeyDestructionCancelled(version=version))
+    _append_keyring(session, keyring, ev.KeyDestructionCancelled(version=version))
     return LifecycleResult(version, RETIRED, 0)
 
 
 def _append_keyring(
-    ledger: Ledger, keyring: KeyringState, event: ev.DomainEvent,
+    session: Session, keyring: KeyringState, event: ev.DomainEvent,
     keys: dict[int, bytes | None] | None = None,
 ) -> None:
-    ledger._append([NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=keys)
-    ledger._refresh_keyring()
+    session.append([NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=keys)
+    session.refresh_keyring()

@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ledger import crypto, pipeline
 from ledger import events as ev
@@ -34,15 +33,12 @@ from ledger.errors import (
     LedgerStorageError,
     VersionError,
 )
+from ledger.session import CONFLICT_RETRIES, Session
 from ledger.store import NewEvent, SQLiteRecorder, content_hash
-
-if TYPE_CHECKING:
-    from ledger.service import Ledger
 
 Progress = Callable[[int, int], None]
 
 DEFAULT_BATCH_SIZE = 1000
-CONFLICT_RETRIES = 8
 #: From this many secrets on, a worker process prepares the batches (forking costs ~20 ms).
 PIPELINE_MIN_SECRETS = 5_000
 
@@ -71,13 +67,13 @@ class Migration:
     """One run of ``migrate`` against an open ledger."""
 
     def __init__(
-        self, ledger: Ledger, target_version: int | None, *, batch_size: int = DEFAULT_BATCH_SIZE,
+        self, session: Session, target_version: int | None, *, batch_size: int = DEFAULT_BATCH_SIZE,
         dry_run: bool = False, progress: Progress | None = None,
     ) -> None:
         if batch_size < 1:
             raise InvalidInputError("--batch-size must be at least 1")
-        self.ledger = ledger
-        self.keyring: KeyringState = ledger.keyring()
+        self.session = session
+        self.keyring: KeyringState = session.keyring()
         current = self.keyring.require_current()
         target = current if target_version is None else target_version
         if target != current:
@@ -97,11 +93,11 @@ class Migration:
         self._decided_on: dict[str, str | None] = {}
 
     def run(self) -> MigrationResult:
-        ledger, result = self.ledger, self.result
+        session, result = self.session, self.result
         started = time.perf_counter()
         # Every streams row the batches will page through, proven against the signed
         # checkpoint first: an edited row must not make the run skip a secret.
-        total = ledger.verify_heads(ev.SECRET_STREAM_PREFIX)
+        total = session.verify_heads(ev.SECRET_STREAM_PREFIX)
         if not result.dry_run:
             run_id = uuid.uuid4().hex[:16]
             resumes = self._unfinished_run()
@@ -139,17 +135,17 @@ class Migration:
                 duration_seconds=result.duration_seconds,
                 status="success" if not result.failures else "partial",
             ))
-            ledger._append(([] if self._recorded else [self._started]) + [completed])
+            session.append(([] if self._recorded else [self._started]) + [completed])
             self._mark_recorded()
         return result
 
     def _states(self, total: int) -> Iterator[list[SecretState]]:
         """Each batch's secrets as their heads left them; with a worker, the re-encrypted
         ones also have their new event waiting in ``_prepared``."""
-        recorder = self.ledger.recorder
+        recorder = self.session.recorder
         if (total < PIPELINE_MIN_SECRETS or not isinstance(recorder, SQLiteRecorder)
                 or not pipeline.can_fork()):
-            for heads in self.ledger._stream_head_batches(ev.SECRET_STREAM_PREFIX, self.batch_size):
+            for heads in self.session.stream_head_batches(ev.SECRET_STREAM_PREFIX, self.batch_size):
                 batch = [head_state(h) for h in heads]
                 self._decided_on = {s.name: content_hash(h) for s, h in zip(batch, heads, strict=True)}
                 yield batch
@@ -191,7 +187,7 @@ class Migration:
         for version in self.keyring.versions:
             try:
                 self.keyring.require_usable(version)
-                keys[version] = self.ledger._keys.data_key(version)
+                keys[version] = self.session.keys.data_key(version)
             except KeyledgerError:
                 continue  # the writer meets it and reports it, as without a worker
         return keys
@@ -232,14 +228,14 @@ class Migration:
             try:
                 if events and not result.dry_run:
                     opening = [] if self._recorded or self._started is None else [self._started]
-                    self.ledger._append(
+                    self.session.append(
                         opening + events, expect={ev.KEYRING_STREAM: self.keyring.revision},
                         decided=decided,
                     )
                     if opening:
                         self._mark_recorded()
                 else:
-                    self.ledger._prove_decided(decided)
+                    self.session.prove_decided(decided)
             except ConcurrencyError as exc:
                 if ev.KEYRING_STREAM in exc.streams:
                     raise VersionError(
@@ -263,7 +259,7 @@ class Migration:
     def _proven(self, name: str) -> SecretState:
         """``name`` read again, its head proven on the way (after a write meanwhile)."""
         self._decided_on.pop(name, None)
-        return self.ledger.secret(name)
+        return self.session.secret(name)
 
     def _event(self, state: SecretState) -> NewEvent:
         assert state.key_version is not None
@@ -274,11 +270,11 @@ class Migration:
             _, token, payload = prepared  # re-encrypted and serialised by the worker
         else:
             try:
-                plaintext = self.ledger._decrypt(state)
+                plaintext = self.session.decrypt(state)
             except InvalidCiphertext:
                 raise IntegrityError("decryption failed") from None
             token = crypto.encrypt_secret(
-                self.ledger._keys.data_key(target), target, state.name, plaintext
+                self.session.keys.data_key(target), target, state.name, plaintext
             )
         event = pipeline.migrated_event(state.name, self._run_id(), state.key_version, target, token)
         return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload,
@@ -297,8 +293,8 @@ class Migration:
         taken_over: set[str] = set()
         # The runs as listed (the whole map was proven just before, in run()), each one's
         # events then proven on their own: a few streams, not the secrets.
-        for listed in list(self.ledger._stream_heads(ev.MIGRATION_STREAM_PREFIX)):
-            events = self.ledger._stream(listed.stream)
+        for listed in list(self.session.stream_heads(ev.MIGRATION_STREAM_PREFIX)):
+            events = self.session.stream(listed.stream)
             head, started = events[-1], events[0].decode()
             assert isinstance(started, ev.MigrationStarted)
             if started.resumes:

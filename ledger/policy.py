@@ -19,7 +19,7 @@ from ledger.errors import InvalidInputError
 from ledger.store import Recorder, StoredEvent
 
 if TYPE_CHECKING:
-    from ledger.service import Ledger
+    from ledger.session import Session
 
 NIST_GCM_LIMIT = 2**32
 #: The guide's rotation period, and the cryptoperiod reports judge key ages against.
@@ -72,10 +72,10 @@ def current_policy(recorder: Recorder) -> ev.RotationPolicySet:
     return policy_at(recorder.stream_head(ev.POLICY_STREAM))
 
 
-def proven_policy(ledger: Ledger) -> ev.RotationPolicySet:
+def proven_policy(session: Session) -> ev.RotationPolicySet:
     """The policy in force, its head event proven against the signed checkpoint: what
     ``policy set`` keeps of it and ``full-rotation --if-due`` decides on."""
-    return policy_at(ledger.head_of(ev.POLICY_STREAM))
+    return policy_at(session.head(ev.POLICY_STREAM))
 
 
 def policy_at(head: StoredEvent | None) -> ev.RotationPolicySet:
@@ -85,11 +85,11 @@ def policy_at(head: StoredEvent | None) -> ev.RotationPolicySet:
 
 
 def set_policy(
-    ledger: Ledger, *, max_age: timedelta | None = None, warn: timedelta | None = None,
+    session: Session, *, max_age: timedelta | None = None, warn: timedelta | None = None,
     max_encryptions: int | None = None,
 ) -> ev.RotationPolicySet:
     """Record a new policy; unspecified settings keep their current values."""
-    old = proven_policy(ledger)
+    old = proven_policy(session)
     policy = ev.RotationPolicySet(
         max_age_seconds=int(max_age.total_seconds()) if max_age else old.max_age_seconds,
         warn_seconds=int(warn.total_seconds()) if warn else old.warn_seconds,
@@ -99,7 +99,7 @@ def set_policy(
         raise InvalidInputError("the warning window must be shorter than the maximum age")
     if not 1 <= policy.max_encryptions <= NIST_GCM_LIMIT:
         raise InvalidInputError(f"--max-encryptions must be 1 to {NIST_GCM_LIMIT:,} (NIST SP 800-38D)")
-    ledger._append_to_stream(ev.POLICY_STREAM, policy)
+    session.append_to_stream(ev.POLICY_STREAM, policy)
     return policy
 
 

@@ -8,21 +8,15 @@ the revisions it read. Nothing changes state except appending events.
 from __future__ import annotations
 
 import functools
-import getpass
-import logging
 import os
-import socket
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from ledger import crypto, imports, lifecycle
 from ledger import events as ev
-from ledger import tally as tally_rules
-from ledger.chain import first_broken_link
 from ledger.domain import (
     KeyringState,
     SecretState,
@@ -30,8 +24,6 @@ from ledger.domain import (
     format_time,
     head_state,
     range_warning,
-    require_scheme_allowed,
-    secret_state,
     validate_name,
     validate_value,
 )
@@ -42,28 +34,32 @@ from ledger.errors import (
     InvalidInputError,
     LedgerBusyError,
     LedgerFormatError,
-    RollbackError,
     UnknownSecretError,
     VersionError,
-    WrongPasswordError,
 )
 from ledger.import_files import ImportFile
 from ledger.imports import ImportResult
-from ledger.keyring import KeyMaterial, new_kdf, unlock_kek
+from ledger.keyring import new_kdf, unlock_kek
 from ledger.lifecycle import LifecycleResult
 from ledger.migration import (
-    CONFLICT_RETRIES,
     DEFAULT_BATCH_SIZE,
     Migration,
     MigrationResult,
     Progress,
 )
-from ledger.seen import Seen, SeenCheckpoints, SeenReview, memory_key, review
-from ledger.signing import CheckpointSigner, SigningKey, open_signing_key, recorded_public_key
+from ledger.seen import Seen, SeenCheckpoints, SeenReview, review
+from ledger.session import (
+    CONFLICT_RETRIES,
+    Clock,
+    Session,
+    VersionReport,
+    default_actor,
+    default_origin,
+    utc_now,
+)
+from ledger.signing import CheckpointSigner, SigningKey
 from ledger.store import (
     FORMAT_VERSION,
-    Decided,
-    KdfRecord,
     LedgerMeta,
     NewEvent,
     Projector,
@@ -73,20 +69,9 @@ from ledger.store import (
 )
 from ledger.tally import Tally
 
-Clock = Callable[[], datetime]
-log = logging.getLogger("keyledger")
-
-
-@dataclass(frozen=True, slots=True)
-class _Restore:
-    occurred_at: str
-    events_before: int
 # ``seen``'s default: this host's memory of checkpoints as the environment names it.
 FROM_ENVIRONMENT: Literal["environment"] = "environment"
 SeenOption = SeenCheckpoints | None | Literal["environment"]
-# How many events past the checkpoint this host remembers are walked at unlock to prove
-# the ledger extends it (about 0.25 s at audit verify's rate).
-SEEN_PROOF_WINDOW = 100_000
 
 
 P = ParamSpec("P")
@@ -98,29 +83,11 @@ def _serialized(method: Callable[Concatenate[Ledger, P], R]) -> Callable[Concate
     threads, which then take turns on its one SQLite connection."""
 
     def serialized(self: Ledger, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self._lock:
+        with self.session.lock:
             return method(self, *args, **kwargs)
 
     functools.update_wrapper(serialized, method)
     return serialized
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def default_actor() -> str:
-    """``user@host`` of whoever runs this process."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname() or 'localhost'}"
-
-
-def default_origin(program: str = "python-api") -> str:
-    """Where an event comes from: this host and the program acting (PCI DSS 10.2.2's origin)."""
-    return f"{socket.gethostname() or 'localhost'} {program} pid {os.getpid()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +103,6 @@ class SecretInfo:
     key_version: int
     revision: int
     scheme: str
-
-
-@dataclass(frozen=True, slots=True)
-class VersionReport:
-    total_secrets: int
-    current_version: int | None
-    needing_migration: int
-    distribution: dict[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,32 +150,33 @@ class Ledger:
         actor: str | None = None, clock: Clock = utc_now, origin: str | None = None,
         upgrade: bool = True, seen: SeenOption = FROM_ENVIRONMENT,
     ) -> None:
-        # One connection, shared by every thread that uses this Ledger: each public
-        # method runs under this lock, so threads take turns (see _serialized).
-        self._lock = threading.RLock()
-        self.recorder = recorder
-        self.actor = actor or default_actor()
-        self.origin = origin or default_origin()
-        self.clock = clock
-        self._meta = meta
-        self._kek = kek
-        self._signing: SigningKey | None = None
-        self._checkpoints: CheckpointSigner | None = None
-        self._keyring = KeyringState()
-        self._keys = KeyMaterial(kek, meta.ledger_id, {}, {})
-        # A ledger from before the heads map, read without upgrading it (a backup, which
-        # must keep its bytes): its whole chain is walked once, then its rows are trusted.
-        self._whole_chain_checked = False
-        self._seen = SeenCheckpoints.from_environment() if isinstance(seen, str) else seen
-        self._seen_tip: Seen | None = None
-        if recorder.needs_upgrade and not upgrade:
-            recorder.verify_whole_chain(self._signer())
-            self._whole_chain_checked = True
-        else:
-            self._check_seen()  # before anything is written here, an upgrade included
-            self._upgrade()
-        self._refresh_keyring()
-        self._finish_pending_erasure()
+        # One session, shared by every thread that uses this Ledger: each public method
+        # runs under its lock, so threads take turns (see _serialized).
+        self.session = Session(
+            recorder, meta, kek, actor=actor, clock=clock, origin=origin, upgrade=upgrade,
+            seen=SeenCheckpoints.from_environment() if isinstance(seen, str) else seen,
+        )
+
+    @property
+    def recorder(self) -> Recorder:
+        return self.session.recorder
+
+    @property
+    def actor(self) -> str:
+        """Who the events appended from now on are recorded as done by."""
+        return self.session.actor
+
+    @actor.setter
+    def actor(self, actor: str) -> None:
+        self.session.actor = actor
+
+    @property
+    def origin(self) -> str:
+        return self.session.origin
+
+    @property
+    def clock(self) -> Clock:
+        return self.session.clock
 
     # -- opening ------------------------------------------------------------------------
 
@@ -340,220 +300,46 @@ class Ledger:
 
     @property
     def kdf_iterations(self) -> int:
-        return self._meta.kdf.iterations
+        return self.session.meta.kdf.iterations
 
     @property
     def erase_pending(self) -> str | None:
         """What a destroy or rekey has not yet erased from the file, or None."""
-        with self._lock:
+        with self.session.lock:
             return self.recorder.erase_pending()
 
     @property
     def ledger_id(self) -> str:
-        return self._meta.ledger_id
+        return self.session.meta.ledger_id
 
     @_serialized
     def signed_tip(self) -> Seen:
         """The latest checkpoint, shown to cover the last event and carry this ledger's
         signature (:meth:`SQLiteRecorder.verified_tip`)."""
-        tip = self.recorder.verified_tip(self._signer())
-        return Seen(tip.seq, tip.head_hash, tip.signed_at)
-
-    # -- erasing from the file ----------------------------------------------------------
+        return self.session.signed_tip()
 
     @_serialized
     def finish_erasure(self, what: str) -> bool:
-        """After a change that must leave no old copy in the file (destroy, rekey): copy
-        the WAL into the database file and truncate it (:meth:`SQLiteRecorder.shred`).
-        If another process's older snapshot prevents that within the lock timeout,
-        ``what`` is recorded as pending, reported by ``health-check``, and the next
-        unlock finishes it. Whether it is erased now."""
-        try:
-            erased = self.recorder.shred()
-        except LedgerBusyError:  # the change is committed; only its erasure waits
-            erased = False
-        if erased:
-            if self.recorder.erase_pending() is not None:
-                self.recorder.set_erase_pending(None)
-            return True
-        self.recorder.set_erase_pending(what)
-        return False
-
-    def _finish_pending_erasure(self) -> None:
-        """At unlock: one quick try to finish an erasure an earlier command left pending."""
-        self.recorder.finish_pending_erasure()
-
-    # -- what this host has seen ---------------------------------------------------------
-
-    def _check_seen(self) -> None:
-        """Refuse a ledger behind the newest checkpoint this host verified; then remember
-        this one. A rollback explained by a restore signed since then is accepted."""
-        if self._seen is None:
-            self._seen_tip = self.signed_tip()  # this process's own guard only
-            return
-        # The memory first, then the ledger: the memory is written after each commit, so
-        # read in this order a ledger that only moved on is never behind it.
-        ledger_id = self._memory_key()
-        seen = self._seen.get(ledger_id)
-        tip = self.signed_tip()
-        restored = False
-        if seen is not None:
-            hash_at = self._hash_at(seen, tip.seq) if tip.seq > seen.seq else None
-            try:
-                self._seen.check(seen, tip.seq, tip.head_hash, hash_at, None)
-            except RollbackError:
-                # Only a restore that replaced at least what this host saw, signed after it.
-                restore = self._last_restore()
-                if restore is None or restore.events_before < seen.seq:
-                    raise
-                self._seen.check(seen, tip.seq, tip.head_hash, hash_at, restore.occurred_at)
-                restored = True
-                log.warning("keyledger: the ledger is behind what this host saw (seq %d); "
-                            "accepted, since it records a restore signed at %s",
-                            seen.seq, restore.occurred_at)
-        self._seen_tip = tip
-        self._seen.record(ledger_id, tip, replace=restored)
-
-    def _hash_at(self, seen: Seen, top: int) -> str | None:
-        """The hash at ``seen.seq`` of a ledger that has moved on to ``top``. Within
-        :data:`SEEN_PROOF_WINDOW` events it is proven: the chain from the remembered head
-        links, hash by hash, to the signed tip, or the answer is None. Past the window the
-        stored hash is taken as it is (a fork that long is only found by an anchor)."""
-        if top - seen.seq > SEEN_PROOF_WINDOW:
-            at = self.recorder.event_at(seen.seq)
-            return None if at is None else at.hash
-        broken = first_broken_link(self.recorder.chain_rows(seen.seq, top),
-                                   prev_hash=seen.head_hash, expected_seq=seen.seq + 1)
-        return seen.head_hash if broken is None else None
-
-    def _last_restore(self) -> _Restore | None:
-        """The newest ``LedgerRestored`` (its events proven): when it was signed and how
-        far the ledger it replaced went; None if the ledger was never restored."""
-        if not self.recorder.has_heads_map:  # no heads map yet to prove the stream with
-            self.recorder.verify_whole_chain(self._signer())
-            events = self.recorder.read_stream(ev.BACKUP_STREAM)
-        else:
-            events = self._stream(ev.BACKUP_STREAM)
-        for stored in reversed(events):
-            event = stored.decode()
-            if isinstance(event, ev.LedgerRestored):
-                return _Restore(stored.occurred_at, event.events_before)
-        return None
-
-    def _remember(self, seq: int, head_hash: str, signed_at: str) -> None:
-        """After an append: remember the checkpoint this session just signed."""
-        if self._seen_tip is not None:
-            self._seen_tip = Seen(seq, head_hash, signed_at)
-            if self._seen is not None:
-                self._seen.record(self._memory_key(), self._seen_tip, durable=False)
-
-    def _refuse_if_replaced(self) -> None:
-        """A long-lived Ledger's own guard: the event it last verified or signed must still
-        be where it was, or the file was put back (or restored) under this process. One
-        indexed read, before a value is served or anything is appended."""
-        mine = self._seen_tip
-        if mine is None:
-            return
-        at = self.recorder.event_at(mine.seq)
-        if at is None or at.hash != mine.head_hash:
-            raise RollbackError(
-                f"the ledger no longer holds seq {mine.seq} as this process verified it "
-                "(the file was rolled back or restored under it); open it again, and check "
-                "it with `keyledger audit verify --anchor`"
-            )
+        """Erase from the file what a destroy or rekey left behind; see
+        :meth:`ledger.session.Session.finish_erasure`. Whether it is erased now."""
+        return self.session.finish_erasure(what)
 
     @_serialized
     def review_seen(self, *, forget: bool = False) -> SeenReview:
         """This host's memory of the ledger here beside its verified tip now; ``forget``
         replaces the memory with that tip (an older copy was put back on purpose). Open
         the ledger with ``seen=None`` to review one the memory refuses."""
-        return review(self._memory_key(), self.signed_tip(), forget=forget)
-
-    def _memory_key(self) -> str:
-        """This ledger at this place: a backup or copy elsewhere is an older copy by
-        design, so the memory is of the ledger where the host uses it."""
-        return memory_key(self._meta.ledger_id, self.recorder.location)
-
-    # -- keyring ------------------------------------------------------------------------
-
-    def _upgrade(self) -> None:
-        """Bring a ledger written by an earlier keyledger up to the current format (once,
-        after its whole chain verifies; see :meth:`SQLiteRecorder.upgrade`)."""
-        if not self.recorder.needs_upgrade:
-            return
-        head = self.recorder.stream_head(ev.LEDGER_STREAM)
-        self.recorder.upgrade(
-            NewEvent(ev.LEDGER_STREAM, (head.stream_rev if head else 0) + 1,
-                     ev.LedgerUpgraded(from_format=self.recorder.format_version,
-                                       to_format=FORMAT_VERSION)),
-            actor=self.actor, occurred_at=format_time(self.clock()), origin=self.origin,
-            signer=self._signer(),
-        )
+        return review(self.session.memory_key(), self.session.signed_tip(), forget=forget)
 
     @_serialized
     def head_of(self, stream: str) -> StoredEvent | None:
         """The head event of ``stream``, proven against the latest signed checkpoint."""
-        return self._head(stream)
-
-    # Every read of the ledger's state goes through these three, and each ends with
-    # _refuse_if_replaced: what was proven against the file's checkpoint is also this
-    # process's ledger, not an older copy put back under it.
-
-    def _head(self, stream: str) -> StoredEvent | None:
-        """The head event of ``stream``, shown to be the newest the ledger signed for."""
-        if self._whole_chain_checked:
-            head = self.recorder.stream_head(stream)
-        else:
-            head = self.recorder.verified_head(stream, self._signer())
-        self._refuse_if_replaced()
-        return head
-
-    def _stream(self, stream: str) -> list[StoredEvent]:
-        """Every event of ``stream``, each shown to be the ledger's."""
-        if self._whole_chain_checked:
-            rows = self.recorder.read_stream(stream)
-        else:
-            rows = self.recorder.verified_stream(stream, self._signer(), whole=True)
-        self._refuse_if_replaced()
-        return rows
-
-    def _fold_heads(self, prefix: str, fold: Callable[[StoredEvent], None]) -> None:
-        """``fold`` over every head of the streams named ``prefix...``; raises at the end
-        if the heads are not the signed ones (act on what was folded only after)."""
-        if self._whole_chain_checked:
-            for stored in self._stream_heads(prefix):
-                fold(stored)
-        else:
-            self.recorder.fold_verified_heads(self._signer(), prefix, fold)
-        self._refuse_if_replaced()
+        return self.session.head(stream)
 
     @_serialized
     def keyring(self) -> KeyringState:
         """The keyring as the ledger holds it now (re-read if another process changed it)."""
-        head = self._head(ev.KEYRING_STREAM)
-        if head is None or head.stream_rev != self._keyring.revision:
-            self._refresh_keyring()
-        return self._keyring
-
-    def _refresh_keyring(self) -> None:
-        # One snapshot: a rekey-master committing between these reads must not pair the
-        # new KDF parameters with the old wrapped keys (or the other way round).
-        with self.recorder.snapshot():
-            rows = self._stream(ev.KEYRING_STREAM)
-            meta = self.recorder.read_meta()
-            wrapped = self.recorder.read_wrapped_keys()
-        state = KeyringState()
-        for stored in rows:
-            state.apply(stored.decode(), stored.occurred_at)
-        if not crypto.kek_matches(self._kek, meta.kdf.kek_check):
-            raise WrongPasswordError(
-                "the master password of this ledger was changed by another process; "
-                "reopen with the new one"
-            )
-        self._meta = meta
-        self._keyring = state
-        fingerprints = {v.version: v.fingerprint for v in state.versions.values()}
-        self._keys = KeyMaterial(self._kek, meta.ledger_id, wrapped, fingerprints)
+        return self.session.keyring()
 
     @_serialized
     def check_keys(self) -> list[int]:
@@ -562,9 +348,10 @@ class Ledger:
         :raises IntegrityError: a stored key does not open or was substituted.
         """
         self.keyring()
-        versions = self._keys.versions()
+        keys = self.session.keys
+        versions = keys.versions()
         for version in versions:
-            self._keys.data_key(version)
+            keys.data_key(version)
         return versions
 
     @_serialized
@@ -574,13 +361,13 @@ class Ledger:
 
         :raises SigningKeyError: it does not open or was substituted.
         """
-        return self._signing_key().public_key
+        return self.session.signing_key().public_key
 
     @_serialized
     def self_test(self) -> None:
         """Encrypt and decrypt a probe under the current key, in memory only."""
         version = self.keyring().require_current()
-        key = self._keys.data_key(version)
+        key = self.session.keys.data_key(version)
         probe = os.urandom(16)
         token = crypto.encrypt_secret(key, version, "keyledger/self-test", probe)
         if crypto.decrypt_secret_untrusted(
@@ -613,21 +400,20 @@ class Ledger:
             )
         except VersionError as exc:
             if not dry_run and new_version is not None:
-                self._record_rejection(
-                    ev.KeyRotationRejected(requested_version=new_version, reason=str(exc))
-                )
+                self.session.append_to_stream(ev.REJECTIONS_STREAM, ev.KeyRotationRejected(
+                    requested_version=new_version, reason=str(exc)))
             raise
         result = RotationResult(keyring.current, version, dry_run, range_warning(version))
         if dry_run:
             return result
         if confirm is not None:
             confirm(version)
-        wrapped = self._keys.wrap(version, data_key)
-        self._append(
+        wrapped = self.session.keys.wrap(version, data_key)
+        self.session.append(
             [NewEvent(ev.KEYRING_STREAM, keyring.revision + i, e) for i, e in enumerate(events, 1)],
             keys={version: wrapped},
         )
-        self._refresh_keyring()
+        self.session.refresh_keyring()
         return result
 
     @_serialized
@@ -643,7 +429,7 @@ class Ledger:
         """
         if not new_password:
             raise InvalidInputError("the new master password must not be empty")
-        iterations = kdf_iterations or max(self._meta.kdf.iterations, crypto.KEK_ITERATIONS)
+        iterations = kdf_iterations or max(self.session.meta.kdf.iterations, crypto.KEK_ITERATIONS)
         if iterations < crypto.KEK_ITERATIONS and not _allow_weak_kdf:
             raise ValueError(f"kdf_iterations must be at least {crypto.KEK_ITERATIONS}")
         keyring = self.keyring()
@@ -656,31 +442,27 @@ class Ledger:
                 "Retry when it is done (or raise --lock-timeout)"
             )
         kdf, new_kek = new_kdf(new_password, iterations)
-        rewrapped = self._keys.rewrapped_under(new_kek)
+        rewrapped = self.session.keys.rewrapped_under(new_kek)
         signing_key = crypto.wrap_signing_key(
-            new_kek, self._signing_key().private_bytes(), self._meta.ledger_id
+            new_kek, self.session.signing_key().private_bytes(), self.session.meta.ledger_id
         )
         event = ev.MasterKeyRewrapped(
             kdf_algorithm=kdf.algorithm, kdf_iterations=kdf.iterations,
             fingerprints={str(v): keyring.versions[v].fingerprint for v in sorted(rewrapped)},
         )
-        self._append(
+        self.session.append(
             [NewEvent(ev.KEYRING_STREAM, keyring.revision + 1, event)], keys=rewrapped, kdf=kdf,
             signing_key=signing_key,
         )
-        self._kek = new_kek
-        self._refresh_keyring()
-        self.finish_erasure("the key wraps under the old master password")
+        self.session.use_kek(new_kek)
+        self.session.finish_erasure("the key wraps under the old master password")
         return len(rewrapped)
 
     # -- secrets ------------------------------------------------------------------------
 
     @_serialized
     def secret(self, name: str) -> SecretState:
-        head = self._head(ev.secret_stream(name))
-        if head is None:
-            return SecretState(name, 0, deleted=True)
-        return secret_state(name, head.stream_rev, head.decode())
+        return self.session.secret(name)
 
     @_serialized
     def get(self, name: str) -> SecretValue:
@@ -704,7 +486,7 @@ class Ledger:
     def _record_read(self, name: str, version: int) -> None:
         """Append ``SecretRead`` while read auditing is on; raises (fail closed) if it cannot."""
         if self.read_auditing():
-            self._append_to_stream(ev.READS_STREAM, ev.SecretRead(name=name, key_version=version))
+            self.session.append_to_stream(ev.READS_STREAM, ev.SecretRead(name=name, key_version=version))
 
     def _get_unaudited(self, name: str) -> SecretValue:
         """:meth:`get` without recording the read: for callers that decrypt a value without
@@ -715,7 +497,7 @@ class Ledger:
             raise UnknownSecretError(f"no secret named {name!r}")
         self.keyring()  # a retirement by another process takes effect at once
         try:
-            plaintext = self._decrypt(state)
+            plaintext = self.session.decrypt(state)
         except InvalidCiphertext:
             raise IntegrityError(
                 f"secret {name!r} does not decrypt under key version {state.key_version}"
@@ -737,7 +519,7 @@ class Ledger:
     @_serialized
     def read_auditing(self) -> bool:
         """Whether every :meth:`get` is recorded as a ``SecretRead`` event (one indexed lookup)."""
-        return _read_auditing_at(self._head(ev.AUDIT_SETTINGS_STREAM)).enabled
+        return _read_auditing_at(self.session.head(ev.AUDIT_SETTINGS_STREAM)).enabled
 
     @_serialized
     def set_read_auditing(self, enabled: bool, *, reason: str | None = None) -> bool:
@@ -747,14 +529,14 @@ class Ledger:
         would only be noise in the audit trail.
         """
         for _ in range(CONFLICT_RETRIES):
-            head = self._head(ev.AUDIT_SETTINGS_STREAM)
+            head = self.session.head(ev.AUDIT_SETTINGS_STREAM)
             if _read_auditing_at(head).enabled == enabled:
                 return False
             event = ev.ReadAuditingSet(enabled=enabled, reason=reason)
             try:
                 # Decided against this revision: two operators switching at once append
                 # one event between them, not two identical ones.
-                self._append([NewEvent(ev.AUDIT_SETTINGS_STREAM,
+                self.session.append([NewEvent(ev.AUDIT_SETTINGS_STREAM,
                                        (head.stream_rev if head else 0) + 1, event)])
             except ConcurrencyError:
                 continue
@@ -774,23 +556,11 @@ class Ledger:
         try:
             version = crypto.parse_frame_untrusted(ciphertext).version
             state = SecretState(name, 0, False, version, ciphertext, scheme)
-            value = self._decrypt(state).decode("utf-8")
+            value = self.session.decrypt(state).decode("utf-8")
         except (InvalidCiphertext, UnicodeDecodeError):
             raise IntegrityError(f"that ciphertext of {name!r} does not decrypt") from None
         self._record_read(name, version)
         return value
-
-    def _decrypt(self, state: SecretState) -> bytes:
-        assert state.key_version is not None and state.ciphertext is not None
-        if state.key_version not in self._keyring.versions:
-            self._refresh_keyring()
-        self._keyring.require_usable(state.key_version)
-        require_scheme_allowed(self._keyring, state)
-        key = self._keys.data_key(state.key_version)
-        return crypto.decrypt_secret_untrusted(
-            key, state.ciphertext, state.name, state.scheme or crypto.SCHEME_BOUND,
-            version=state.key_version,
-        )
 
     @_serialized
     def set(self, name: str, value: str) -> SecretState:
@@ -806,12 +576,14 @@ class Ledger:
             keyring = self.keyring()
             version = keyring.require_current()
             state = self.secret(name)
-            token = crypto.encrypt_secret(self._keys.data_key(version), version, name, plaintext)
+            token = crypto.encrypt_secret(
+                self.session.keys.data_key(version), version, name, plaintext
+            )
             event = make(
                 name=name, key_version=version, ciphertext=token, scheme=crypto.SCHEME_BOUND
             )
             try:
-                self._append(
+                self.session.append(
                     [NewEvent(ev.secret_stream(name), state.revision + 1, event)],
                     expect={ev.KEYRING_STREAM: keyring.revision},
                 )
@@ -843,8 +615,8 @@ class Ledger:
         report = verify_ledger(backup.recorder)  # type: ignore[arg-type]
         if not report.ok:
             raise IntegrityError(f"the backup does not verify: {'; '.join(report.problems)}")
-        if (backup._meta.ledger_id != self._meta.ledger_id
-                or backup._signing_key().public_key != self._signing_key().public_key):
+        if (backup.ledger_id != self.ledger_id
+                or backup.check_signing_key() != self.check_signing_key()):
             raise IntegrityError("the backup is of another ledger (its id or signing key "
                                  "differs from this one's); nothing was restored")
         # Not a disclosure: the value goes straight into this ledger, recorded as a restore;
@@ -864,7 +636,7 @@ class Ledger:
         state = self.secret(name)
         if state.deleted:
             raise UnknownSecretError(f"no secret named {name!r}")
-        self._append([NewEvent(ev.secret_stream(name), state.revision + 1,
+        self.session.append([NewEvent(ev.secret_stream(name), state.revision + 1,
                                ev.SecretDeleted(name=name))])
 
     @_serialized
@@ -885,7 +657,7 @@ class Ledger:
                 found.append(SecretInfo(state.name, state.key_version, state.revision,
                                         state.scheme))
 
-        self._fold_heads(ev.SECRET_STREAM_PREFIX, collect)
+        self.session.fold_heads(ev.SECRET_STREAM_PREFIX, collect)
         return sorted(found, key=lambda info: info.name)
 
     @_serialized
@@ -898,23 +670,7 @@ class Ledger:
 
         :raises IntegrityError: a streams row or head event is not the one signed for.
         """
-        current = self.keyring().current
-        distribution: dict[int, int] = {}
-        up_to_date = 0
-
-        def count(stored: StoredEvent) -> None:
-            nonlocal up_to_date
-            state = head_state(stored)
-            if not state.deleted:
-                assert state.key_version is not None
-                distribution[state.key_version] = distribution.get(state.key_version, 0) + 1
-                up_to_date += state.key_version == current and state.scheme == crypto.SCHEME_BOUND
-
-        # Every head proven against the signed root before any count is used: retire and
-        # destroy decide on these figures.
-        self._fold_heads(ev.SECRET_STREAM_PREFIX, count)
-        total = sum(distribution.values())
-        return VersionReport(total, current, total - up_to_date, dict(sorted(distribution.items())))
+        return self.session.report()
 
     @_serialized
     def tally(self) -> Tally:
@@ -924,12 +680,7 @@ class Ledger:
 
         :raises IntegrityError: the checkpoint does not hold or signs no tally.
         """
-        if self._whole_chain_checked:  # an earlier format, read without upgrading it
-            found = tally_rules.fold((s.stream, s.decode()) for s in self.recorder.read_events())
-        else:
-            found = self.recorder.verified_tally(self._signer())
-        self._refuse_if_replaced()
-        return found
+        return self.session.tally()
 
     @_serialized
     def verify_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
@@ -938,29 +689,7 @@ class Ledger:
 
         :raises IntegrityError: one of them is not the one signed for.
         """
-        seen = 0
-
-        def count(_: StoredEvent) -> None:
-            nonlocal seen
-            seen += 1
-
-        self._fold_heads(prefix, count)
-        return seen
-
-    def _stream_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> Iterator[StoredEvent]:
-        for heads in self._stream_head_batches(prefix, DEFAULT_BATCH_SIZE):
-            yield from heads
-
-    def _stream_head_batches(self, prefix: str, size: int) -> Iterator[list[StoredEvent]]:
-        """The head events of the streams named ``prefix...``, ``size`` at a time in name order."""
-        after = ""
-        while True:
-            with self._lock:  # a page at a time: a caller between pages holds nothing
-                heads = self.recorder.stream_heads(prefix, after, size)
-            if not heads:
-                return
-            yield heads
-            after = heads[-1].stream
+        return self.session.verify_heads(prefix)
 
     # -- imports and migration (see ledger.imports, ledger.migration) -----------------------
 
@@ -970,7 +699,7 @@ class Ledger:
         overwrite: bool = False,
     ) -> ImportResult:
         """Encrypt and record many plaintext values at once; see :func:`ledger.imports.import_values`."""
-        return imports.import_values(self, values, source=source, overwrite=overwrite)
+        return imports.import_values(self.session, values, source=source, overwrite=overwrite)
 
     @_serialized
     def import_file(
@@ -979,7 +708,7 @@ class Ledger:
     ) -> ImportResult:
         """Record a checked import file of any size in one transaction; see
         :func:`ledger.imports.import_file`."""
-        return imports.import_file(self, checked, overwrite=overwrite, chunk_size=chunk_size)
+        return imports.import_file(self.session, checked, overwrite=overwrite, chunk_size=chunk_size)
 
     @_serialized
     def import_seed(
@@ -989,7 +718,7 @@ class Ledger:
     ) -> ImportResult:
         """Import the old system's ciphertexts; see :func:`ledger.imports.import_seed`."""
         return imports.import_seed(
-            self, tokens, password, salt_template=salt_template, legacy_version=legacy_version,
+            self.session, tokens, password, salt_template=salt_template, legacy_version=legacy_version,
             overwrite=overwrite,
         )
 
@@ -1006,104 +735,29 @@ class Ledger:
         :raises VersionError: ``target_version`` is not the current version.
         """
         return Migration(
-            self, target_version, batch_size=batch_size, dry_run=dry_run, progress=progress
+            self.session, target_version, batch_size=batch_size, dry_run=dry_run, progress=progress
         ).run()
-
-    def _record_rejection(self, event: ev.DomainEvent) -> None:
-        self._append_to_stream(ev.REJECTIONS_STREAM, event)
-
-    def _append_to_stream(self, stream: str, event: ev.DomainEvent) -> None:
-        """Append one event at the next revision of a stream nobody decides against
-        (rejections, policy, backups), retrying if another process got there first."""
-        for _ in range(CONFLICT_RETRIES):
-            head = self._head(stream)
-            try:
-                self._append([NewEvent(stream, (head.stream_rev if head else 0) + 1, event)])
-                return
-            except ConcurrencyError:
-                continue
-        raise ConcurrencyError([stream])
 
     # -- lifecycle (see ledger.lifecycle) --------------------------------------------------
 
     @_serialized
     def retire(self, version: int, *, force: bool = False, reason: str | None = None) -> LifecycleResult:
         """Stop a version from encrypting or decrypting; see :func:`ledger.lifecycle.retire`."""
-        return lifecycle.retire(self, version, force=force, reason=reason)
+        return lifecycle.retire(self.session, version, force=force, reason=reason)
 
     @_serialized
     def reinstate(self, version: int, *, reason: str | None = None) -> LifecycleResult:
         """Undo :meth:`retire`."""
-        return lifecycle.reinstate(self, version, reason=reason)
+        return lifecycle.reinstate(self.session, version, reason=reason)
 
     @_serialized
     def destroy(
         self, version: int, *, after: timedelta | None = None, reason: str | None = None
     ) -> LifecycleResult:
         """Erase a retired version's key (crypto-shredding); see :func:`ledger.lifecycle.destroy`."""
-        return lifecycle.destroy(self, version, after=after, reason=reason)
+        return lifecycle.destroy(self.session, version, after=after, reason=reason)
 
     @_serialized
     def cancel_destroy(self, version: int) -> LifecycleResult:
         """Cancel a scheduled destruction; the version stays retired."""
-        return lifecycle.cancel_destroy(self, version)
-
-    # -- appending ----------------------------------------------------------------------
-
-    def _append(
-        self, events: Iterable[NewEvent], *, keys: Mapping[int, bytes | None] | None = None,
-        kdf: KdfRecord | None = None, expect: Mapping[str, int] | None = None,
-        signing_key: bytes | None = None, decided: Decided | None = None,
-    ) -> list[StoredEvent]:
-        """Append ``events`` with a signed checkpoint of the new head, in one transaction;
-        ``decided`` and the events' ``based_on`` name the unproven heads they were decided
-        on (:data:`ledger.store.Decided`)."""
-        self._refuse_if_replaced()
-        occurred_at = format_time(self.clock())
-        stored = self.recorder.append(
-            list(events), actor=self.actor, occurred_at=occurred_at,
-            origin=self.origin, keys=keys, kdf=kdf, signing_key=signing_key, expect=expect,
-            signer=self._signer(), decided=decided,
-        )
-        if stored:
-            self._remember(stored[-1].seq, stored[-1].hash, occurred_at)
-        return stored
-
-    def _append_chunks(
-        self, chunks: Iterable[Sequence[NewEvent]], *, expect: Mapping[str, int] | None = None,
-        decided: dict[str, tuple[int, str | None]] | None = None,
-    ) -> int:
-        """Append every chunk's events in one transaction, with one signed checkpoint of
-        the final head; the number appended (see :meth:`SQLiteRecorder.append_chunks`)."""
-        self._refuse_if_replaced()
-        occurred_at = format_time(self.clock())
-        appended = self.recorder.append_chunks(
-            chunks, actor=self.actor, occurred_at=occurred_at, origin=self.origin,
-            expect=expect, signer=self._signer(), decided=decided,
-        )
-        if appended:
-            self._remember(*self.recorder.head(), occurred_at)
-        return appended
-
-    def _prove_decided(self, decided: Decided) -> None:
-        """Decisions with nothing to append, shown to rest on the proven heads
-        (:meth:`SQLiteRecorder.prove_decided`)."""
-        self.recorder.prove_decided(decided, self._signer())
-
-    def _signer(self) -> CheckpointSigner:
-        if self._checkpoints is None:
-            self._checkpoints = CheckpointSigner(self._signing_key(), self._meta.ledger_id)
-        return self._checkpoints
-
-    def _signing_key(self) -> SigningKey:
-        """The checkpoint-signing key, unwrapped on first use and checked against the
-        public key the ledger recorded.
-
-        :raises SigningKeyError: the stored key does not open or was substituted.
-        """
-        if self._signing is None:
-            self._signing = open_signing_key(self._kek, self._meta.signing_key,
-                                             self._meta.ledger_id, recorded_public_key(self.recorder))
-        return self._signing
-
-
+        return lifecycle.cancel_destroy(self.session, version)

@@ -50,12 +50,12 @@ from ledger.errors import (
     LedgerStorageError,
     printable_ascii,
 )
+from ledger.store_header import parse_kdf
 from ledger.tally import Tally
 
 APPLICATION_ID = 0x4B4C4447  # "KLDG"
 # More KDF iterations than any ledger is made with (minutes per unlock): a larger count,
 # or one below 1, is damage to the KDF record, refused before anything derives with it.
-MAX_KEK_ITERATIONS = 100_000_000
 # 1 lacked events.origin, 2 lacked signed checkpoints: pre-release layouts, never shipped.
 # 3 lacked the authenticated map of stream heads (ledger.heads): upgraded on first unlock.
 FORMAT_VERSION = 5
@@ -659,15 +659,8 @@ class SQLiteRecorder:
     def read_meta(self) -> LedgerMeta:
         rows = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         try:
-            iterations = int(rows["kdf_iterations"])
-            if not 1 <= iterations <= MAX_KEK_ITERATIONS:
-                raise ValueError("KDF iteration count out of range")
-            kdf = KdfRecord(
-                algorithm=rows["kdf_algorithm"],
-                iterations=iterations,
-                salt=base64.b64decode(rows["kdf_salt"]),
-                kek_check=rows["kek_check"],
-            )
+            algorithm, salt, iterations = parse_kdf(rows)
+            kdf = KdfRecord(algorithm, iterations, salt, rows["kek_check"])
             return LedgerMeta(
                 rows["ledger_id"], int(rows["format_version"]), kdf,
                 base64.b64decode(rows["signing_key"]),

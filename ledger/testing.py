@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ledger import crypto
 from ledger.seen import STATE_DIR_ENV
-from ledger.service import Clock, Ledger
+from ledger.service import Ledger
+from ledger.session import Clock
 from ledger.store import Projector
 
 TEST_KDF_ITERATIONS = 1_000

@@ -102,7 +102,7 @@ def plant_undecryptable(db: Path, name: str = "broken") -> None:
     with Ledger.open(db, PASSWORD) as ledger:
         donor = ledger.secret("db_password").ciphertext
         assert donor is not None
-        ledger._append(
+        ledger.session.append(
             [NewEvent(ev.secret_stream(name), 1, ev.SecretWritten(
                 name=name, key_version=1, ciphertext=donor, scheme=SCHEME_BOUND,
             ))],

@@ -56,7 +56,7 @@ def test_history_lists_every_kind_of_change_with_its_versions_in_seq_order(
     ledger.rotate()
     ledger.migrate()
     ledger.reset("a", "three", reason="corrupted")
-    take_backup(ledger, tmp_path / "b.db")
+    take_backup(ledger.session, tmp_path / "b.db")
     with Ledger.open(tmp_path / "b.db", LEDGER_PASSWORD) as backup:
         ledger.restore_from_backup("a", backup, backup_file="b.db")
     ledger.set_read_auditing(True)
@@ -226,7 +226,7 @@ def test_verifying_a_backup_never_writes_to_it(ledger: Ledger, tmp_path: Path) -
     ledger.set("a", "1")
     ledger.set_read_auditing(True)
     out = tmp_path / "b.db"
-    take_backup(ledger, out)
+    take_backup(ledger.session, out)
     before = file_digest(out)
     report = verify_backup(out, LEDGER_PASSWORD)
     assert report.ok and report.decrypted == 1

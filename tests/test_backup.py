@@ -22,14 +22,14 @@ def test_backup_is_private_verified_and_recorded(ledger: Ledger, tmp_path: Path)
     """The copy is 0600, its chain verifies, every secret decrypts, and the live ledger records it."""
     ledger.set("a", "1")
     out = tmp_path / "b.db"
-    result = take_backup(ledger, out)
+    result = take_backup(ledger.session, out)
     assert out.stat().st_mode & 0o777 == 0o600
     report = verify_backup(out, PASSWORD)
     assert report.ok and (report.secrets, report.decrypted) == (1, 1)
     assert report.chain.events == result.events == ledger.recorder.head()[0] - 1
     assert ledger.recorder.stream_head("backups").type == "BackupTaken"  # type: ignore[union-attr]
     with pytest.raises(Exception, match="never overwrites"):
-        take_backup(ledger, out)
+        take_backup(ledger.session, out)
 
 
 def test_a_backup_taken_during_a_migration_restores_and_reads_everything(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_a_backup_taken_during_a_migration_restores_and_reads_everything(tmp_pat
         with Ledger.open(path, PASSWORD) as other:
             for n in range(3):
                 target = tmp_path / f"during-{n}.db"
-                take_backup(other, target)
+                take_backup(other.session, target)
                 backups.append(target)
 
     with Ledger.open(path, PASSWORD, projector=projector()) as migrating:
@@ -68,7 +68,7 @@ def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, db_path: P
     """Restoring an older backup over a ledger that moved on is refused; --force does it."""
     ledger.set("a", "old")
     out = tmp_path / "b.db"
-    take_backup(ledger, out)
+    take_backup(ledger.session, out)
     ledger.set("a", "new")
     ledger.close()
     with pytest.raises(LedgerFormatError, match="not a prefix"):
@@ -91,7 +91,7 @@ def test_a_later_backup_cannot_decrypt_a_destroyed_version(ledger: Ledger, tmp_p
     ledger.retire(1)
     ledger.destroy(1)
     out = tmp_path / "after.db"
-    take_backup(ledger, out)
+    take_backup(ledger.session, out)
     assert wrapped not in out.read_bytes()
     with Ledger.open(out, PASSWORD) as backup:
         assert backup.get("a").value == "1"
@@ -131,7 +131,7 @@ def test_a_secret_restored_from_a_backup_is_a_new_revision(ledger: Ledger, tmp_p
     """secrets restore brings one value back under the current key; the history stays intact."""
     ledger.set("a", "good")
     out = tmp_path / "b.db"
-    take_backup(ledger, out)
+    take_backup(ledger.session, out)
     ledger.set("a", "broken")
     ledger.rotate()
     with Ledger.open(out, PASSWORD) as backup:
@@ -179,8 +179,8 @@ def test_a_fresh_backup_restores_without_force(ledger: Ledger, db_path: Path, tm
     """Only BackupTaken events past the copy: restoring loses nothing and is allowed."""
     ledger.set("a", "1")
     out = tmp_path / "b.db"
-    take_backup(ledger, out)
-    take_backup(ledger, tmp_path / "b2.db")
+    take_backup(ledger.session, out)
+    take_backup(ledger.session, tmp_path / "b2.db")
     ledger.close()
     done = restore(out, db_path, PASSWORD)
     assert (done.events_before, done.events_restored, done.kept_aside) == (7, 5, None)
@@ -210,7 +210,7 @@ def test_an_old_password_cannot_roll_back_a_rekeyed_ledger_through_the_library(
     db = tmp_path / "k.db"
     with create_test_ledger(db, CLI_PASSWORD) as ledger:
         ledger.set("a", "1")
-        take_backup(ledger, tmp_path / "b.db")
+        take_backup(ledger.session, tmp_path / "b.db")
         ledger.rekey_master("brand new one")
     before = db.read_bytes()
     with pytest.raises(WrongPasswordError):
@@ -281,7 +281,7 @@ def test_restore_force_over_a_damaged_ledger_a_writer_has_open_replaces_it_in_pl
     db = tmp_path / "k.db"
     with create_test_ledger(db, CLI_PASSWORD) as ledger:
         ledger.set("a", "1")
-        take_backup(ledger, tmp_path / "b.db")
+        take_backup(ledger.session, tmp_path / "b.db")
         ledger.set("a", "2")
     assert invoke(db, "report").exit_code == 0  # the read models, whose index is damaged
     with Ledger.open(db, CLI_PASSWORD) as app:
@@ -307,7 +307,7 @@ def test_a_ledger_only_locked_by_another_process_is_not_called_damaged(tmp_path:
     db = tmp_path / "k.db"
     with create_test_ledger(db, CLI_PASSWORD) as ledger:
         ledger.set("a", "1")
-        take_backup(ledger, tmp_path / "b.db")
+        take_backup(ledger.session, tmp_path / "b.db")
         ledger.set("a", "2")
     locked, release = threading.Event(), threading.Event()
 
@@ -339,7 +339,7 @@ def test_restore_refuses_a_target_that_is_not_a_ledger_file_even_forced(
     moved aside, the file it names left as it was): both are refused, and nothing moves."""
     db = tmp_path / "k.db"
     with create_test_ledger(db, CLI_PASSWORD) as ledger:
-        take_backup(ledger, tmp_path / "b.db")
+        take_backup(ledger.session, tmp_path / "b.db")
     target = tmp_path / "target"
     if kind == "symlink":
         target.symlink_to(db)
@@ -359,7 +359,7 @@ def _backup_with_old_value(ledger: Ledger, tmp_path: Path) -> Path:
     ledger.set("db_password", "old-value")
     ledger.set("db_password", "new-value")
     out = tmp_path / "b.db"
-    take_backup(ledger, out)
+    take_backup(ledger.session, out)
     return out
 
 

@@ -395,7 +395,7 @@ def test_fuzzed_stored_ciphertext_fails_closed_everywhere(
     db = Path(tempfile.mkdtemp(dir=tmp_path)) / "fuzz.db"
     shutil.copy(template, db)
     with Ledger.open(db, PASSWORD) as ledger:
-        ledger._append(
+        ledger.session.append(
             [NewEvent(ev.secret_stream("victim"), 1, ev.SecretWritten(
                 name="victim", key_version=1, ciphertext=ciphertext, scheme=SCHEME_BOUND))],
         )

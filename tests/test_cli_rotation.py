@@ -317,7 +317,7 @@ def test_full_rotation_with_failures_exits_1(filled: Path) -> None:
 
 def test_range_warning_comes_before_the_question(capsys: pytest.CaptureFixture[str]) -> None:
     """The reserved-range warning is shown before the operator is asked, not after."""
-    from cli.keys import ConfirmRotation
+    from cli.keyring import ConfirmRotation
     from ledger import ConfirmationRequired
 
     ask = ConfirmRotation("Rotate to {v}?", yes=False)

@@ -48,7 +48,7 @@ def build_scenario(db: Path, *, reason: str = "quarterly rotation") -> None:
         ledger.set("api_token", OTHER_VALUE)
         donor = ledger.secret("db_password").ciphertext
         assert donor is not None
-        ledger._append([NewEvent(ev.secret_stream("broken"), 1, ev.SecretWritten(
+        ledger.session.append([NewEvent(ev.secret_stream("broken"), 1, ev.SecretWritten(
             name="broken", key_version=1, ciphertext=donor, scheme=SCHEME_BOUND))])
         at(clock, "2026-01-10")
         ledger.rotate(reason=reason)

@@ -119,11 +119,11 @@ def test_a_fifo_or_a_directory_as_db_is_one_clear_line(tmp_path: Path) -> None:
 def test_the_launchers_head_start_skips_a_fifo(tmp_path: Path) -> None:
     """The executable reads the KDF record before the CLI starts: a FIFO is passed over
     (an open of it would block until someone writes), not read."""
-    from cli.launch import _kdf_inputs
+    from ledger.store_header import kdf_inputs
 
     fifo = tmp_path / "pipe.db"
     os.mkfifo(fifo)
-    assert _kdf_inputs(fifo, "PBKDF2-HMAC-SHA256") is None
+    assert kdf_inputs(fifo) is None
 
 
 def test_an_absurd_key_version_in_a_payload_is_one_clear_line(db: Path) -> None:

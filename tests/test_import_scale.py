@@ -98,7 +98,7 @@ def test_chunked_import_records_every_entry_in_file_order(ledger: Ledger, tmp_pa
 def test_import_values_uses_the_same_chunked_path(ledger: Ledger) -> None:
     """import_values of a mapping appends in chunks too, with one checkpoint for them all."""
     before = ledger.recorder.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-    result = imports.import_values(ledger, numbered(), source="json", chunk_size=CHUNK)
+    result = imports.import_values(ledger.session, numbered(), source="json", chunk_size=CHUNK)
     assert result.imported == ENTRIES and read_all(ledger) == numbered()
     after = ledger.recorder.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
     assert after == before + 1

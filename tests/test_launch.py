@@ -1,5 +1,5 @@
 """The ``keyledger`` executable derives the master key while the CLI is imported
-(``cli.launch``, ``ledger.crypto.derive_kek_ahead``)."""
+(``cli.launch``, ``ledger.early``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 import ledger
 from cli import launch
 from cli.app import app
-from ledger import Ledger, SQLiteRecorder, WrongPasswordError, crypto
+from ledger import Ledger, SQLiteRecorder, WrongPasswordError, crypto, early
 from ledger.testing import create_test_ledger
 
 ENV = {launch.PASSWORD_ENV: PASSWORD}
@@ -33,7 +33,7 @@ def derivations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return real(password, salt, iterations)
 
     monkeypatch.setattr(crypto, "_pbkdf2", counted)
-    monkeypatch.setattr(crypto, "_AHEAD", {})
+    monkeypatch.setattr(early, "_AHEAD", {})
     return made
 
 
@@ -56,7 +56,7 @@ def test_an_unlocking_command_gets_the_key_derived_ahead(made: Path, derivations
     with Ledger.open(made, PASSWORD) as opened:
         assert opened.keyring().current == 1
     assert derivations == ["keyledger-kdf"]
-    assert crypto._AHEAD == {}
+    assert early._AHEAD == {}
 
 
 def test_a_wrong_password_derived_ahead_still_opens_nothing(made: Path, derivations: list[str]) -> None:
@@ -69,7 +69,7 @@ def test_a_wrong_password_derived_ahead_still_opens_nothing(made: Path, derivati
     assert launch.derive_ahead(["secrets", "get", "x"], {**ENV, launch.DB_ENV: str(made)})
     with pytest.raises(WrongPasswordError):
         Ledger.open(made, "not it")
-    assert crypto._AHEAD == {}
+    assert early._AHEAD == {}
     with Ledger.open(made, PASSWORD) as opened:
         assert opened.recorder.head() == head
     assert sorted(derivations) == ["MainThread", "keyledger-kdf", "keyledger-kdf"]
@@ -78,13 +78,16 @@ def test_a_wrong_password_derived_ahead_still_opens_nothing(made: Path, derivati
 def test_a_derivation_for_other_inputs_is_not_used(made: Path, derivations: list[str]) -> None:
     """Another salt (the ledger re-keyed since, say): the unlock derives its own key, and
     forgets the one started ahead."""
-    crypto.derive_kek_ahead(PASSWORD, b"another salt....", 1000)
-    for started in crypto._AHEAD.values():
+    other = made.parent / "other.db"
+    create_test_ledger(other, PASSWORD).close()  # same password, its own salt
+    derivations.clear()
+    assert early.start(other, PASSWORD)
+    for started in early._AHEAD.values():
         started.join()
     with Ledger.open(made, PASSWORD):
         pass
     assert derivations == ["keyledger-kdf", "MainThread"]
-    assert crypto._AHEAD == {}
+    assert early._AHEAD == {}
 
 
 def test_a_ledger_in_use_is_read_through_its_wal(made: Path, derivations: list[str]) -> None:
@@ -109,7 +112,7 @@ def test_a_ledger_in_use_is_read_through_its_wal(made: Path, derivations: list[s
 def test_commands_that_do_not_unlock_derive_nothing(args: list[str], made: Path,
                                                     derivations: list[str]) -> None:
     assert not launch.derive_ahead(args, {**ENV, launch.DB_ENV: str(made)})
-    assert derivations == [] and crypto._AHEAD == {}
+    assert derivations == [] and early._AHEAD == {}
 
 
 def test_nothing_is_derived_without_what_it_needs(made: Path, tmp_path: Path,

@@ -155,10 +155,10 @@ def test_prepare_sorts_every_kind_of_head(mixed: Ledger) -> None:
     """The worker re-encrypts what it can and hands the rest back to the writer, by kind."""
     keyring = mixed.keyring()
     current = keyring.require_current()
-    heads = list(mixed._stream_heads(ev.SECRET_STREAM_PREFIX))
+    heads = list(mixed.session.stream_heads(ev.SECRET_STREAM_PREFIX))
     rows = [(h.stream, h.stream_rev, h.type, h.schema_version, h.payload, content_hash(h))
             for h in heads]
-    keys = {v: mixed._keys.data_key(v) for v in (1, current)}  # no key for version 2
+    keys = {v: mixed.session.keys.data_key(v) for v in (1, current)}  # no key for version 2
     verdicts = {v[1]: v for v in pipeline.prepare_migration(rows, keys, current, "run")}
     assert verdicts["gone"][0] == pipeline.DELETED
     assert verdicts["current"][0] == pipeline.CURRENT

@@ -38,8 +38,8 @@ def test_rotation_falls_due_by_age_or_encryptions(
 
 def test_policy_is_recorded_as_an_event_and_partial_updates_keep_the_rest(ledger: Ledger) -> None:
     """policy set appends RotationPolicySet; settings not given keep their values."""
-    set_policy(ledger, max_age=timedelta(days=30), warn=timedelta(days=5))
-    set_policy(ledger, max_encryptions=1000)
+    set_policy(ledger.session, max_age=timedelta(days=30), warn=timedelta(days=5))
+    set_policy(ledger.session, max_encryptions=1000)
     policy = current_policy(ledger.recorder)
     assert (policy.max_age_seconds, policy.warn_seconds) == (30 * 86_400, 5 * 86_400)
     assert policy.max_encryptions == 1000
@@ -53,7 +53,7 @@ def test_policy_is_recorded_as_an_event_and_partial_updates_keep_the_rest(ledger
 def test_impossible_policies_are_refused(ledger: Ledger, settings: dict[str, object]) -> None:
     """A warning longer than the age, or a limit outside 1..2^32, is refused and not recorded."""
     with pytest.raises(InvalidInputError):
-        set_policy(ledger, **settings)  # type: ignore[arg-type]
+        set_policy(ledger.session, **settings)  # type: ignore[arg-type]
     assert ledger.recorder.stream_head("policy") is None
 
 

@@ -112,7 +112,7 @@ def test_a_backup_copy_or_vacuum_is_checked_once_and_not_called_tampering(
     """SQLite's backup API and VACUUM give the file a new schema cookie: the next open
     compares every row once, finds them right, accepts the cookie, and repairs nothing."""
     copy = tmp_path / "copy.db"
-    take_backup(filled, copy)
+    take_backup(filled.session, copy)
     filled.close()
     with sqlite3.connect(db_path) as conn:
         conn.execute("VACUUM")

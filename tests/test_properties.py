@@ -170,7 +170,7 @@ def test_events_hold_no_plaintext_or_key_material(tmp_path: Path) -> None:
         ledger.migrate()
         ledger.rekey_master("new-pw-that-must-not-leak")
         payloads = [e.payload for e in ledger.recorder.read_events()]
-        keys = [ledger._keys.data_key(v).hex() for v in ledger._keys.versions()]
+        keys = [ledger.session.keys.data_key(v).hex() for v in ledger.session.keys.versions()]
     blob = "\n".join(payloads)
     for needle in ("plaintext-marker-123", password, "new-pw-that-must-not-leak", *keys):
         assert needle not in blob

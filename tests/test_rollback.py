@@ -129,7 +129,7 @@ def test_a_restore_signed_elsewhere_is_accepted_here(live: Path, tmp_path: Path)
     this host saw, explains the shorter history."""
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
         ledger.set("db_password", "new")
     elsewhere = tmp_path / "other-host"
     os.environ[STATE_DIR_ENV] = str(elsewhere)  # the conftest fixture puts it back
@@ -145,7 +145,7 @@ def test_the_old_copy_of_a_restored_ledger_is_still_refused(live: Path, tmp_path
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
         ledger.set("db_password", "v2")
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
         ledger.set("db_password", "v3")
     restore(backup, live, CLI_PASSWORD, force=True)
     copy_file(older, live)
@@ -157,7 +157,7 @@ def test_a_backup_elsewhere_opens_although_it_is_older(live: Path, tmp_path: Pat
     """The memory is of the ledger at its place: a backup file is an older copy by design."""
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
         ledger.set("db_password", "new")
     with Ledger.open(backup, CLI_PASSWORD) as copy:
         assert copy.get("db_password").value == "old"
@@ -218,7 +218,7 @@ def test_a_restore_that_fails_before_the_swap_leaves_the_ledger_exactly_as_it_wa
         live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
         ledger.set("db_password", "new")
     before = _events(live)
     calls = {"n": 0}
@@ -243,7 +243,7 @@ def test_a_restore_that_fails_before_the_swap_leaves_the_ledger_exactly_as_it_wa
 def test_a_wrong_password_restores_nothing(live: Path, tmp_path: Path) -> None:
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
         ledger.set("db_password", "new")
     before = live.read_bytes()
     refused = invoke(live, "restore", str(backup), "--force", "--yes", password="wrong")
@@ -257,7 +257,7 @@ def test_restore_killed_at_any_moment_leaves_the_old_ledger_or_the_new_one_with_
     with Ledger.open(live, CLI_PASSWORD) as ledger:
         ledger.import_values({f"s{i:03}": f"value {i}" for i in range(300)}, source="json")
         backup = tmp_path / "b.db"
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
         ledger.set("db_password", "after the backup")
         before_values = read_all(ledger)
     with Ledger.open(backup, CLI_PASSWORD, seen=None) as copy:
@@ -359,7 +359,7 @@ def test_a_write_committed_while_restoring_is_kept_and_nothing_is_restored(
 
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
     checked = backup_module._history_is_kept
 
     def then_someone_writes(*args: object) -> bool:
@@ -388,7 +388,7 @@ def test_a_writer_holding_the_lock_while_restoring_keeps_its_write(
 
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
     holding = threading.Event()
     checked = backup_module._history_is_kept
     check_revisions = SQLiteRecorder._check_revisions
@@ -428,7 +428,7 @@ def test_a_killed_restores_staging_copy_is_removed_by_the_next_restore(
     restore removes what a dead process left (attack pass 2, F4)."""
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
     dead = subprocess.Popen(["true"])
     dead.wait()
     for suffix in ("", "-wal", "-shm"):
@@ -492,7 +492,7 @@ def test_a_restore_explains_a_rollback_only_if_it_replaced_what_this_host_saw(
     at least as far as this host's memory, whatever the clocks say (attack pass 2, F4)."""
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
         ledger.set("db_password", "after the backup")
     restore(backup, live, CLI_PASSWORD, force=True)
     restored_copy = snapshot(live, tmp_path, "restored.db")

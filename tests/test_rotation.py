@@ -160,7 +160,7 @@ def test_a_write_during_migration_wins(ledger: Ledger, db_path: Path) -> None:
         ledger.set(f"s{i}", "old")
     ledger.rotate()
     other = Ledger.open(db_path, PASSWORD)
-    original: Callable[..., object] = ledger._append
+    original: Callable[..., object] = ledger.session.append
     interfered = []
 
     def interfere_then_append(*args: Any, **kwargs: Any) -> object:
@@ -170,7 +170,7 @@ def test_a_write_during_migration_wins(ledger: Ledger, db_path: Path) -> None:
             interfered.append(True)
         return original(*args, **kwargs)
 
-    ledger._append = interfere_then_append  # type: ignore[method-assign]
+    ledger.session.append = interfere_then_append  # type: ignore[method-assign]
     result = ledger.migrate(batch_size=10)
     other.close()
     assert interfered

@@ -80,7 +80,7 @@ def _append_raw(ledger: Ledger, name: str, token: str) -> None:
     from ledger.store import NewEvent
 
     revision = ledger.secret(name).revision
-    ledger._append(
+    ledger.session.append(
         [NewEvent(ev.secret_stream(name), revision + 1, ev.SecretWritten(
             name=name, key_version=1, ciphertext=token, scheme="bound-v1"))],
     )

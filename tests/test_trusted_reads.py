@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from ledger import IntegrityError, Ledger, heads
 from ledger import events as ev
 from ledger.errors import KeyledgerError, UnknownSecretError
+from ledger.session import Session
 from ledger.testing import create_test_ledger
 
 PASSWORD = "correct horse battery staple"
@@ -479,7 +480,7 @@ def test_policy_set_and_full_rotation_if_due_decide_on_the_proven_policy(tmp_pat
 
     path = tmp_path / "p.db"
     with create_test_ledger(path, PASSWORD) as ledger:
-        set_policy(ledger, max_encryptions=2)
+        set_policy(ledger.session, max_encryptions=2)
         ledger.set("a", "1")
     seq = seqs_of(path, ev.POLICY_STREAM)[-1]
     with closing(sqlite3.connect(path)) as conn:
@@ -487,10 +488,10 @@ def test_policy_set_and_full_rotation_if_due_decide_on_the_proven_policy(tmp_pat
     _rewrite_payload(path, seq, payload.replace('"max_encryptions":2', '"max_encryptions":4000000000'))
     with Ledger.open(path, PASSWORD) as ledger:
         with pytest.raises(IntegrityError):
-            proven_policy(ledger)
+            proven_policy(ledger.session)
         top = ledger.recorder.head()[0]
         with pytest.raises(IntegrityError):
-            set_policy(ledger, max_age=timedelta(days=30))
+            set_policy(ledger.session, max_age=timedelta(days=30))
         assert ledger.recorder.head()[0] == top  # nothing signed over the forgery
 
 
@@ -543,14 +544,14 @@ def test_a_head_swapped_after_migrates_first_proof_is_never_re_encrypted(
     old, new = _migrating_ledger(path)
     if worker:
         monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
-    proven = Ledger.verify_heads
+    proven = Session.verify_heads
 
-    def then_forge(self: Ledger, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
+    def then_forge(self: Session, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
         counted = proven(self, prefix)
         _rewrite_payload(path, new, _payload_at(path, old))
         return counted
 
-    monkeypatch.setattr(Ledger, "verify_heads", then_forge)
+    monkeypatch.setattr(Session, "verify_heads", then_forge)
     original = _payload_at(path, new)
     with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
         ledger.migrate(batch_size=8)
@@ -576,14 +577,14 @@ def test_a_head_made_to_look_current_after_the_first_proof_is_not_skipped(
     target = seqs_of(path, ev.secret_stream("on_v1"))[-1]
     forged = _payload_at(path, target).replace('"key_version":1', '"key_version":2')
     assert forged != _payload_at(path, target)
-    proven = Ledger.verify_heads
+    proven = Session.verify_heads
 
-    def then_forge(self: Ledger, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
+    def then_forge(self: Session, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
         counted = proven(self, prefix)
         _rewrite_payload(path, target, forged)
         return counted
 
-    monkeypatch.setattr(Ledger, "verify_heads", then_forge)
+    monkeypatch.setattr(Session, "verify_heads", then_forge)
     with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
         ledger.migrate(batch_size=8)
 
@@ -628,7 +629,7 @@ def test_a_deleted_streams_row_is_found_by_audit_verify_verify_backup_and_deep_h
         for name in ("a", "b", "c"):
             ledger.set(name, name * 3)
         backup = tmp_path / "bak.db"
-        take_backup(ledger, backup)
+        take_backup(ledger.session, backup)
     run_sql(backup, "DELETE FROM streams WHERE stream = 'secret:a'")
     verdict = invoke(live, "audit", "verify", "--json", env={"KEYLEDGER_DB": str(backup)})
     assert verdict.exit_code == 1
