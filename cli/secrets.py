@@ -20,7 +20,7 @@ from cli.context import (
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, printable
 from ledger import ImportResult, InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
-from ledger.domain import MAX_VALUE_BYTES
+from ledger.domain import MAX_VALUE_BYTES, needs_migration
 
 if TYPE_CHECKING:
     from projections.history import HistoryEntry
@@ -128,7 +128,7 @@ def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for column in ("Name", "Key version", "Revision", "Updated"):
         table.add_column(column)
     for r in rows:
-        mark = "" if r.key_version == current and r.scheme == "bound-v1" else " ⚠️"
+        mark = " ⚠️" if needs_migration(r.key_version, r.scheme, current) else ""
         # Text: a name is shown as it is, never read as rich markup ("[/]", "[bold]x[/bold]").
         table.add_row(Text(r.name), f"{r.key_version}{mark}", str(r.revision), r.updated_at)
     console.print(table)
@@ -271,7 +271,7 @@ def import_secrets(
       keyledger secrets import secrets.json
       keyledger secrets import production.env
     """
-    from ledger.import_files import check_import_file_untrusted  # here: start-up stays lean
+    from ledger.import_formats import check_import_file_untrusted  # here: start-up stays lean
 
     checked = check_import_file_untrusted(file)  # a bad file is refused before the password
     ledger, views = open_ledger(ctx)
@@ -301,7 +301,7 @@ def import_seed(
 
     Example:  keyledger secrets import-seed exported_secrets.json
     """
-    from ledger.import_files import parse_seed_untrusted  # here: start-up stays lean
+    from ledger.import_formats import parse_seed_untrusted  # here: start-up stays lean
 
     tokens = parse_seed_untrusted(file)
     password = master_password()

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
         VersionError,
         WrongPasswordError,
     )
-    from ledger.imports import ImportResult
+    from ledger.events import StoredEvent
+    from ledger.importing import ImportResult
     from ledger.migration import MigrationResult
     from ledger.service import (
         Ledger,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
         SecretValue,
     )
     from ledger.session import Session, VersionReport, default_actor
-    from ledger.store import Projector, SQLiteRecorder, StoredEvent
+    from ledger.store import Projector, SQLiteRecorder
 
 
 # Where each name below lives: imported from there on first use.
@@ -58,13 +59,14 @@ _HOMES = {
             "LedgerNotFoundError", "LedgerReadOnlyError", "LedgerStorageError", "RollbackError",
             "SigningKeyError", "UnknownSecretError", "VersionError", "WrongPasswordError",
         ),
-        "ledger.imports": ("ImportResult",),
+        "ledger.importing": ("ImportResult",),
         "ledger.migration": ("MigrationResult",),
         "ledger.service": (
             "Ledger", "RotationResult", "SecretInfo", "SecretValue",
         ),
         "ledger.session": ("Session", "VersionReport", "default_actor"),
-        "ledger.store": ("Projector", "SQLiteRecorder", "StoredEvent"),
+        "ledger.store": ("Projector", "SQLiteRecorder"),
+        "ledger.events": ("StoredEvent",),
     }.items()
     for name in names
 }

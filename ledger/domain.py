@@ -10,14 +10,10 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import singledispatchmethod
-from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.crypto import MAX_VERSION, MIN_VERSION, SCHEME_BOUND, SCHEME_SEED
 from ledger.errors import IntegrityError, InvalidInputError, VersionError
-
-if TYPE_CHECKING:
-    from ledger.store import StoredEvent
 
 MAX_NAME_LENGTH = 256
 #: Largest secret value, in bytes of UTF-8. Configuration secrets are small; a limit keeps
@@ -216,22 +212,45 @@ class SecretState:
     scheme: str | None = None
 
 
+#: Where each event that encrypts a value keeps the key version it used.
+KEY_VERSION_FIELD: dict[type[ev.DomainEvent], str] = {
+    ev.SecretWritten: "key_version", ev.SecretReset: "key_version",
+    ev.SecretRestored: "key_version", ev.SecretImported: "key_version",
+    ev.SecretMigrated: "to_version",
+}
+_HOLDING = (ev.SecretWritten, ev.SecretImported, ev.SecretMigrated)
+
+
+def held_under(event: ev.DomainEvent) -> tuple[int, str] | None:
+    """The key version and scheme holding the value ``event`` gives its secret: the one
+    rule for it (the fold below, the signed tally, the read models, history, compliance).
+    None for an event that holds no value (a deletion, or not a secret's)."""
+    field = KEY_VERSION_FIELD.get(type(event))
+    if field is None:
+        return None
+    assert isinstance(event, _HOLDING)
+    return int(getattr(event, field)), event.scheme
+
+
+def needs_migration(key_version: int, scheme: str, current: int | None) -> bool:
+    """Whether a live secret held under ``key_version`` in ``scheme`` is for ``migrate`` to
+    re-encrypt: anything but the current version in the bound scheme."""
+    return key_version != current or scheme != SCHEME_BOUND
+
+
 def secret_state(name: str, revision: int, head: ev.DomainEvent | None) -> SecretState:
     """Fold a secret stream: every state event carries the whole state, so its head suffices."""
-    if head is None:
-        return SecretState(name, revision, deleted=True)
-    if isinstance(head, ev.SecretDeleted):
+    if head is None or isinstance(head, ev.SecretDeleted):
         return SecretState(name, revision, deleted=True)
     if isinstance(head, ev.SecretMigrated | ev.SecretWritten) and head.scheme != SCHEME_BOUND:
         # keyledger writes and migrates only in the bound scheme: the unbound one is the
         # old system's, and only an import can carry it.
         raise IntegrityError(f"secret {name!r}: a {type(head).__name__} in scheme "
                              f"{head.scheme!r}, which keyledger never writes")
-    if isinstance(head, ev.SecretMigrated):
-        return SecretState(name, revision, False, head.to_version, head.ciphertext, head.scheme)
-    if isinstance(head, ev.SecretWritten | ev.SecretImported):
-        return SecretState(name, revision, False, head.key_version, head.ciphertext, head.scheme)
-    raise TypeError(f"{type(head).__name__} is not a secret event")
+    held = held_under(head)
+    if held is None or not isinstance(head, _HOLDING):
+        raise TypeError(f"{type(head).__name__} is not a secret event")
+    return SecretState(name, revision, False, held[0], head.ciphertext, held[1])
 
 
 def require_scheme_allowed(keyring: KeyringState, state: SecretState) -> None:
@@ -249,7 +268,7 @@ def require_scheme_allowed(keyring: KeyringState, state: SecretState) -> None:
             )
 
 
-def head_state(head: StoredEvent) -> SecretState:
+def head_state(head: ev.StoredEvent) -> SecretState:
     """The state of the secret whose stream ends in ``head``."""
     name = head.stream.removeprefix(ev.SECRET_STREAM_PREFIX)
     return secret_state(name, head.stream_rev, head.decode())

@@ -12,6 +12,7 @@ import json
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -322,6 +323,30 @@ def from_payload(type_name: str, schema_version: int, payload: str) -> DomainEve
         raise DamagedEventError(
             f"a stored {type_name} event is damaged: its payload does not parse"
         ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event as the ledger stores it: a plain row, decoded here (not by the store)."""
+
+    seq: int
+    stream: str
+    stream_rev: int
+    type: str
+    schema_version: int
+    payload: str
+    occurred_at: str
+    actor: str
+    origin: str
+    prev_hash: str
+    hash: str
+
+    def decode(self) -> DomainEvent:
+        """The event this row records, upcast to the current schema version."""
+        try:
+            return from_payload(self.type, self.schema_version, self.payload)
+        except DamagedEventError as exc:
+            raise DamagedEventError(f"event {self.seq}: {exc}") from None
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

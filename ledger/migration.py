@@ -18,23 +18,24 @@ from __future__ import annotations
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ledger import crypto, pipeline
 from ledger import events as ev
-from ledger.domain import KeyringState, SecretState, head_state
+from ledger.domain import KeyringState, SecretState, head_state, needs_migration, secret_state
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
     InvalidCiphertext,
     InvalidInputError,
     KeyledgerError,
+    LedgerFormatError,
     LedgerStorageError,
     VersionError,
 )
 from ledger.session import CONFLICT_RETRIES, Session
-from ledger.store import NewEvent, SQLiteRecorder, content_hash
+from ledger.store import HeadRow, NewEvent, content_hash
 
 Progress = Callable[[int, int], None]
 
@@ -143,19 +144,17 @@ class Migration:
         """Each batch's secrets as their heads left them; with a worker, the re-encrypted
         ones also have their new event waiting in ``_prepared``."""
         recorder = self.session.recorder
-        if (total < PIPELINE_MIN_SECRETS or not isinstance(recorder, SQLiteRecorder)
-                or not pipeline.can_fork()):
+        pages = (recorder.worker_heads(ev.SECRET_STREAM_PREFIX, self.batch_size)
+                 if total >= PIPELINE_MIN_SECRETS and pipeline.can_fork() else None)
+        if pages is None:
             for heads in self.session.stream_head_batches(ev.SECRET_STREAM_PREFIX, self.batch_size):
                 batch = [head_state(h) for h in heads]
                 self._decided_on = {s.name: content_hash(h) for s, h in zip(batch, heads, strict=True)}
                 yield batch
             return
-        # The fork must not copy an open transaction or statement: the worker's own
-        # connection shares this process's SQLite locks.
-        assert not recorder.conn.in_transaction
         produce = functools.partial(
-            pipeline.migration_batches, recorder.file, self.batch_size,
-            keys=self._usable_keys(), target=self.result.target_version, run_id=self._run_id(),
+            _prepared_batches, pages, keys=self._usable_keys(),
+            target=self.result.target_version, run_id=self._run_id(),
         )
         for verdicts in pipeline.produce_ahead(produce):
             states: list[SecretState] = []
@@ -163,9 +162,9 @@ class Migration:
             self._decided_on = {}
             for verdict, name, revision, version, scheme, token, payload, head_hash in verdicts:
                 self._decided_on[name] = head_hash
-                if verdict == pipeline.DELETED:
+                if verdict == DELETED:
                     states.append(SecretState(name, revision, True))
-                elif verdict == pipeline.WRITER:  # read again below, and decided here
+                elif verdict == WRITER:  # read again below, and decided here
                     for_writer[len(states)] = ev.secret_stream(name)
                     states.append(SecretState(name, revision, True))
                 else:  # the old ciphertext is not needed: current, or re-encrypted already
@@ -215,7 +214,8 @@ class Migration:
                     decided[stream] = (state.revision, self._decided_on[state.name])
                 if state.deleted:
                     continue
-                if state.key_version == target and state.scheme == crypto.SCHEME_BOUND:
+                assert state.key_version is not None and state.scheme is not None
+                if not needs_migration(state.key_version, state.scheme, target):
                     already_current += 1
                     continue
                 try:
@@ -276,7 +276,7 @@ class Migration:
             token = crypto.encrypt_secret(
                 self.session.keys.data_key(target), target, state.name, plaintext
             )
-        event = pipeline.migrated_event(state.name, self._run_id(), state.key_version, target, token)
+        event = migrated_event(state.name, self._run_id(), state.key_version, target, token)
         return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload,
                         based_on=self._decided_on.get(state.name))
 
@@ -303,3 +303,75 @@ class Migration:
                 unfinished[started.run_id] = head.seq
         candidates = {run: seq for run, seq in unfinished.items() if run not in taken_over}
         return max(candidates, key=candidates.__getitem__, default=None)
+
+
+# -- what the worker does with each batch (ledger.pipeline) --------------------------------
+
+#: The worker's verdict on one head: ``(verdict, name, revision, key_version, scheme,
+#: new_ciphertext, payload, head_hash)``, the verdict one of ``DELETED``, ``CURRENT``
+#: (already on the target), ``PREPARED`` (ciphertext and payload filled in) or ``WRITER``
+#: (a key the worker lacks, a payload or ciphertext that does not open: the writer reads
+#: the secret again, decides it and reports it exactly as it does without a worker).
+#: ``head_hash`` is the head's as the worker read it: the writer's decision names it.
+Prepared = tuple[str, str, int, int | None, str | None, str | None, str | None, str | None]
+DELETED, CURRENT, PREPARED, WRITER = "deleted", "current", "prepared", "writer"
+
+
+def migrated_event(name: str, run_id: str, from_version: int, to_version: int,
+                   token: str) -> ev.SecretMigrated:
+    """The event of one re-encryption, built alike by the worker that serialises it and
+    by the writer that hands it to the read models."""
+    return ev.SecretMigrated(name=name, run_id=run_id, from_version=from_version,
+                             to_version=to_version, ciphertext=token, scheme=crypto.SCHEME_BOUND)
+
+
+def _prepared_batches(
+    pages: Callable[[], Iterable[Sequence[HeadRow]]], keys: Mapping[int, bytes], target: int,
+    run_id: str,
+) -> Iterator[list[Prepared]]:
+    """:func:`prepare_migration` of each page of head rows the worker reads."""
+    for rows in pages():
+        yield prepare_migration(rows, keys, target, run_id)
+
+
+def prepare_migration(
+    rows: Sequence[HeadRow], keys: Mapping[int, bytes], target: int, run_id: str
+) -> list[Prepared]:
+    """Re-encrypt under ``target`` every head that needs it, and serialise its event.
+
+    What this does not settle (deleted, already on ``target``, a version not in ``keys``,
+    a payload or ciphertext that does not open) comes back without a payload, for the
+    writer to decide and report exactly as it does without a worker.
+    """
+    out: list[Prepared] = []
+    target_key = keys[target]
+    for stream, revision, type_name, schema_version, payload, head_hash in rows:
+        name = stream.removeprefix(ev.SECRET_STREAM_PREFIX)
+        try:
+            state = secret_state(name, revision, ev.from_payload(type_name, schema_version, payload))
+        except (LedgerFormatError, IntegrityError, TypeError):
+            out.append((WRITER, name, revision, None, None, None, None, None))
+            continue
+        version, scheme = state.key_version, state.scheme
+        if state.deleted:
+            out.append((DELETED, name, revision, None, None, None, None, head_hash))
+            continue
+        assert version is not None and scheme is not None
+        if not needs_migration(version, scheme, target):
+            out.append((CURRENT, name, revision, version, scheme, None, None, head_hash))
+            continue
+        key = keys.get(version) if version is not None else None
+        try:
+            if version is None or key is None or state.ciphertext is None:
+                raise InvalidCiphertext  # not the worker's to settle
+            plaintext = crypto.decrypt_secret_untrusted(
+                key, state.ciphertext, name, scheme or crypto.SCHEME_BOUND, version=version
+            )
+        except InvalidCiphertext:
+            out.append((WRITER, name, revision, None, None, None, None, None))
+            continue
+        token = crypto.encrypt_secret(target_key, target, name, plaintext)
+        event = migrated_event(name, run_id, version, target, token)
+        out.append((PREPARED, name, revision, version, scheme, token, ev.to_payload(event)[2],
+                    head_hash))
+    return out

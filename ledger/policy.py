@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.domain import describe_duration
 from ledger.errors import InvalidInputError
-from ledger.store import Recorder, StoredEvent
+from ledger.events import StoredEvent
+from ledger.store import Recorder
 
 if TYPE_CHECKING:
     from ledger.session import Session

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
-from ledger import crypto, imports, lifecycle
+from ledger import crypto, importing, lifecycle
 from ledger import events as ev
 from ledger.domain import (
     KeyringState,
@@ -37,8 +37,9 @@ from ledger.errors import (
     UnknownSecretError,
     VersionError,
 )
-from ledger.import_files import ImportFile
-from ledger.imports import ImportResult
+from ledger.events import StoredEvent
+from ledger.import_formats import ImportFile
+from ledger.importing import ImportResult
 from ledger.keyring import new_kdf, unlock_kek
 from ledger.lifecycle import LifecycleResult
 from ledger.migration import (
@@ -65,7 +66,6 @@ from ledger.store import (
     Projector,
     Recorder,
     SQLiteRecorder,
-    StoredEvent,
 )
 from ledger.tally import Tally
 
@@ -691,24 +691,24 @@ class Ledger:
         """
         return self.session.verify_heads(prefix)
 
-    # -- imports and migration (see ledger.imports, ledger.migration) -----------------------
+    # -- imports and migration (see ledger.importing, ledger.migration) -----------------------
 
     @_serialized
     def import_values(
         self, values: Mapping[str, str], *, source: Literal["json", "dotenv"],
         overwrite: bool = False,
     ) -> ImportResult:
-        """Encrypt and record many plaintext values at once; see :func:`ledger.imports.import_values`."""
-        return imports.import_values(self.session, values, source=source, overwrite=overwrite)
+        """Encrypt and record many plaintext values at once; see :func:`ledger.importing.import_values`."""
+        return importing.import_values(self.session, values, source=source, overwrite=overwrite)
 
     @_serialized
     def import_file(
         self, checked: ImportFile, *, overwrite: bool = False,
-        chunk_size: int = imports.IMPORT_CHUNK,
+        chunk_size: int = importing.IMPORT_CHUNK,
     ) -> ImportResult:
         """Record a checked import file of any size in one transaction; see
-        :func:`ledger.imports.import_file`."""
-        return imports.import_file(self.session, checked, overwrite=overwrite, chunk_size=chunk_size)
+        :func:`ledger.importing.import_file`."""
+        return importing.import_file(self.session, checked, overwrite=overwrite, chunk_size=chunk_size)
 
     @_serialized
     def import_seed(
@@ -716,8 +716,8 @@ class Ledger:
         salt_template: str = crypto.SEED_SALT_TEMPLATE, legacy_version: int = 1,
         overwrite: bool = False,
     ) -> ImportResult:
-        """Import the old system's ciphertexts; see :func:`ledger.imports.import_seed`."""
-        return imports.import_seed(
+        """Import the old system's ciphertexts; see :func:`ledger.importing.import_seed`."""
+        return importing.import_seed(
             self.session, tokens, password, salt_template=salt_template, legacy_version=legacy_version,
             overwrite=overwrite,
         )

@@ -31,10 +31,12 @@ from ledger.domain import (
     SecretState,
     format_time,
     head_state,
+    needs_migration,
     require_scheme_allowed,
     secret_state,
 )
 from ledger.errors import ConcurrencyError, LedgerBusyError, RollbackError, WrongPasswordError
+from ledger.events import StoredEvent
 from ledger.keyring import KeyMaterial
 from ledger.seen import Seen, SeenCheckpoints, memory_key
 from ledger.signing import CheckpointSigner, SigningKey, open_signing_key, recorded_public_key
@@ -45,7 +47,6 @@ from ledger.store import (
     LedgerMeta,
     NewEvent,
     Recorder,
-    StoredEvent,
 )
 from ledger.tally import Tally
 
@@ -321,7 +322,8 @@ class Session:
             if not state.deleted:
                 assert state.key_version is not None
                 distribution[state.key_version] = distribution.get(state.key_version, 0) + 1
-                up_to_date += state.key_version == current and state.scheme == crypto.SCHEME_BOUND
+                assert state.scheme is not None
+                up_to_date += not needs_migration(state.key_version, state.scheme, current)
 
         self.fold_heads(ev.SECRET_STREAM_PREFIX, count)
         total = sum(distribution.values())

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import random
@@ -50,6 +51,7 @@ from ledger.errors import (
     LedgerStorageError,
     printable_ascii,
 )
+from ledger.events import StoredEvent
 from ledger.store_header import parse_kdf
 from ledger.tally import Tally
 
@@ -95,27 +97,10 @@ class NewEvent:
 Decided = Mapping[str, tuple[int, str | None]]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One row of the ``events`` table."""
-
-    seq: int
-    stream: str
-    stream_rev: int
-    type: str
-    schema_version: int
-    payload: str
-    occurred_at: str
-    actor: str
-    origin: str
-    prev_hash: str
-    hash: str
-
-    def decode(self) -> ev.DomainEvent:
-        try:
-            return ev.from_payload(self.type, self.schema_version, self.payload)
-        except ev.DamagedEventError as exc:
-            raise ev.DamagedEventError(f"event {self.seq}: {exc}") from None
+#: A head row as a forked worker reads it (:meth:`Recorder.worker_heads`): stream,
+#: stream_rev, type, schema_version, payload, and the hash its own fields produce (None:
+#: fields keyledger never writes).
+HeadRow = tuple[str, int, str, int, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +220,9 @@ class Recorder(Protocol):
     def stream_heads(self, prefix: str, after: str, limit: int) -> list[StoredEvent]: ...
 
     def stream_count(self, prefix: str) -> int: ...
+
+    def worker_heads(self, prefix: str, size: int
+                     ) -> Callable[[], Iterator[list[HeadRow]]] | None: ...
 
     def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]: ...
 
@@ -758,6 +746,15 @@ class SQLiteRecorder:
             (prefix, _prefix_upper_bound(prefix)),
         ).fetchone()
         return int(row[0])
+
+    def worker_heads(self, prefix: str, size: int) -> Callable[[], Iterator[list[HeadRow]]]:
+        """What a forked worker calls to page through the heads of the streams named
+        ``prefix...``, ``size`` at a time in name order, over a read-only connection of its
+        own: one must not be used across ``fork``."""
+        # The fork must not copy an open transaction or statement: the worker's own
+        # connection shares this process's SQLite locks.
+        assert not self.conn.in_transaction
+        return functools.partial(_head_pages, self.file, prefix, size)
 
     def chain_rows(self, after_seq: int = 0, last_seq: int | None = None) -> Iterator[ChainRow]:
         """Rows ``after_seq + 1 .. last_seq`` as plain tuples in the order the hash covers
@@ -1689,15 +1686,20 @@ def _is_keyledger() -> int:
     return 1
 
 
-def open_reader(path: Path) -> sqlite3.Connection:
-    """A connection of its own that only reads the ledger at ``path`` (absolute), which
-    another connection of this program holds open: for a forked worker, which must not
-    use the connection it inherited."""
+def _head_pages(path: Path, prefix: str, size: int) -> Iterator[list[HeadRow]]:
     conn = sqlite3.connect(f"file://{quote(os.fsencode(path))}?mode=ro", uri=True,
                            isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA query_only = ON")
-    return conn
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA query_only = ON")
+        columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
+        after = ""
+        while events := [StoredEvent(*row) for row in _heads(conn, columns, prefix, after, size)]:
+            after = events[-1].stream
+            yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, content_hash(e))
+                   for e in events]
+    finally:
+        conn.close()
 
 
 def _storage_error(path: Path, exc: sqlite3.Error, consequence: str) -> LedgerStorageError | None:
@@ -1763,19 +1765,6 @@ def trigger_faults(
 
 def _normal_sql(sql: object) -> str:
     return " ".join(sql.split()) if isinstance(sql, str) else ""
-
-
-def head_rows(
-    conn: sqlite3.Connection, prefix: str, after: str, limit: int
-) -> list[tuple[str, int, str, int, str, str | None]]:
-    """``(stream, stream_rev, type, schema_version, payload, content hash)`` of the head
-    event of each stream named ``prefix...`` past ``after``, in name order:
-    :meth:`SQLiteRecorder.stream_heads` as plain tuples, with the hash the event's own
-    fields produce (what a decision on it names, :attr:`NewEvent.based_on`)."""
-    columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
-    rows = [StoredEvent(*row) for row in _heads(conn, columns, prefix, after, limit)]
-    return [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, content_hash(e))
-            for e in rows]
 
 
 def _heads(conn: sqlite3.Connection, columns: str, prefix: str, after: str,

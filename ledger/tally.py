@@ -20,10 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ledger import events as ev
-
-#: The scheme keyledger writes and migrates in (``ledger.crypto.SCHEME_BOUND``; repeated
-#: here so this module needs nothing but the events).
-_BOUND = "bound-v1"
+from ledger.domain import KEY_VERSION_FIELD, held_under, needs_migration
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class Tally:
         """Live secrets per key version."""
         found: Counter[int] = Counter()
         for tag, n in self.live.items():
-            found[int(tag.split("/", 1)[0])] += n
+            found[_split(tag)[0]] += n
         return dict(sorted(found.items()))
 
     @property
@@ -71,8 +68,8 @@ class Tally:
         return sum(self.live.values())
 
     def needing_migration(self, current: int | None) -> int:
-        """Live secrets not on ``current`` in the bound scheme."""
-        return self.total - self.live.get(f"{current}/{_BOUND}", 0)
+        """Live secrets :func:`ledger.domain.needs_migration` counts."""
+        return sum(n for tag, n in self.live.items() if needs_migration(*_split(tag), current))
 
     def advanced(self, gone: Iterable[str | None], new: Iterable[str | None],
                  encrypted: Iterable[int]) -> Tally:
@@ -116,18 +113,16 @@ def live_tag(stream: str, event: ev.DomainEvent | None) -> str | None:
     or None for a deleted secret, no event, or a stream that is not a secret's."""
     if event is None or not stream.startswith(ev.SECRET_STREAM_PREFIX):
         return None
-    version = encrypted_under(event)
-    return None if version is None else f"{version}/{event.scheme}"  # type: ignore[attr-defined]
+    held = held_under(event)
+    return None if held is None else f"{held[0]}/{held[1]}"
 
 
-# Where each encrypting event type keeps its key version: what live_tag and
-# encrypted_under read from the decoded event, and stored_tag from its stored payload.
-_VERSION_FIELD: dict[type[ev.DomainEvent], str] = {
-    ev.SecretWritten: "key_version", ev.SecretReset: "key_version",
-    ev.SecretRestored: "key_version", ev.SecretImported: "key_version",
-    ev.SecretMigrated: "to_version",
-}
-_BY_NAME = {cls.__name__: (cls, field) for cls, field in _VERSION_FIELD.items()}
+def _split(tag: str) -> tuple[int, str]:
+    version, scheme = tag.split("/", 1)
+    return int(version), scheme
+
+
+_BY_NAME = {cls.__name__: (cls, field) for cls, field in KEY_VERSION_FIELD.items()}
 
 
 def stored_tag(stream: str, type_name: str, schema_version: int, payload: str) -> str | None:
@@ -146,8 +141,8 @@ def stored_tag(stream: str, type_name: str, schema_version: int, payload: str) -
 
 def encrypted_under(event: ev.DomainEvent) -> int | None:
     """The key version ``event`` encrypted a value under, if it did."""
-    field = _VERSION_FIELD.get(type(event))
-    return None if field is None else int(getattr(event, field))
+    held = held_under(event)
+    return None if held is None else held[0]
 
 
 def _count(value: object) -> int:

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ledger.errors import printable_ascii
-from ledger.events import DomainEvent
-from ledger.store import WRITER_FUNCTION, SQLiteRecorder, StoredEvent, TriggerFault, trigger_faults
+from ledger.events import DomainEvent, StoredEvent
+from ledger.store import WRITER_FUNCTION, SQLiteRecorder, TriggerFault, trigger_faults
 
 Applied = tuple[DomainEvent, StoredEvent]
 

@@ -25,11 +25,12 @@ from typing import Any
 
 from ledger import events as ev
 from ledger.chain import GENESIS_HASH
-from ledger.domain import ACTIVE, KeyringState, format_time, head_state
+from ledger.domain import ACTIVE, KeyringState, format_time, head_state, needs_migration
 from ledger.errors import LedgerFormatError
+from ledger.events import StoredEvent
 from ledger.integrity import verify_ledger
 from ledger.policy import DEFAULT_MAX_AGE_DAYS
-from ledger.store import SQLiteRecorder, StoredEvent
+from ledger.store import SQLiteRecorder
 
 REPORT_FORMAT = "keyledger-compliance/v1"
 DEFAULT_POLICY_DAYS = DEFAULT_MAX_AGE_DAYS
@@ -458,7 +459,7 @@ def build_compliance_report(
         fold = _Fold()
         for stored in recorder.read_events():
             fold.apply(stored)
-        live, deleted = _live_secrets(recorder)
+        held, deleted = _live_secrets(recorder)
         ledger_id = fold.ledger_id or recorder.read_meta().ledger_id
     for run in fold.runs.values():
         if run.status == "incomplete":
@@ -468,6 +469,9 @@ def build_compliance_report(
                 f"run {run.run_id}", f"started towards version {run.target_version}, "
                 f"{run.migrated} migrated, not completed (interrupted, or still running)"))
     keyring = fold.keyring
+    live: Counter[int] = Counter()
+    for (version, _), n in held.items():
+        live[version] += n
     inventory = tuple(_inventory(fold, live, policy_days, now))
     attestation = IntegrityAttestation(
         ok=verified.ok and fold.unreadable == 0,
@@ -496,7 +500,8 @@ def build_compliance_report(
         lifecycle=tuple(fold.lifecycle), lifecycle_total=fold.lifecycle_total,
         secrets=SecretsSummary(
             current_version=keyring.current, live_total=sum(live.values()),
-            needing_migration=sum(n for v, n in live.items() if v != keyring.current),
+            needing_migration=sum(n for (version, scheme), n in held.items()
+                                  if needs_migration(version, scheme, keyring.current)),
             deleted=deleted,
             per_version=tuple(VersionCount(k.version, k.status, k.live_secrets) for k in inventory),
         ),
@@ -511,10 +516,10 @@ def build_compliance_report(
     )
 
 
-def _live_secrets(recorder: SQLiteRecorder) -> tuple[Counter[int], int]:
-    """Live secrets per key version and the number of deleted secrets, from each secret
-    stream's head, a page at a time."""
-    live: Counter[int] = Counter()
+def _live_secrets(recorder: SQLiteRecorder) -> tuple[Counter[tuple[int, str]], int]:
+    """Live secrets per key version and scheme, and the number of deleted secrets, from
+    each secret stream's head, a page at a time."""
+    held: Counter[tuple[int, str]] = Counter()
     deleted, after = 0, ""
     while page := recorder.stream_heads(ev.SECRET_STREAM_PREFIX, after, _HEADS_PAGE):
         for stored in page:
@@ -522,12 +527,12 @@ def _live_secrets(recorder: SQLiteRecorder) -> tuple[Counter[int], int]:
                 state = head_state(stored)
             except (LedgerFormatError, TypeError):  # already reported by the event pass
                 continue
-            if state.deleted or state.key_version is None:
+            if state.deleted or state.key_version is None or state.scheme is None:
                 deleted += 1
             else:
-                live[state.key_version] += 1
+                held[state.key_version, state.scheme] += 1
         after = page[-1].stream
-    return live, deleted
+    return held, deleted
 
 
 def _inventory(

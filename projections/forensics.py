@@ -27,7 +27,8 @@ from ledger.domain import (
     validate_name,
 )
 from ledger.errors import InvalidInputError, VersionError
-from ledger.store import SQLiteRecorder, StoredEvent
+from ledger.events import StoredEvent
+from ledger.store import SQLiteRecorder
 
 # Event fields left out of every audit document: ciphertexts are not secret, but they are
 # noise to a reader and nothing an auditor checks by eye (the hash chain covers them).

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import events as ev
-from ledger.domain import validate_name
+from ledger.domain import held_under, validate_name
 from ledger.errors import UnknownSecretError
-from ledger.store import SQLiteRecorder, StoredEvent
+from ledger.events import StoredEvent
+from ledger.store import SQLiteRecorder
 
 # The event fields a history entry shows besides the key version, by event type.
 _DETAILS: dict[type[ev.DomainEvent], tuple[str, ...]] = {
@@ -77,12 +78,8 @@ def secret_history(recorder: SQLiteRecorder, name: str) -> SecretHistory:
 
 def _entry(stored: StoredEvent) -> HistoryEntry:
     event = stored.decode()
-    if isinstance(event, ev.SecretMigrated):
-        version: int | None = event.to_version
-    elif isinstance(event, ev.SecretDeleted):
-        version = None
-    else:
-        version = getattr(event, "key_version", None)
+    held = held_under(event)  # a read names the version it decrypted under; a deletion none
+    version = held[0] if held is not None else getattr(event, "key_version", None)
     fields = _DETAILS.get(type(event), ())
     details = {field: getattr(event, field) for field in fields}
     return HistoryEntry(stored.seq, stored.occurred_at, stored.actor, stored.origin, stored.type,

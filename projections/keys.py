@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.domain import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED, SCHEDULED, KeyringState, version_range
-from ledger.store import StoredEvent
+from ledger.events import StoredEvent
 from projections.secrets import live_counts
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from functools import singledispatchmethod
 from typing import TYPE_CHECKING
 
 from ledger import events as ev
-from ledger.store import StoredEvent
+from ledger.events import StoredEvent
 
 if TYPE_CHECKING:
     from projections.base import Applied

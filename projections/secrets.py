@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ledger import events as ev
-from ledger.crypto import SCHEME_BOUND
+from ledger.domain import held_under, needs_migration
 
 if TYPE_CHECKING:
     from projections.base import Applied
@@ -52,15 +52,9 @@ class SecretProjection:
                                       if isinstance(event, _SECRET_EVENTS)})
         deltas: Counter[tuple[int, str]] = Counter()
         for event, stored in batch:
-            after: tuple[int, str] | None
-            if isinstance(event, ev.SecretMigrated):
-                after = (event.to_version, event.scheme)
-            elif isinstance(event, ev.SecretWritten | ev.SecretImported):
-                after = (event.key_version, event.scheme)
-            elif isinstance(event, ev.SecretDeleted):
-                after = None
-            else:
+            if not isinstance(event, _SECRET_EVENTS):
                 continue
+            after = held_under(event)  # None: deleted
             name = event.name
             before = previous[name] if name in previous else known.get(name)
             if before is not None:
@@ -150,13 +144,14 @@ def live_counts(conn: sqlite3.Connection) -> dict[int, int]:
 
 
 def distribution_report(conn: sqlite3.Connection, current: int | None) -> DistributionReport:
-    distribution = live_counts(conn)
-    row = conn.execute(
-        "SELECT live FROM proj_secret_counts WHERE key_version = ? AND scheme = ?",
-        (current, SCHEME_BOUND),
-    ).fetchone()
-    total = sum(distribution.values())
-    return DistributionReport(total, current, total - (row[0] if row else 0), distribution)
+    distribution: dict[int, int] = {}
+    needing = 0
+    for version, scheme, live in conn.execute(
+        "SELECT key_version, scheme, live FROM proj_secret_counts WHERE live != 0 ORDER BY key_version"
+    ):
+        distribution[version] = distribution.get(version, 0) + live
+        needing += live if needs_migration(version, scheme, current) else 0
+    return DistributionReport(sum(distribution.values()), current, needing, distribution)
 
 
 def secret_problems(conn: sqlite3.Connection, *, names: Collection[str] | None = None) -> list[str]:

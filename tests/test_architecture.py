@@ -116,7 +116,7 @@ def test_no_import_cycle_in_ledger_projections_or_cli() -> None:
 
 def test_the_read_side_and_the_cli_never_import_the_write_operations() -> None:
     """Reports and read models take rules from the domain, not from the operations."""
-    operations = {"ledger.service", "ledger.session", "ledger.migration", "ledger.imports",
+    operations = {"ledger.service", "ledger.session", "ledger.migration", "ledger.importing",
                   "ledger.lifecycle", "ledger.backup", "ledger.pipeline"}
     graph = _graph()
     reaching = {name: sorted(graph[name] & operations)

@@ -32,7 +32,7 @@ from cli_support import OTHER_VALUE, PASSWORD, VALUE, error_line, invoke
 
 from ledger import InvalidInputError, Ledger
 from ledger.domain import MAX_VALUE_BYTES, validate_name
-from ledger.import_files import MAX_ENTRY_CHARS, MAX_PIPED_BYTES
+from ledger.import_formats import MAX_ENTRY_CHARS, MAX_PIPED_BYTES
 from ledger.testing import create_test_ledger, keyledger_command, ledger_files
 
 # Address space for a child keyledger that must not read an endless input into memory:

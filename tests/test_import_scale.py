@@ -17,9 +17,9 @@ from cli_support import error_line, head, invoke, values
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import IntegrityError, InvalidInputError, Ledger, import_files, imports, pipeline
+from ledger import IntegrityError, InvalidInputError, Ledger, import_formats, importing
 from ledger import events as ev
-from ledger.import_files import (
+from ledger.import_formats import (
     check_import_file_untrusted,
     checked_entry,
     detect_format,
@@ -40,7 +40,7 @@ CHUNK = 40
 def import_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """A test using it runs twice: entries encrypted in process, and by a forked worker that
     reads the file itself (the path files of 5,000 entries and more take)."""
-    monkeypatch.setattr(imports, "PIPELINE_MIN_ENTRIES", 0 if request.param == "worker" else 10**9)
+    monkeypatch.setattr(importing, "PIPELINE_MIN_ENTRIES", 0 if request.param == "worker" else 10**9)
     return str(request.param)
 
 
@@ -53,7 +53,7 @@ def write(path: Path, entries: dict[str, str] | str) -> Path:
     return path
 
 
-def import_file(ledger: Ledger, path: Path, *, overwrite: bool = False) -> imports.ImportResult:
+def import_file(ledger: Ledger, path: Path, *, overwrite: bool = False) -> importing.ImportResult:
     return ledger.import_file(check_import_file_untrusted(path), overwrite=overwrite,
                               chunk_size=CHUNK)
 
@@ -98,7 +98,7 @@ def test_chunked_import_records_every_entry_in_file_order(ledger: Ledger, tmp_pa
 def test_import_values_uses_the_same_chunked_path(ledger: Ledger) -> None:
     """import_values of a mapping appends in chunks too, with one checkpoint for them all."""
     before = ledger.recorder.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-    result = imports.import_values(ledger.session, numbered(), source="json", chunk_size=CHUNK)
+    result = importing.import_values(ledger.session, numbered(), source="json", chunk_size=CHUNK)
     assert result.imported == ENTRIES and read_all(ledger) == numbered()
     after = ledger.recorder.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
     assert after == before + 1
@@ -183,7 +183,7 @@ def test_fault_in_the_last_chunk_undoes_the_chunks_before_it(
     path = write(tmp_path / "v.json", numbered())
     ledger.set("kept", "as it was")
     before = state(ledger)
-    original = imports._encrypted
+    original = importing._encrypted
 
     def failing(key: bytes, version: int, source: Any, name: str, plaintext: bytes) -> Any:
         if name == "app/s-0299":
@@ -198,9 +198,9 @@ def test_fault_in_the_last_chunk_undoes_the_chunks_before_it(
                 yield name, plaintext
         return real_prepare(fail_last, *args)
 
-    real_prepare = pipeline.prepare_import
-    monkeypatch.setattr(imports, "_encrypted", failing)
-    monkeypatch.setattr(pipeline, "prepare_import", failing_worker)
+    real_prepare = importing.prepare_import
+    monkeypatch.setattr(importing, "_encrypted", failing)
+    monkeypatch.setattr(importing, "prepare_import", failing_worker)
     expected = (OSError, "disk I/O error") if import_mode == "in-process" else (
         IntegrityError, r"worker process failed \(OSError\)")
     with pytest.raises(expected[0], match=expected[1]) as caught:
@@ -396,7 +396,7 @@ def test_tricky_files_read_in_pieces_as_whole(
     """Faults found only by reading in small pieces are reported as reading the whole file would."""
     filename, text = TRICKY[case]
     path = write(tmp_path / filename, text)
-    monkeypatch.setattr(import_files, "READ_BYTES", read_bytes)
+    monkeypatch.setattr(import_formats, "READ_BYTES", read_bytes)
     assert streamed(path) == whole_file(path)
 
 
@@ -410,7 +410,7 @@ def test_streamed_check_agrees_with_reading_the_whole_file(
     path = tmp_path / filename
     data = text.encode("utf-8", "surrogatepass")
     path.write_bytes(data[: len(data) // 2] + junk + data[len(data) // 2 :])
-    monkeypatch.setattr(import_files, "READ_BYTES", read_bytes)
+    monkeypatch.setattr(import_formats, "READ_BYTES", read_bytes)
     assert streamed(path) == whole_file(path)
 
 
@@ -426,7 +426,7 @@ def test_a_large_file_is_read_in_pieces(tmp_path: Path, monkeypatch: pytest.Monk
         file.read = lambda size=-1: reads.append(size) or read(size)  # type: ignore[method-assign]
         return file
 
-    monkeypatch.setattr(import_files, "READ_BYTES", 256)
+    monkeypatch.setattr(import_formats, "READ_BYTES", 256)
     monkeypatch.setattr(Path, "open", counting_open)
     checked = check_import_file_untrusted(path)
     assert list(checked.entries()) == [(k, v.encode()) for k, v in numbered().items()]
@@ -436,7 +436,7 @@ def test_a_large_file_is_read_in_pieces(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.usefixtures("import_mode")
 def test_cli_import_of_many_chunks_reports_counts(db: Path, tmp_path: Path) -> None:
     """Through the CLI, a file larger than one chunk is imported whole and counted once."""
-    entries = numbered(imports.IMPORT_CHUNK + 7)
+    entries = numbered(importing.IMPORT_CHUNK + 7)
     result = invoke(db, "secrets", "import", write(tmp_path / "v.json", entries).as_posix(), "--json")
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)

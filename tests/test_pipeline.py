@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from conftest import PASSWORD
 
-from ledger import IntegrityError, Ledger, VersionError, migration, pipeline
+from ledger import IntegrityError, Ledger, VersionError, migration
 from ledger import events as ev
 from ledger.integrity import verify_ledger
-from ledger.store import content_hash
+from ledger.store import HeadRow, content_hash
 from ledger.testing import create_test_ledger, read_all, seed_encrypt
 from projections import ReadModels, projector
 
@@ -90,22 +90,22 @@ def test_a_worker_failure_writes_nothing_of_its_batch(
         ledger.set(f"s{i:02}", str(i))
     ledger.rotate()
     monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
-    real = pipeline.prepare_migration
+    real = migration.prepare_migration
     calls = []
 
-    def fail_on_second(rows: list[pipeline.HeadRow], *args: Any) -> list[pipeline.Prepared]:
+    def fail_on_second(rows: list[HeadRow], *args: Any) -> list[migration.Prepared]:
         calls.append(len(rows))  # in the worker: a list of its own
         if rows[0][0] == "secret:s04":
             raise ValueError("the value of s04 is 4")  # never crosses the pipe
         return real(rows, *args)
 
-    monkeypatch.setattr(pipeline, "prepare_migration", fail_on_second)
+    monkeypatch.setattr(migration, "prepare_migration", fail_on_second)
     with pytest.raises(IntegrityError, match=r"worker process failed \(ValueError\)") as caught:
         ledger.migrate(batch_size=4)
     assert "s04" not in str(caught.value)
     assert ledger.report().needing_migration == 6  # the first batch of 4 landed
     assert verify_ledger(ledger.recorder).ok
-    monkeypatch.setattr(pipeline, "prepare_migration", real)
+    monkeypatch.setattr(migration, "prepare_migration", real)
     second = ledger.migrate(batch_size=4)
     assert (second.migrated, second.already_current) == (6, 4)
     assert read_all(ledger) == {f"s{i:02}": str(i) for i in range(10)}
@@ -118,11 +118,11 @@ def test_a_killed_worker_is_a_clean_error(ledger: Ledger, monkeypatch: pytest.Mo
     ledger.rotate()
     monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
 
-    def die(rows: list[pipeline.HeadRow], *args: Any) -> list[pipeline.Prepared]:
+    def die(rows: list[HeadRow], *args: Any) -> list[migration.Prepared]:
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(pipeline, "prepare_migration", die)
+    monkeypatch.setattr(migration, "prepare_migration", die)
     head_before = ledger.recorder.head()
     with pytest.raises(IntegrityError, match="worker process died"):
         ledger.migrate(batch_size=10)
@@ -159,19 +159,19 @@ def test_prepare_sorts_every_kind_of_head(mixed: Ledger) -> None:
     rows = [(h.stream, h.stream_rev, h.type, h.schema_version, h.payload, content_hash(h))
             for h in heads]
     keys = {v: mixed.session.keys.data_key(v) for v in (1, current)}  # no key for version 2
-    verdicts = {v[1]: v for v in pipeline.prepare_migration(rows, keys, current, "run")}
-    assert verdicts["gone"][0] == pipeline.DELETED
-    assert verdicts["current"][0] == pipeline.CURRENT
-    assert verdicts["on-v2"][0] == pipeline.WRITER  # the worker lacks its key
+    verdicts = {v[1]: v for v in migration.prepare_migration(rows, keys, current, "run")}
+    assert verdicts["gone"][0] == migration.DELETED
+    assert verdicts["current"][0] == migration.CURRENT
+    assert verdicts["on-v2"][0] == migration.WRITER  # the worker lacks its key
     for name in ("seeded", "old-00", "old-11"):
         kind, _, _, _, _, token, payload, _ = verdicts[name]
-        assert kind == pipeline.PREPARED and token is not None and payload is not None
+        assert kind == migration.PREPARED and token is not None and payload is not None
         event = ev.from_payload("SecretMigrated", 1, payload)
         assert isinstance(event, ev.SecretMigrated)
         assert (event.name, event.to_version, event.ciphertext) == (name, current, token)
         assert mixed.open_ciphertext(name, token, event.scheme) == read_all(mixed)[name]
     damaged = [("secret:bad", 1, "SecretWritten", 1, "{not json", None)]
-    assert pipeline.prepare_migration(damaged, keys, current, "run")[0][0] == pipeline.WRITER
+    assert migration.prepare_migration(damaged, keys, current, "run")[0][0] == migration.WRITER
 
 
 WRITER_DIES = """

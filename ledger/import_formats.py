@@ -1,4 +1,4 @@
-"""Import files: the untrusted ``.env`` and JSON files ``secrets import`` reads.
+"""Import formats: the untrusted ``.env`` and JSON files ``secrets import`` reads.
 
 A file of any size is read in two passes, neither holding more than a buffer of it.
 :func:`check_import_file_untrusted` reads it whole and refuses it at the first fault,

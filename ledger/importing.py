@@ -1,6 +1,7 @@
-"""Imports: record the values ``secrets import`` reads, and the seed export ``import-seed`` reads.
+"""Recording imports: the values ``secrets import`` reads, and the old system's export
+``import-seed`` reads.
 
-The files themselves are read by :mod:`ledger.import_files`. A plaintext import is
+The files themselves are read by :mod:`ledger.import_formats`. A plaintext import is
 appended in one transaction, however large: chunk by chunk, each chunk's events decided
 from what the ledger (and the chunks before it) hold, with one signed checkpoint at the
 end; a fault anywhere rolls it all back.
@@ -18,7 +19,7 @@ from ledger import crypto, pipeline
 from ledger import events as ev
 from ledger.domain import ACTIVE, DECRYPT_ONLY, head_state, validate_name, validate_value
 from ledger.errors import ConcurrencyError, InvalidInputError
-from ledger.import_files import ImportFile, ImportFormat, checked_entry
+from ledger.import_formats import ImportFile, ImportFormat, checked_entry
 from ledger.session import CONFLICT_RETRIES, Session
 from ledger.store import NewEvent, content_hash
 
@@ -71,7 +72,7 @@ def import_file(
 ) -> ImportResult:
     """:func:`import_values` for a file of any size, read again entry by entry.
 
-    ``checked`` comes from :func:`ledger.import_files.check_import_file_untrusted`, so
+    ``checked`` comes from :func:`ledger.import_formats.check_import_file_untrusted`, so
     every entry is known to be valid; the file is read again while the transaction is
     open, and if it is no longer the same, nothing is written.
 
@@ -98,7 +99,7 @@ def _record(
         if count >= PIPELINE_MIN_ENTRIES and pipeline.can_fork():
             # A worker reads and encrypts the entries; this process never sees a plaintext.
             prepared = pipeline.produce_ahead(partial(
-                pipeline.prepare_import, entries, key, version, source, chunk_size))
+                prepare_import, entries, key, version, source, chunk_size))
             chunks = _decided_chunks(
                 session, ([(name, (token, payload)) for name, token, payload in batch]
                          for batch in prepared),
@@ -121,14 +122,14 @@ def _encrypted(
     key: bytes, version: int, source: ImportFormat, name: str, plaintext: bytes
 ) -> tuple[ev.SecretImported, None]:
     token = crypto.encrypt_secret(key, version, name, plaintext)
-    return pipeline.imported_event(name, version, source, token), None
+    return imported_event(name, version, source, token), None
 
 
 def _from_worker(
     version: int, source: ImportFormat, name: str, prepared: tuple[str, str]
 ) -> tuple[ev.SecretImported, str]:
     token, payload = prepared
-    return pipeline.imported_event(name, version, source, token), payload
+    return imported_event(name, version, source, token), payload
 
 
 def _batched(entries: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -274,3 +275,31 @@ def _utf8_untrusted(plaintext: bytes) -> str:
         return plaintext.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInputError("the decrypted value is not UTF-8 text") from None
+
+
+# -- what the worker does (ledger.pipeline) ------------------------------------------------
+
+
+def imported_event(name: str, version: int, source: str, token: str) -> ev.SecretImported:
+    """The event of one imported value, built alike by the worker that serialises it and
+    by the writer that hands it to the read models."""
+    return ev.SecretImported(name=name, key_version=version, scheme=crypto.SCHEME_BOUND,
+                             source=source, ciphertext=token)
+
+
+def prepare_import(
+    entries: Callable[[], Iterable[tuple[str, bytes]]], key: bytes, version: int,
+    source: str, size: int,
+) -> Iterator[list[tuple[str, str, str]]]:
+    """``(name, ciphertext, payload)`` of each entry, encrypted under ``version`` and
+    serialised as its ``SecretImported``, ``size`` entries at a time. Whether an entry is
+    recorded (or skipped as existing) is the writer's decision."""
+    batch: list[tuple[str, str, str]] = []
+    for name, plaintext in entries():
+        token = crypto.encrypt_secret(key, version, name, plaintext)
+        batch.append((name, token, ev.to_payload(imported_event(name, version, source, token))[2]))
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
