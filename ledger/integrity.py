@@ -3,19 +3,22 @@ and the signed checkpoints (:mod:`ledger.signing`)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ledger import chain
-from ledger.chain import GENESIS_HASH, first_broken_link_in
-from ledger.errors import IntegrityError, InvalidInputError, LedgerFormatError, printable_ascii
+from ledger import pipeline
+from ledger.chain import GENESIS_HASH
+from ledger.errors import (
+    IntegrityError,
+    InvalidInputError,
+    KeyledgerError,
+    LedgerFormatError,
+    printable_ascii,
+)
 from ledger.signing import (
     Anchor,
     Checkpoint,
@@ -27,7 +30,7 @@ from ledger.signing import (
     signature_holds,
     wrapped_key_problem,
 )
-from ledger.store import CheckpointRow, SQLiteRecorder, TriggerFault
+from ledger.store import CheckpointRow, Recorder, TriggerFault
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,34 +45,31 @@ class ChainReport:
 
 
 def check_chain(
-    recorder: SQLiteRecorder, *, tail: int | None = None, sqlite_check: bool = True
+    recorder: Recorder, *, tail: int | None = None, sqlite_check: bool = True
 ) -> ChainReport:
-    """Recompute the hash chain and run SQLite's integrity check.
+    """Recompute the hash chain and run the store's own check of the file.
 
-    Without ``tail``: every row from seq 1, the full ``integrity_check`` and a count of
-    the rows (a gap shows). With ``tail`` (``health-check``): only the last ``tail`` rows'
-    links, and SQLite's cheaper ``quick_check`` unless ``sqlite_check`` is False, so the
-    cost does not grow with the ledger. An edited, deleted, inserted or reordered row
-    breaks a link (or the gapless seq) at the first row affected. A cut tail does not:
-    only a signed checkpoint kept elsewhere can show that.
+    Without ``tail``: every row from seq 1, the full check and a count of the rows (a gap
+    shows). With ``tail`` (``health-check``): only the last ``tail`` rows' links, and the
+    cheaper quick check unless ``sqlite_check`` is False, so the cost does not grow with
+    the ledger. An edited, deleted, inserted or reordered row breaks a link (or the
+    gapless seq) at the first row affected. A cut tail does not: only a signed checkpoint
+    kept elsewhere can show that.
     """
-    conn = recorder.conn
     problems: list[str] = []
     pragma = "quick_check" if tail is not None else "integrity_check"
-    if tail is None:
-        count, top = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
-    else:
-        top = recorder.head()[0]
-        count = top
+    top = recorder.head()[0]
+    count = recorder.event_count() if tail is None else top
     start = 0 if tail is None else max(0, top - tail)
     with ThreadPoolExecutor(1) as thread:
-        # SQLite's own check runs beside the hashing: it leaves Python's lock while it works.
-        verdict = thread.submit(_pragma_check, recorder.file, pragma) if sqlite_check else None
+        # The store's own check runs beside the hashing: SQLite leaves Python's lock while it works.
+        verdict = (thread.submit(recorder.storage_check, quick=tail is not None)
+                   if sqlite_check else None)
         first_bad = _first_bad_link(recorder, start, top)
         if verdict is not None and verdict.result() != "ok":
             problems.insert(0, f"SQLite {pragma}: {verdict.result()}")
     if first_bad is None and count != top:
-        first_bad = _first_gap(recorder)
+        first_bad = recorder.first_gap()
     if first_bad is not None:
         problems.append(f"hash chain broken at seq {first_bad}")
     head = recorder.head()[1] if top else GENESIS_HASH
@@ -79,46 +79,27 @@ def check_chain(
 PARALLEL_MIN_EVENTS = 50_000  # below this a second process costs more than it saves
 
 
-def _first_bad_link(recorder: SQLiteRecorder, start: int, top: int) -> int | None:
+def _first_bad_link(recorder: Recorder, start: int, top: int) -> int | None:
     """The first broken link past ``start``. A long chain is split in two: the later half
-    is checked by a second, lean process (``ledger/chain.py`` run as a script, on the
-    other core) from the hash stored at the split, while this one checks the first half;
-    a break in the first half comes first."""
+    is checked by a forked worker on the other core (:mod:`ledger.pipeline`) from the
+    hash stored at the split, while this process checks the first half; a break in the
+    first half comes first."""
     prev = recorder.event_at(start)
     prev_hash = prev.hash if prev else GENESIS_HASH
-    if top - start < PARALLEL_MIN_EVENTS:
-        return first_broken_link_in(recorder.conn, start, prev_hash=prev_hash)
     middle = (start + top) // 2
-    at_middle = recorder.event_at(middle)
-    if at_middle is None:  # a gap: the sequential walk names it
-        return first_broken_link_in(recorder.conn, start, prev_hash=prev_hash)
-    later = subprocess.Popen(  # -I: isolated, so nothing beside chain.py shadows the stdlib
-        [sys.executable, "-I", chain.__file__, str(recorder.file), str(middle), at_middle.hash],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        first = first_broken_link_in(recorder.conn, start, middle, prev_hash)
-    finally:
-        out, _ = later.communicate()
-    if first is not None:
-        return first
-    if later.returncode != 0 or not out.strip().isdigit():  # it could not run: do its half here
-        return first_broken_link_in(recorder.conn, middle, prev_hash=at_middle.hash)
-    return int(out) or None
-
-
-def _pragma_check(path: Path, pragma: str) -> str:
-    """``PRAGMA integrity_check`` (or ``quick_check``) on a connection of its own."""
-    with SQLiteRecorder(path, read_only=True) as recorder:
-        return str(recorder.conn.execute(f"PRAGMA {pragma}").fetchone()[0])
-
-
-def _first_gap(recorder: SQLiteRecorder) -> int:
-    row = recorder.conn.execute(
-        "SELECT min(seq) + 1 FROM events e WHERE NOT EXISTS "
-        "(SELECT 1 FROM events n WHERE n.seq = e.seq + 1) AND seq < (SELECT max(seq) FROM events)"
-    ).fetchone()
-    return int(row[0] or 1)
+    at_middle = recorder.event_at(middle) if top - start >= PARALLEL_MIN_EVENTS else None
+    later = (recorder.worker_first_broken_link(middle, at_middle.hash)
+             if at_middle is not None and pipeline.can_fork() else None)
+    if at_middle is None or later is None:  # short, a gap at the split, or no fork here
+        return recorder.first_broken_link(start, prev_hash=prev_hash)
+    with pipeline.beside(later) as later_half:
+        first = recorder.first_broken_link(start, middle, prev_hash)
+        if first is not None:
+            return first
+        try:
+            return later_half()
+        except KeyledgerError:  # the worker could not do its half: do it here
+            return recorder.first_broken_link(middle, prev_hash=at_middle.hash)
 
 
 @dataclass(slots=True)
@@ -178,7 +159,7 @@ class VerifyReport:
 
 
 def verify_ledger(
-    recorder: SQLiteRecorder, *, anchor: Anchor | None = None, pinned_key: str | None = None,
+    recorder: Recorder, *, anchor: Anchor | None = None, pinned_key: str | None = None,
     all_signatures: bool = False,
 ) -> VerifyReport:
     """Everything ``audit verify`` checks, without the master password.
@@ -229,7 +210,7 @@ def verify_ledger(
     return report
 
 
-def _check_heads_map(recorder: SQLiteRecorder, report: VerifyReport, key: Ed25519PublicKey,
+def _check_heads_map(recorder: Recorder, report: VerifyReport, key: Ed25519PublicKey,
                      ledger_id: str) -> None:
     """Every streams row, head event and tree node against the root the latest checkpoint
     signs: what every read and write proves a part of (O(n) in the number of streams).
@@ -254,7 +235,7 @@ def trigger_problem(found: TriggerFault) -> str:
             f"{_TRIGGER_FAULTS[found.fault]}")
 
 
-def trigger_problems(recorder: SQLiteRecorder) -> list[str]:
+def trigger_problems(recorder: Recorder) -> list[str]:
     """What is wrong with the triggers on the ledger's tables, one line each (constant time,
     for ``health-check``)."""
     return [trigger_problem(found) for found in recorder.trigger_faults()]
@@ -263,7 +244,7 @@ def trigger_problems(recorder: SQLiteRecorder) -> list[str]:
 Fault = Callable[[str, int | None], None]  # a problem found, and the seq it blames
 
 
-def _recorded_key(recorder: SQLiteRecorder, fault: Fault) -> str | None:
+def _recorded_key(recorder: Recorder, fault: Fault) -> str | None:
     """The ledger's trusted public key (the first one recorded), or None; every problem
     with the recorded keys goes to ``fault``."""
     try:
@@ -284,7 +265,7 @@ def _recorded_key(recorder: SQLiteRecorder, fault: Fault) -> str | None:
 
 
 def _check_checkpoints(
-    recorder: SQLiteRecorder, report: VerifyReport, key: Ed25519PublicKey | None,
+    recorder: Recorder, report: VerifyReport, key: Ed25519PublicKey | None,
     ledger_id: str, top: int, all_signatures: bool,
 ) -> None:
     last: CheckpointRow | None = None
@@ -315,7 +296,7 @@ def _check_checkpoints(
 
 
 def _check_anchor(
-    recorder: SQLiteRecorder, report: VerifyReport, anchor: Anchor,
+    recorder: Recorder, report: VerifyReport, anchor: Anchor,
     key: Ed25519PublicKey | None, ledger_id: str, top: int,
 ) -> None:
     cp = anchor.checkpoint
@@ -345,7 +326,7 @@ def _checkpoint(ledger_id: str, row: CheckpointRow) -> Checkpoint:
                       row.heads_root, row.tally)
 
 
-def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:
+def head_signature_problems(recorder: Recorder) -> list[str]:
     """What is wrong with the signature over the ledger's head, cheaply (for ``health-check``):
     the latest checkpoint must cover the last event, hold its hash and be validly signed."""
     top, head = recorder.head()
@@ -363,7 +344,7 @@ def head_signature_problems(recorder: SQLiteRecorder) -> list[str]:
     return problems
 
 
-def repair_heads_tree(recorder: SQLiteRecorder) -> bool:
+def repair_heads_tree(recorder: Recorder) -> bool:
     """Rewrite the heads tree from the streams rows, once they produce the root the latest
     checkpoint signs under the recorded key; whether a node had to change. False for a
     ledger without a heads map (format 3) or a key to check it with: nothing to repair.

@@ -53,6 +53,15 @@ def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
             yield message[1]
 
 
+@contextlib.contextmanager
+def beside(work: Callable[[], R]) -> Iterator[Callable[[], R]]:
+    """Run ``work`` in a forked worker while the caller goes on; the context's value
+    waits for its result (a failure raised as :func:`produce_ahead` raises it). Leaving
+    the context without asking ends the worker."""
+    with _forked(lambda: (work(),)) as conn:
+        yield lambda: _receive(conn)[1]
+
+
 # -- the worker's side, and the pipe between ----------------------------------------------
 
 _DIED = "the worker process died; nothing of what it was preparing was written: run it again"

@@ -612,7 +612,7 @@ class Ledger:
         """
         from ledger.integrity import verify_ledger  # only a restore pays for the full walk
 
-        report = verify_ledger(backup.recorder)  # type: ignore[arg-type]
+        report = verify_ledger(backup.recorder)
         if not report.ok:
             raise IntegrityError(f"the backup does not verify: {'; '.join(report.problems)}")
         if (backup.ledger_id != self.ledger_id

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import chain
+from ledger import chain, store
 from ledger import events as ev
 
 TEXT = st.text(max_size=20)  # any code point: quotes, backslashes, control and non-ASCII
@@ -106,22 +106,22 @@ def events_table(rows: int) -> sqlite3.Connection:
 
 
 @pytest.mark.parametrize("material_sql", [
-    chain.MATERIAL_SQL,  # SQLite writes the material
-    chain.MATERIAL_SQL.replace("json_array(", "'x' || json_array("),  # a text of its own: checked again
+    store.MATERIAL_SQL,  # SQLite writes the material
+    store.MATERIAL_SQL.replace("json_array(", "'x' || json_array("),  # a text of its own: checked again
     "SELECT no_such_function()",  # an SQLite without JSON functions: the Python walk
 ], ids=["sqlite", "differs", "unavailable"])
 def test_the_chain_check_in_sqlite_finds_what_the_python_walk_finds(
     material_sql: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(chain, "MATERIAL_SQL", material_sql)
+    monkeypatch.setattr(store, "MATERIAL_SQL", material_sql)
     conn = events_table(6)
-    assert chain.first_broken_link_in(conn) is None
-    assert chain.first_broken_link_in(conn, 3, 5, conn.execute(
+    assert store.first_broken_link_in(conn) is None
+    assert store.first_broken_link_in(conn, 3, 5, conn.execute(
         "SELECT hash FROM events WHERE seq = 3").fetchone()[0]) is None
     conn.execute("UPDATE events SET stream_rev = '1' WHERE seq = 4")  # same text, other type
-    assert chain.first_broken_link_in(conn) == 4
+    assert store.first_broken_link_in(conn) == 4
     conn.execute("UPDATE events SET stream_rev = 1, actor = 'mallory' WHERE seq = 4")
-    assert chain.first_broken_link_in(conn) == 4
+    assert store.first_broken_link_in(conn) == 4
     conn.execute("UPDATE events SET actor = 'ops@host' WHERE seq = 4")
     conn.execute("DELETE FROM events WHERE seq = 5")
-    assert chain.first_broken_link_in(conn) == 5
+    assert store.first_broken_link_in(conn) == 5
