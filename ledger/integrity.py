@@ -3,7 +3,9 @@ and the signed checkpoints (:mod:`ledger.signing`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,11 +63,13 @@ def check_chain(
     top = recorder.head()[0]
     count = recorder.event_count() if tail is None else top
     start = 0 if tail is None else max(0, top - tail)
-    with ThreadPoolExecutor(1) as thread:
+    # The worker is forked before the thread starts: a fork while another thread holds
+    # SQLite's or Python's locks can leave the worker waiting on them for ever.
+    with _later_half(recorder, start, top) as split, ThreadPoolExecutor(1) as thread:
         # The store's own check runs beside the hashing: SQLite leaves Python's lock while it works.
         verdict = (thread.submit(recorder.storage_check, quick=tail is not None)
                    if sqlite_check else None)
-        first_bad = _first_bad_link(recorder, start, top)
+        first_bad = _first_bad_link(recorder, start, split)
         if verdict is not None and verdict.result() != "ok":
             problems.insert(0, f"SQLite {pragma}: {verdict.result()}")
     if first_bad is None and count != top:
@@ -79,27 +83,46 @@ def check_chain(
 PARALLEL_MIN_EVENTS = 50_000  # below this a second process costs more than it saves
 
 
-def _first_bad_link(recorder: Recorder, start: int, top: int) -> int | None:
-    """The first broken link past ``start``. A long chain is split in two: the later half
-    is checked by a forked worker on the other core (:mod:`ledger.pipeline`) from the
-    hash stored at the split, while this process checks the first half; a break in the
-    first half comes first."""
-    prev = recorder.event_at(start)
-    prev_hash = prev.hash if prev else GENESIS_HASH
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Split:
+    """The later half of the chain, from ``middle`` (whose stored hash is ``middle_hash``),
+    being checked by a forked worker; ``result`` waits for its answer."""
+
+    middle: int
+    middle_hash: str
+    result: Callable[[], int | None]
+
+
+@contextlib.contextmanager
+def _later_half(recorder: Recorder, start: int, top: int) -> Iterator[_Split | None]:
+    """A long chain is split in two: the later half is checked by a forked worker on the
+    other core (:mod:`ledger.pipeline`) from the hash stored at the split, while this
+    process checks the first half. None: short, a gap at the split, or no fork here."""
     middle = (start + top) // 2
     at_middle = recorder.event_at(middle) if top - start >= PARALLEL_MIN_EVENTS else None
     later = (recorder.worker_first_broken_link(middle, at_middle.hash)
              if at_middle is not None and pipeline.can_fork() else None)
-    if at_middle is None or later is None:  # short, a gap at the split, or no fork here
+    if at_middle is None or later is None:
+        yield None
+        return
+    with pipeline.beside(later) as result:
+        yield _Split(middle, at_middle.hash, result)
+
+
+def _first_bad_link(recorder: Recorder, start: int, split: _Split | None) -> int | None:
+    """The first broken link past ``start``; with ``split``, a break in the first half
+    comes first, then the worker's answer for the later half."""
+    prev = recorder.event_at(start)
+    prev_hash = prev.hash if prev else GENESIS_HASH
+    if split is None:
         return recorder.first_broken_link(start, prev_hash=prev_hash)
-    with pipeline.beside(later) as later_half:
-        first = recorder.first_broken_link(start, middle, prev_hash)
-        if first is not None:
-            return first
-        try:
-            return later_half()
-        except KeyledgerError:  # the worker could not do its half: do it here
-            return recorder.first_broken_link(middle, prev_hash=at_middle.hash)
+    first = recorder.first_broken_link(start, split.middle, prev_hash)
+    if first is not None:
+        return first
+    try:
+        return split.result()
+    except KeyledgerError:  # the worker could not do its half: do it here
+        return recorder.first_broken_link(split.middle, prev_hash=split.middle_hash)
 
 
 @dataclass(slots=True)
