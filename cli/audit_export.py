@@ -59,8 +59,8 @@ def export(
     Example:  keyledger audit export --format html --out /srv/reports/keys-$(date +%F).html
     """
     # Imported here, as only this command needs them: every other command starts faster.
-    from projections.compliance import build_compliance_report
-    from projections.report_render import render
+    from projections.renderers.compliance import render
+    from projections.reports.compliance import build_compliance_report
 
     chosen = fmt or _SUFFIXES.get(out.suffix.lower())
     if chosen is None:

@@ -1,7 +1,7 @@
 """Forensic audit commands: the event log, the state at a past point, a key's blast radius.
 
 Registered on the ``audit`` group by :mod:`cli.audit`. They read the events alone (no
-read models, no master password) through :mod:`projections.forensics`.
+read models, no master password) through :mod:`projections.reports.forensics`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cli.context import JsonOption, settings
 from cli.output import console, emit_json, handles_errors, printable
 
 if TYPE_CHECKING:
-    from projections.forensics import IncidentReport, ReplayState
+    from projections.reports.forensics import IncidentReport, ReplayState
 
 SinceOption = Annotated[str | None, typer.Option(
     "--since", help="From this time: 2026-11-01, 2026-11-01T02:00Z, or 24h / 7d ago.")]
@@ -45,7 +45,7 @@ def log(
 
     Example:  keyledger audit log --secret db_password --since 7d --json
     """
-    from projections import forensics  # here: start-up stays lean
+    from projections.reports import forensics  # here: start-up stays lean
 
     with settings(ctx).recorder() as recorder:
         events = forensics.audit_log(recorder, secret=secret, types=types or (), actor=actor,
@@ -86,7 +86,7 @@ def replay(
 
     Example:  keyledger audit replay --as-of 2026-11-01T02:00Z --json
     """
-    from projections import forensics  # here: start-up stays lean
+    from projections.reports import forensics  # here: start-up stays lean
 
     with settings(ctx).recorder() as recorder:
         state = forensics.replay(recorder, seq=seq, as_of=as_of)
@@ -124,7 +124,7 @@ def incident(
 
     Example:  keyledger audit incident --version 3 --since 2026-10-01 --json
     """
-    from projections import forensics  # here: start-up stays lean
+    from projections.reports import forensics  # here: start-up stays lean
 
     with settings(ctx).recorder() as recorder:
         report = forensics.incident(recorder, version, since=since, until=until)
@@ -135,7 +135,7 @@ def incident(
 
 
 def _print_incident(report: IncidentReport) -> None:
-    from projections import forensics
+    from projections.reports import forensics
     window = report.window
     span = ("" if window.since is None and window.until is None
             else f" between {window.since or 'the start'} and {window.until or 'now'}")

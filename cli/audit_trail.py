@@ -77,7 +77,7 @@ def metrics(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example:  keyledger audit metrics >> /var/log/keyledger/rotation-metrics.jsonl
     """
     with open_read_models(ctx) as views:
-        from projections.metrics import rotation_metrics  # here: start-up stays lean
+        from projections.reports.metrics import rotation_metrics  # here: start-up stays lean
 
         found = rotation_metrics(views.recorder)
         seq, head = views.position()

@@ -23,7 +23,7 @@ from ledger.crypto import SEED_SALT_TEMPLATE
 from ledger.domain import MAX_VALUE_BYTES, needs_migration
 
 if TYPE_CHECKING:
-    from projections.history import HistoryEntry
+    from projections.reports.history import HistoryEntry
 
 app = typer.Typer(
     help="Store, read, list, delete and import secrets.", no_args_is_help=True,
@@ -149,7 +149,7 @@ def history(
     Example:  keyledger secrets history db_password --json
     """
     with settings(ctx).recorder() as recorder:
-        from projections.history import secret_history  # here: start-up stays lean
+        from projections.reports.history import secret_history  # here: start-up stays lean
 
         found = secret_history(recorder, name)
     if as_json:

@@ -26,16 +26,16 @@ from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM
 from ledger.signing import CheckpointVerifier, recorded_verifier
 from ledger.store import SQLiteRecorder, TriggerFault
 from ledger.tally import Tally
-from projections.base import Projection, ProjectionRunner
-from projections.keys import (
+from projections.read_models.keys import (
     KeyProjection,
     KeyringInfo,
     KeyVersionInfo,
     keyring_info,
     keyring_problems,
 )
-from projections.migrations import MigrationProjection, MigrationRun, migration_runs
-from projections.secrets import (
+from projections.read_models.migrations import MigrationProjection, MigrationRun, migration_runs
+from projections.read_models.runner import Projection, ProjectionRunner
+from projections.read_models.secrets import (
     DistributionReport,
     SecretProjection,
     SecretRow,

@@ -17,8 +17,8 @@ from ledger import events as ev
 from ledger.backup import take_backup, verify_backup
 from ledger.store import SQLiteRecorder
 from ledger.testing import ledger_files
-from projections.history import secret_history
-from projections.metrics import rotation_metrics
+from projections.reports.history import secret_history
+from projections.reports.metrics import rotation_metrics
 
 
 class Killed(Exception):

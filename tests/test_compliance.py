@@ -22,10 +22,10 @@ from ledger.service import Ledger
 from ledger.signing import recorded_public_key
 from ledger.store import NewEvent, SQLiteRecorder
 from ledger.testing import StepClock, create_test_ledger
-from projections import compliance
-from projections.charts import time_ticks
-from projections.compliance import SECTIONS, ComplianceReport, build_compliance_report
-from projections.report_render import FORMATS, render
+from projections.renderers.charts import time_ticks
+from projections.renderers.compliance import FORMATS, render
+from projections.reports import compliance
+from projections.reports.compliance import SECTIONS, ComplianceReport, build_compliance_report
 
 PASSWORD = "compliance suite password"
 THIRD_VALUE = "third-hidden-value-0c77"

@@ -42,7 +42,7 @@ from ledger.errors import KeyledgerError
 from ledger.store import SQLiteRecorder
 from ledger.testing import TEST_KDF_ITERATIONS, StepClock, create_test_ledger
 from projections import ReadModels, projector
-from projections.forensics import audit_log, incident, replay
+from projections.reports.forensics import audit_log, incident, replay
 
 THIRD_VALUE = "third-hidden-value-0c7e"
 START = datetime(2026, 3, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from tamper_support import edit_read_models, refused_edit
 from ledger import Ledger, SQLiteRecorder
 from ledger.backup import take_backup
 from projections import ReadModels, projector
-from projections.base import EARLIER_LAYOUTS, LAYOUT, layout_fingerprint
+from projections.read_models.runner import EARLIER_LAYOUTS, LAYOUT, layout_fingerprint
 
 EDITS = {
     "a secret moved to another version": "UPDATE proj_secrets SET key_version = 7 WHERE name = 'a'",

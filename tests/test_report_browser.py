@@ -19,8 +19,8 @@ import pytest
 from test_compliance import build_scenario
 
 from ledger.store import SQLiteRecorder
-from projections.compliance import build_compliance_report
-from projections.report_render import render
+from projections.renderers.compliance import render
+from projections.reports.compliance import build_compliance_report
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

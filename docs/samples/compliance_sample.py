@@ -20,8 +20,8 @@ from ledger.crypto import SCHEME_BOUND
 from ledger.service import Ledger
 from ledger.store import NewEvent, SQLiteRecorder
 from ledger.testing import StepClock, create_test_ledger
-from projections.compliance import build_compliance_report
-from projections.report_render import render
+from projections.reports.compliance import build_compliance_report
+from projections.renderers.compliance import render
 
 PASSWORD = "sample ledger password"
 REPORT_TIME = datetime(2026, 1, 20, 9, 0, tzinfo=UTC)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.domain import ACTIVE, DECRYPT_ONLY, DESTROYED, RETIRED, SCHEDULED, KeyringState, version_range
 from ledger.events import StoredEvent
-from projections.secrets import live_counts
+from projections.read_models.secrets import live_counts
 
 if TYPE_CHECKING:
-    from projections.base import Applied
+    from projections.read_models.runner import Applied
 
 
 class KeyProjection:

@@ -12,7 +12,7 @@ from ledger import events as ev
 from ledger.events import StoredEvent
 
 if TYPE_CHECKING:
-    from projections.base import Applied
+    from projections.read_models.runner import Applied
 
 
 class MigrationProjection:

@@ -13,7 +13,7 @@ from ledger import events as ev
 from ledger.domain import held_under, needs_migration
 
 if TYPE_CHECKING:
-    from projections.base import Applied
+    from projections.read_models.runner import Applied
 
 
 class SecretProjection:

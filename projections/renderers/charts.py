@@ -8,7 +8,7 @@ import math
 from datetime import UTC, datetime
 from html import escape
 
-from projections.compliance import ComplianceReport
+from projections.reports.compliance import ComplianceReport
 
 STATUS_COLOURS = {
     "active": "#1a7f37", "decrypt-only": "#0969da", "retired": "#9a6700",

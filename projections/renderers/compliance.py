@@ -1,6 +1,6 @@
-"""Rendering a :class:`~projections.compliance.ComplianceReport` as JSON, CSV, Markdown or HTML.
+"""Rendering a :class:`~projections.reports.compliance.ComplianceReport` as JSON, CSV, Markdown or HTML.
 
-Every format shows the same sections (:data:`projections.compliance.SECTIONS`), built
+Every format shows the same sections (:data:`projections.reports.compliance.SECTIONS`), built
 from one tabular view of the report (:func:`sections`), so no format can drift from the
 others:
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any, Literal
 
-from projections.charts import STATUS_COLOURS, bar_chart, timeline
-from projections.compliance import SECTIONS, ComplianceReport
+from projections.renderers.charts import STATUS_COLOURS, bar_chart, timeline
+from projections.reports.compliance import SECTIONS, ComplianceReport
 
 Format = Literal["json", "csv", "md", "html"]
 FORMATS: tuple[Format, ...] = ("json", "csv", "md", "html")

@@ -12,7 +12,7 @@ describe the same ledger.
 The report is a projection: built from the events alone, it can be rebuilt at any time
 and comes out identical for the same ``now``. It is stamped with the seq and head hash it
 was built from. It holds metadata only: never a plaintext value, a ciphertext or a key.
-Rendering it is :mod:`projections.report_render`'s job.
+Rendering it is :mod:`projections.renderers.compliance`'s job.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 
 from ledger import events as ev
 from ledger.store import SQLiteRecorder
-from projections.migrations import MigrationRun, migration_runs
+from projections.read_models.migrations import MigrationRun, migration_runs
 
 # The read model's status -> the metric's; "success", "partial" and "resumed" map to themselves.
 _STATUS = {"running": "incomplete"}

@@ -1,0 +1,1 @@
+"""Reports folded on demand from the events: compliance, forensics, history, metrics."""
