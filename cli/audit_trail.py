@@ -67,7 +67,7 @@ def _show(status: ReadAuditing, changed: bool | None, as_json: bool) -> None:
 
 @handles_errors
 def metrics(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Print one JSON line per migration run, in the rotation guide's metrics shape.
+    """Print one JSON line per migration run, in the old system's metrics shape.
 
     Fields: rotation_start, rotation_end (null if the run never completed), old_version,
     new_version, secrets_migrated, secrets_failed, duration_seconds, status (success,

@@ -1,11 +1,11 @@
 """The ciphertext format and the key hierarchy's primitives, all from ``cryptography``.
 
-Wire format (the guide's, kept byte for byte)::
+Wire format (the old system's, kept byte for byte)::
 
     base64( version: 1 byte | nonce: 12 bytes | AES-256-GCM ciphertext | tag: 16 bytes )
 
 What keyledger adds is associated data: every ciphertext it writes is bound to the
-secret's name and key version (``SCHEME_BOUND``). Ciphertexts imported from the guide's
+secret's name and key version (``SCHEME_BOUND``). Ciphertexts imported from the old system's
 system carry no associated data (``SCHEME_SEED``) until ``migrate`` rewrites them.
 
 Functions whose name ends in ``_untrusted`` parse bytes that came from outside; every
@@ -40,7 +40,7 @@ MAX_VERSION = 255
 #: Our KEK derivation: OWASP's 2023 floor for PBKDF2-HMAC-SHA256.
 KEK_ITERATIONS = 600_000
 KDF_ALGORITHM = "PBKDF2-HMAC-SHA256"  # how derive_kek makes the KEK, as the ledger records it
-#: The guide's per-version key derivation, kept only to read its data.
+#: The old system's per-version key derivation, kept only to read its data.
 SEED_ITERATIONS = 100_000
 SEED_SALT_TEMPLATE = "mystocks-encryption-salt-v{v}"
 
@@ -69,7 +69,7 @@ def derive_kek(password: str, salt: bytes, iterations: int) -> bytes:
 def derive_seed_key(
     password: str, version: int, salt_template: str = SEED_SALT_TEMPLATE
 ) -> bytes:
-    """The guide's data key for ``version``: PBKDF2 over a fixed, public salt."""
+    """The old system's data key for ``version``: PBKDF2 over a fixed, public salt."""
     salt = salt_template.replace("{v}", str(version)).encode("utf-8")
     return _pbkdf2(password, salt, SEED_ITERATIONS)
 
@@ -215,7 +215,7 @@ def parse_frame_untrusted(token: str) -> Frame:
 
 @dataclass(frozen=True, slots=True)
 class SeedPlaintext:
-    """A guide ciphertext, opened: which key version it was under and whether it was legacy."""
+    """A ciphertext of the old system, opened: which key version it was under and whether it was legacy."""
 
     version: int
     legacy: bool
@@ -224,15 +224,15 @@ class SeedPlaintext:
 
 
 class SeedDecodeError(ValueError):
-    """Why one entry of the guide's data could not be read (safe to show)."""
+    """Why one entry of the old system's data could not be read (safe to show)."""
 
 
 def open_seed_ciphertext_untrusted(
     token: str, key_for_version: Callable[[int], bytes], legacy_version: int
 ) -> SeedPlaintext:
-    """Open a ciphertext written by the guide's system.
+    """Open a ciphertext written by the old system.
 
-    The guide told its two layouts apart by the first byte alone, so a legacy ciphertext
+    The old system told its two layouts apart by the first byte alone, so a legacy ciphertext
     whose random nonce began with 1-20 was misread. Here the authentication tag decides:
     the versioned reading is tried when the first byte is a version, then the legacy one.
     A wrong reading passes GCM's check with probability 2^-128, so no input reads back

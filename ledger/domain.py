@@ -75,7 +75,7 @@ def parse_moment(text: str, now: datetime) -> str:
 
 
 def version_range(version: int) -> str:
-    """The guide's label for a key version number."""
+    """The old system's label for a key version number."""
     if 1 <= version <= 20:
         return "regular"
     if 21 <= version <= 80:

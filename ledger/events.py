@@ -201,7 +201,7 @@ class SecretImported(DomainEvent):
     ciphertext: str
     scheme: str
     source: SecretSource
-    # For the guide's data: the version it was under, whether it was the legacy layout,
+    # For the old system's data: the version it was under, whether it was the legacy layout,
     # and whether it was re-encrypted (its version was taken by another key here).
     seed_version: Int64 | None = None
     legacy: bool = False

@@ -59,7 +59,7 @@ _DOUBLE_QUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 _LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
-# -- whole files (small ones, and the seed export) ------------------------------------
+# -- whole files (small ones, and the old system's export) ------------------------------------
 
 
 def read_text_untrusted(path: Path) -> str:
@@ -98,7 +98,7 @@ def parse_dotenv_untrusted(path: Path, text: str) -> dict[str, str]:
 
 
 def parse_seed_untrusted(path: Path) -> dict[str, object]:
-    """The guide's export: a JSON object ``name -> base64 ciphertext``.
+    """The old system's export: a JSON object ``name -> base64 ciphertext``.
 
     Non-string entries are passed on as they are, for the importer to report by name.
     """

@@ -171,9 +171,9 @@ def import_seed(
     salt_template: str = crypto.SEED_SALT_TEMPLATE, legacy_version: int = 1,
     overwrite: bool = False,
 ) -> ImportResult:
-    """Import ciphertexts written by the guide's system under ``password``.
+    """Import ciphertexts written by the old system under ``password``.
 
-    A version this ledger lacks becomes a key version holding the guide's derived key,
+    A version this ledger lacks becomes a key version holding the old system's derived key,
     and its ciphertexts are kept as they are; where this ledger's version is another
     key, the value is re-encrypted under the current version. Unreadable entries are
     listed in the result with their reason; the others are imported. As with

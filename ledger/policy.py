@@ -1,6 +1,6 @@
 """Rotation policy: when the current key is due for rotation, and why.
 
-Due when the current key version is older than the policy's maximum age (the guide's 90
+Due when the current key version is older than the policy's maximum age (the old system's 90
 days by default, PCI DSS 3.7.4's cryptoperiod), or has encrypted more values than its
 limit (by default 2^31, half of NIST SP 800-38D's 2^32 bound for random 96-bit nonces,
 to leave a margin). Within the warning window before the age limit, it is not yet due
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ledger.session import Session
 
 NIST_GCM_LIMIT = 2**32
-#: The guide's rotation period, and the cryptoperiod reports judge key ages against.
+#: The old system's rotation period, and the cryptoperiod reports judge key ages against.
 DEFAULT_MAX_AGE_DAYS = 90
 DEFAULT_POLICY = ev.RotationPolicySet(
     max_age_seconds=int(timedelta(days=DEFAULT_MAX_AGE_DAYS).total_seconds()),

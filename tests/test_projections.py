@@ -159,18 +159,20 @@ def test_this_keyledgers_layout_is_known() -> None:
     assert LAYOUT not in EARLIER_LAYOUTS
 
 
-SESSION_3_INDEX = "CREATE INDEX proj_secrets_live ON proj_secrets (deleted, key_version, scheme)"
+LIVE_INDEX = "CREATE INDEX proj_secrets_live ON proj_secrets (deleted, key_version, scheme)"
 # proj_checkpoint before it kept the note of an unreported repair.
-SESSION_5_CHECKPOINT = """CREATE TABLE proj_checkpoint (
+CHECKPOINT_WITHOUT_REPAIR_NOTE = """CREATE TABLE proj_checkpoint (
     id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL, last_hash TEXT NOT NULL,
     schema_cookie INTEGER NOT NULL DEFAULT 0)"""
-EARLIER = ["session 3", "session 4"]
+WITH_LIVE_INDEX = "with the index proj_secrets_live, without proj_checkpoint.unreported_repair"
+WITHOUT_REPAIR_NOTE = "without proj_checkpoint.unreported_repair"
+EARLIER = [WITH_LIVE_INDEX, WITHOUT_REPAIR_NOTE]
 
 
 def as_earlier_keyledger_left_it(db_path: Path, session: str, *, cookie_stored: bool = True) -> None:
     """The read models as an earlier keyledger created them: today's, with the checkpoint
-    table from before the repair note (and session 3's index), and the schema cookie it stored after
-    its own schema change."""
+    table from before the repair note (and, in the older layout, the index on live
+    secrets), and the schema cookie it stored after its own schema change."""
     with SQLiteRecorder(db_path) as recorder:  # keyledger's own connection: the guards let it
         conn = recorder.conn
         row = conn.execute(
@@ -178,18 +180,18 @@ def as_earlier_keyledger_left_it(db_path: Path, session: str, *, cookie_stored: 
         guards = [sql for (sql,) in conn.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'proj_checkpoint'")]
         conn.execute("DROP TABLE proj_checkpoint")
-        conn.execute(SESSION_5_CHECKPOINT)
+        conn.execute(CHECKPOINT_WITHOUT_REPAIR_NOTE)
         conn.execute("INSERT INTO proj_checkpoint VALUES (?, ?, ?, ?)", row)
         for sql in guards:
             conn.execute(sql)
-        if session == "session 3":
-            conn.execute(SESSION_3_INDEX)
+        if session == WITH_LIVE_INDEX:
+            conn.execute(LIVE_INDEX)
         if cookie_stored:
             conn.execute("UPDATE proj_checkpoint SET schema_cookie = "
                          "(SELECT schema_version FROM pragma_schema_version)")
         stored = dict(conn.execute(
             "SELECT name, sql FROM sqlite_master WHERE name LIKE 'proj%' AND sql IS NOT NULL"))
-    assert session in EARLIER_LAYOUTS[layout_fingerprint(stored)]  # the premise: that layout
+    assert EARLIER_LAYOUTS[layout_fingerprint(stored)] == session  # the premise: that layout
 
 
 @pytest.mark.parametrize("session", EARLIER)

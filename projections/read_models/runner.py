@@ -71,9 +71,9 @@ LAYOUT = "6c149f383ab2aea5fbc6d9f769c5e0902164e982e5eccd9078c729a29f2a398d"
 #: on open, they are rebuilt as an upgrade rather than reported as an edit.
 EARLIER_LAYOUTS = {
     "fbf04cb9f10b85d8fce06451fd9f2725191a100f3c5c3189fad9bb1388a40f23":
-        "session 3, with the index proj_secrets_live",
+        "with the index proj_secrets_live, without proj_checkpoint.unreported_repair",
     "6d5c6cf64059f436a103b82ddd76387931362d6d14c8f18f9402b082c4fa0782":
-        "session 4 on, before proj_checkpoint.unreported_repair",
+        "without proj_checkpoint.unreported_repair",
 }
 
 

@@ -1,4 +1,4 @@
-"""Rotation metrics: one record per migration run, in the shape the rotation guide logs.
+"""Rotation metrics: one record per migration run, in the shape the old system's operations guide logs.
 
 Built from the migration-run read model, plus the keyring's ``KeyRotated`` events for
 the version each run moved secrets away from. A run that started but never completed

@@ -36,7 +36,7 @@ READS = {"info": ["info", "--json"], "report": ["report", "--json"],
 
 def run(root: Path, db: Path, *args: str) -> float:
     """Seconds for one cold ``keyledger`` process of the checkout at ``root``."""
-    # The executable's entry point: cli.launch since session 4, cli.app before.
+    # The executable's entry point: cli.launch, or cli.app in checkouts older than it.
     entry = "cli.launch" if (root / "cli" / "launch.py").exists() else "cli.app"
     code = f"import sys; sys.path.insert(0, {str(root)!r}); from {entry} import main; main()"
     return bench.run_cli(db, *args, command=[sys.executable, "-c", code])[0]
