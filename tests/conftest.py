@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from ledger import Ledger
 from ledger.seen import STATE_DIR_ENV
+from ledger.store import Projector
 from ledger.testing import create_test_ledger
 from projections import ReadModels, projector
 
@@ -69,10 +71,34 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "keyledger.db"
 
 
+#: The storage backends the recorder contract and the read-model tests run on: a second
+#: recorder adds its name here and a branch in :meth:`Backend.create`.
+BACKENDS = ["sqlite"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's ledgers live: ``name`` picks the recorder, ``db_path`` its place."""
+
+    name: str
+    db_path: Path
+
+    def create(self, password: str = PASSWORD, *, projector: Projector | None = None) -> Ledger:
+        """A new ledger (weak, fast KDF) on this backend."""
+        if self.name == "sqlite":
+            return create_test_ledger(self.db_path, password, projector=projector)
+        raise AssertionError(f"no backend {self.name!r}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, db_path: Path) -> Backend:
+    return Backend(request.param, db_path)
+
+
 @pytest.fixture
-def ledger(db_path: Path) -> Iterator[Ledger]:
+def ledger(backend: Backend) -> Iterator[Ledger]:
     """A new ledger (weak, fast KDF) whose read models are kept inside each append."""
-    with create_test_ledger(db_path, PASSWORD, projector=projector()) as opened:
+    with backend.create(projector=projector()) as opened:
         yield opened
 
 

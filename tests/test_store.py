@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import Backend
 
 from ledger import ConcurrencyError, Ledger, LedgerFormatError, LedgerNotFoundError, WrongPasswordError
 from ledger import events as ev
@@ -21,23 +22,20 @@ PASSWORD = "pw"
 WHEN = "2026-01-01T00:00:00.000000Z"
 
 
-class RecorderContract:
-    """Behaviour every recorder must have; a PostgreSQL recorder's tests subclass this."""
+class TestRecorderContract:
+    """Behaviour every recorder must have: run on each backend of ``conftest.BACKENDS``."""
 
-    def make(self, tmp_path: Path) -> Ledger:
-        raise NotImplementedError
-
-    def test_seq_is_gapless_from_one(self, tmp_path: Path) -> None:
+    def test_seq_is_gapless_from_one(self, backend: Backend) -> None:
         """Rows are numbered 1, 2, 3 ... in append order, with no gap."""
-        with self.make(tmp_path) as ledger:
+        with backend.create() as ledger:
             for i in range(5):
                 ledger.set(f"s{i}", "v")
             seqs = [e.seq for e in ledger.recorder.read_events()]
         assert seqs == list(range(1, len(seqs) + 1))
 
-    def test_each_row_links_to_the_previous_hash(self, tmp_path: Path) -> None:
+    def test_each_row_links_to_the_previous_hash(self, backend: Backend) -> None:
         """Every row's prev_hash is its predecessor's hash, and every hash recomputes."""
-        with self.make(tmp_path) as ledger:
+        with backend.create() as ledger:
             ledger.set("a", "1")
             ledger.rotate()
             rows = list(ledger.recorder.read_events())
@@ -45,9 +43,9 @@ class RecorderContract:
         assert rows[0].prev_hash == GENESIS_HASH
         assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
 
-    def test_stale_revision_is_a_concurrency_error(self, tmp_path: Path) -> None:
+    def test_stale_revision_is_a_concurrency_error(self, backend: Backend) -> None:
         """An append decided against an old stream revision is refused and writes nothing."""
-        with self.make(tmp_path) as ledger:
+        with backend.create() as ledger:
             ledger.set("a", "1")
             head = ledger.recorder.head()
             stale = NewEvent(ev.secret_stream("a"), 1, ev.SecretDeleted(name="a"))
@@ -56,17 +54,17 @@ class RecorderContract:
             assert caught.value.streams == [ev.secret_stream("a")]
             assert ledger.recorder.head() == head
 
-    def test_expected_revision_of_an_unwritten_stream_is_checked(self, tmp_path: Path) -> None:
+    def test_expected_revision_of_an_unwritten_stream_is_checked(self, backend: Backend) -> None:
         """``expect`` guards a stream that was read but not appended to (the keyring)."""
-        with self.make(tmp_path) as ledger:
+        with backend.create() as ledger:
             event = NewEvent(ev.secret_stream("b"), 1, ev.SecretDeleted(name="b"))
             with pytest.raises(ConcurrencyError):
                 ledger.recorder.append([event], actor="t", occurred_at=WHEN,
                                        expect={ev.KEYRING_STREAM: 99})
 
-    def test_a_failed_append_leaves_no_partial_rows(self, tmp_path: Path) -> None:
+    def test_a_failed_append_leaves_no_partial_rows(self, backend: Backend) -> None:
         """When one event of a batch conflicts, none of the batch is written."""
-        with self.make(tmp_path) as ledger:
+        with backend.create() as ledger:
             ledger.set("a", "1")
             head = ledger.recorder.head()
             batch = [
@@ -78,9 +76,9 @@ class RecorderContract:
             assert ledger.recorder.head() == head
             assert ledger.recorder.stream_head(ev.secret_stream("new")) is None
 
-    def test_stream_heads_page_in_name_order(self, tmp_path: Path) -> None:
+    def test_stream_heads_page_in_name_order(self, backend: Backend) -> None:
         """stream_heads returns each stream's latest row, by name, from ``after`` on."""
-        with self.make(tmp_path) as ledger:
+        with backend.create() as ledger:
             for name in ("c", "a", "b"):
                 ledger.set(name, "1")
             ledger.set("a", "2")
@@ -89,11 +87,6 @@ class RecorderContract:
         assert [(h.stream, h.stream_rev) for h in first + rest] == [
             ("secret:a", 2), ("secret:b", 1), ("secret:c", 1),
         ]
-
-
-class TestSQLiteRecorder(RecorderContract):
-    def make(self, tmp_path: Path) -> Ledger:
-        return create_test_ledger(tmp_path / "l.db", PASSWORD)
 
 
 def test_update_and_delete_on_events_fail(ledger: Ledger) -> None:
