@@ -162,10 +162,10 @@ class TriggerFault:
 class Projector(Protocol):
     """A read model kept in the same file, brought up to date inside each append."""
 
-    def setup(self, conn: sqlite3.Connection) -> None: ...
+    def setup(self, recorder: Recorder) -> None: ...
 
     def catch_up(
-        self, recorder: SQLiteRecorder,
+        self, recorder: Recorder,
         appended: Sequence[tuple[ev.DomainEvent, StoredEvent]] = (),
     ) -> None: ...
 
@@ -245,6 +245,11 @@ class Recorder(Protocol):
     def first_gap(self) -> int: ...
 
     def storage_check(self, *, quick: bool = False) -> str: ...
+
+    def write_transaction(self) -> contextlib.AbstractContextManager[object]: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
 
     def trigger_faults(self) -> list[TriggerFault]: ...
 
@@ -656,7 +661,7 @@ class SQLiteRecorder:
             self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
             if self.projector is not None:
-                self.projector.setup(self.conn)
+                self.projector.setup(self)
             self.format_version = FORMAT_VERSION
             return self._append_locked(
                 events, actor, occurred_at, origin, keys, None, None, signer,
@@ -1559,6 +1564,11 @@ class SQLiteRecorder:
         conflicts = [s for s, revision in expected.items() if stored.get(s, 0) != revision]
         if conflicts:
             raise ConcurrencyError(conflicts)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether this connection is inside a transaction (a snapshot, or a write)."""
+        return self.conn.in_transaction
 
     @contextlib.contextmanager
     def write_transaction(self) -> Iterator[sqlite3.Connection]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
@@ -25,6 +24,7 @@ from ledger.errors import IntegrityError
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
 from ledger.signing import CheckpointVerifier, recorded_verifier
 from ledger.store import SQLiteRecorder, TriggerFault
+from ledger.store_read_models import read_model_tables
 from ledger.tally import Tally
 from projections.read_models.keys import (
     KeyProjection,
@@ -74,7 +74,7 @@ def guard_faults(recorder: SQLiteRecorder) -> list[TriggerFault]:
     """The read models' guard triggers missing or altered, and any other trigger on their
     tables, read without opening (so without repairing) the read models: for ``audit
     verify``, which changes nothing."""
-    return projector().guard_faults(recorder.conn)
+    return projector().guard_faults(recorder)
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class ReadModels:
         """``check=False`` skips the checks and the catch-up on open: for a caller about to
         :meth:`rebuild` anyway, which would otherwise rebuild twice."""
         self.recorder = recorder
+        self.tables = read_model_tables(recorder)
         self.runner = runner or projector()
         #: What the quick checks found wrong when opened; the read models were then rebuilt
         #: from the events, so every answer below is the events' truth.
@@ -119,7 +120,7 @@ class ReadModels:
         back, or only a backup copy or a VACUUM) makes this open compare every row with its
         event; if all agree, the cookie is accepted and the next open is quick again."""
         recorder = self.recorder
-        if self.runner.earlier_layout(recorder.conn):
+        if self.runner.earlier_layout(recorder):
             self.upgraded = True
             self.rebuild()
             return
@@ -133,7 +134,7 @@ class ReadModels:
                 break
             self.runner.refresh(recorder)
             with recorder.snapshot():
-                moved = self.runner.cookie_moved(recorder.conn)
+                moved = self.runner.cookie_moved(recorder)
                 found = self.problems(deep=moved)
             if found == [_BEHIND]:
                 continue  # appended meanwhile by a process without the read models
@@ -180,10 +181,10 @@ class ReadModels:
         return self.runner.position(self.recorder)
 
     def keyring(self) -> KeyringInfo:
-        return keyring_info(self.recorder.conn)
+        return keyring_info(self.tables)
 
     def report(self) -> DistributionReport:
-        return distribution_report(self.recorder.conn, self.keyring().current_version)
+        return distribution_report(self.tables, self.keyring().current_version)
 
     def proven_report(self) -> DistributionReport:
         """:meth:`report`, once its figures are shown to be the signed ones (constant
@@ -238,7 +239,7 @@ class ReadModels:
 
         :raises IntegrityError: the checkpoint does not hold or signs no tally.
         """
-        in_snapshot = self.recorder.conn.in_transaction
+        in_snapshot = self.recorder.in_transaction
         with contextlib.nullcontext() if in_snapshot else self.recorder.snapshot():
             tip = self.recorder.latest_checkpoint()
             mark = None if tip is None else (tip.seq, tip.head_hash, tip.signature)
@@ -295,10 +296,10 @@ class ReadModels:
 
     def secrets(self, limit: int | None = None) -> list[SecretRow]:
         """Live secrets in name order (the first ``limit`` of them when given)."""
-        return list_secrets(self.recorder.conn, limit)
+        return list_secrets(self.tables, limit)
 
     def migration_runs(self) -> list[MigrationRun]:
-        return migration_runs(self.recorder.conn)
+        return migration_runs(self.tables)
 
     def problems(self, *, deep: bool = False, sample: Collection[str] = ()) -> list[str]:
         """Ways the read models disagree with the ledger's events, or [].
@@ -311,26 +312,26 @@ class ReadModels:
         schema cookie moved) also checks every secret row against its own event and the
         counts kept beside them, which takes time in proportion to the secrets.
         """
-        conn, recorder = self.recorder.conn, self.recorder
+        tables, recorder = self.tables, self.recorder
         found = self._checkpoint_problems()
         if not found and self.position()[0] < recorder.head()[0]:
             found.append(_BEHIND)
-        runs = conn.execute("SELECT count(*) FROM proj_migration_runs").fetchone()[0]
+        runs = tables.row_count("proj_migration_runs")
         if runs != recorder.stream_count(MIGRATION_STREAM_PREFIX):
             found.append("migration runs disagree with the ledger")
-        found += keyring_problems(conn, self._keyring_from_events())
+        found += keyring_problems(tables, self._keyring_from_events())
         if deep:
             streams = recorder.stream_count(SECRET_STREAM_PREFIX)
-            rows = conn.execute("SELECT count(*) FROM proj_secrets").fetchone()[0]
+            rows = tables.row_count("proj_secrets")
             if rows != streams:
                 found.append(f"read models know {rows} secrets, the ledger {streams}")
-            found += secret_problems(conn)
+            found += secret_problems(tables)
         elif sample:
-            found += secret_problems(conn, names=sample)
+            found += secret_problems(tables, names=sample)
         return found
 
     def _checkpoint_problems(self) -> list[str]:
-        found = self.runner.schema_problems(self.recorder.conn)
+        found = self.runner.schema_problems(self.recorder)
         if found:
             return found
         seq, last_hash = self.position()
@@ -344,11 +345,7 @@ class ReadModels:
         return []
 
     def _has_rows(self) -> bool:
-        try:
-            row = self.recorder.conn.execute("SELECT 1 FROM proj_key_versions LIMIT 1").fetchone()
-        except sqlite3.OperationalError:  # no read models yet
-            return False
-        return row is not None
+        return self.tables.has_key_rows()
 
     def _keyring_from_events(self) -> KeyringState:
         state = KeyringState()

@@ -14,16 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ledger", "projections", "cli")
 
-#: The modules that may speak SQL and import ``sqlite3``: the storage layer (the header
-#: reader is apart so that the executable can read the KDF record before the rest loads).
-STORE = {"ledger.store", "ledger.store_header"}
-#: Modules that still hold SQL of their own, to move behind the recorder (docs/architecture.md,
-#: "Where the seam still leaks"). The test fails when one of them no longer does, so that
-#: the list only shrinks.
-NOT_YET_BEHIND_THE_STORE = {
-    "projections", "projections.read_models.runner", "projections.read_models.keys",
-    "projections.read_models.migrations", "projections.read_models.secrets", "cli.health", "cli.output",
-}
+#: The modules that may speak SQL and import ``sqlite3``: the storage layer. The header
+#: reader is apart so that the executable can read the KDF record before the rest loads;
+#: the read models' tables are apart from the event store they sit beside.
+STORE = {"ledger.store", "ledger.store_header", "ledger.store_read_models"}
+#: Modules that still speak SQL or catch SQLite's errors themselves, to move behind the
+#: recorder (docs/architecture.md, "Where the seam still leaks"). The test fails when one
+#: of them no longer does, so that the list only shrinks.
+NOT_YET_BEHIND_THE_STORE = {"cli.health", "cli.output"}
 
 
 def _modules() -> dict[str, Path]:

@@ -125,7 +125,7 @@ def test_a_backup_copy_or_vacuum_is_checked_once_and_not_called_tampering(
         with ReadModels.open(path) as views:
             assert views.repaired == [], path
         with ReadModels.open(path) as views:  # the cookie was accepted: quick again
-            assert views.runner.cookie_moved(views.recorder.conn) is False
+            assert views.runner.cookie_moved(views.recorder) is False
             assert views.repaired == []
 
 

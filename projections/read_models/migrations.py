@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import singledispatchmethod
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.events import StoredEvent
+from ledger.store_read_models import ReadModelTables
 
 if TYPE_CHECKING:
     from projections.read_models.runner import Applied
@@ -19,18 +19,10 @@ class MigrationProjection:
     name = "migrations"
     tables = ("proj_migration_runs",)
 
-    def create(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS proj_migration_runs (
-                run_id TEXT PRIMARY KEY, target_version INTEGER NOT NULL,
-                started_at TEXT NOT NULL, completed_at TEXT, actor TEXT NOT NULL,
-                status TEXT NOT NULL, batch_size INTEGER NOT NULL, resumes TEXT,
-                from_versions TEXT NOT NULL DEFAULT '',
-                migrated INTEGER NOT NULL DEFAULT 0, already_current INTEGER,
-                failed INTEGER, duration_seconds REAL)"""
-        )
+    def create(self, tables: ReadModelTables) -> None:
+        tables.create_migration_table()
 
-    def apply_batch(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None:
+    def apply_batch(self, batch: Sequence[Applied], tables: ReadModelTables) -> None:
         """Run events one by one; a run's re-encrypted secrets counted as batches land (so
         an interrupted run shows how far it got), summed until the next run event."""
         moved: dict[str, tuple[int, set[int]]] = {}
@@ -40,51 +32,33 @@ class MigrationProjection:
                 versions.add(event.from_version)
                 moved[event.run_id] = (count + 1, versions)
             elif isinstance(event, ev.MigrationStarted | ev.MigrationCompleted):
-                _add_moved(conn, moved)
-                self.apply(event, stored, conn)
-        _add_moved(conn, moved)
+                _add_moved(tables, moved)
+                self.apply(event, stored, tables)
+        _add_moved(tables, moved)
 
     @singledispatchmethod
-    def apply(self, event: ev.DomainEvent, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+    def apply(self, event: ev.DomainEvent, stored: StoredEvent, tables: ReadModelTables) -> None:
         pass
 
     @apply.register
-    def _(self, event: ev.MigrationStarted, stored: StoredEvent, conn: sqlite3.Connection) -> None:
+    def _(self, event: ev.MigrationStarted, stored: StoredEvent, tables: ReadModelTables) -> None:
         if event.resumes:
-            conn.execute(
-                "UPDATE proj_migration_runs SET status = 'resumed' WHERE run_id = ?",
-                (event.resumes,),
-            )
-        conn.execute(
-            """INSERT INTO proj_migration_runs
-               (run_id, target_version, started_at, actor, status, batch_size, resumes)
-               VALUES (?, ?, ?, ?, 'running', ?, ?)""",
-            (event.run_id, event.target_version, stored.occurred_at, stored.actor,
-             event.batch_size, event.resumes),
-        )
+            tables.set_run_status(event.resumes, "resumed")
+        tables.insert_run(event.run_id, event.target_version, stored.occurred_at, stored.actor,
+                          "running", event.batch_size, event.resumes)
 
     @apply.register
-    def _(self, event: ev.MigrationCompleted, stored: StoredEvent, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            """UPDATE proj_migration_runs SET completed_at = ?, status = ?, migrated = ?,
-               already_current = ?, failed = ?, duration_seconds = ? WHERE run_id = ?""",
-            (stored.occurred_at, event.status, event.migrated, event.already_current,
-             event.failed, event.duration_seconds, event.run_id),
-        )
+    def _(self, event: ev.MigrationCompleted, stored: StoredEvent, tables: ReadModelTables) -> None:
+        tables.complete_run(event.run_id, stored.occurred_at, event.status, event.migrated,
+                            event.already_current, event.failed, event.duration_seconds)
 
 
-def _add_moved(conn: sqlite3.Connection, moved: dict[str, tuple[int, set[int]]]) -> None:
+def _add_moved(tables: ReadModelTables, moved: dict[str, tuple[int, set[int]]]) -> None:
     """Add the counted secrets and their source versions to their runs, then forget them."""
     for run_id, (count, versions) in moved.items():
-        row = conn.execute(
-            "SELECT from_versions FROM proj_migration_runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        known = {int(v) for v in row[0].split(",") if v} if row else set()
-        conn.execute(
-            "UPDATE proj_migration_runs SET migrated = migrated + ?, from_versions = ? "
-            "WHERE run_id = ?",
-            (count, ",".join(str(v) for v in sorted(known | versions)), run_id),
-        )
+        stored = tables.run_from_versions(run_id)
+        known = {int(v) for v in stored.split(",") if v} if stored is not None else set()
+        tables.add_to_run(run_id, count, ",".join(str(v) for v in sorted(known | versions)))
     moved.clear()
 
 
@@ -105,12 +79,8 @@ class MigrationRun:
     duration_seconds: float | None
 
 
-def migration_runs(conn: sqlite3.Connection) -> list[MigrationRun]:
-    rows = conn.execute(
-        """SELECT run_id, target_version, started_at, completed_at, actor, status, batch_size,
-                  resumes, from_versions, migrated, already_current, failed, duration_seconds
-           FROM proj_migration_runs ORDER BY started_at, run_id"""
-    ).fetchall()
+def migration_runs(tables: ReadModelTables) -> list[MigrationRun]:
+    rows = tables.run_rows()
     return [
         MigrationRun(
             run_id=r[0], target_version=r[1], started_at=r[2], completed_at=r[3], actor=r[4],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -11,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ledger import events as ev
 from ledger.domain import held_under, needs_migration
+from ledger.store_read_models import ReadModelTables
 
 if TYPE_CHECKING:
     from projections.read_models.runner import Applied
@@ -27,20 +26,10 @@ class SecretProjection:
     name = "secrets"
     tables = ("proj_secrets", "proj_secret_counts")
 
-    def create(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS proj_secrets (
-                name TEXT PRIMARY KEY, key_version INTEGER, revision INTEGER NOT NULL,
-                scheme TEXT, updated_at TEXT NOT NULL, updated_seq INTEGER NOT NULL,
-                deleted INTEGER NOT NULL DEFAULT 0)"""
-        )
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS proj_secret_counts (
-                key_version INTEGER NOT NULL, scheme TEXT NOT NULL, live INTEGER NOT NULL,
-                PRIMARY KEY (key_version, scheme))"""
-        )
+    def create(self, tables: ReadModelTables) -> None:
+        tables.create_secret_tables()
 
-    def apply_batch(self, batch: Sequence[Applied], conn: sqlite3.Connection) -> None:
+    def apply_batch(self, batch: Sequence[Applied], tables: ReadModelTables) -> None:
         """Write one row per secret event and move the per-version counts, in a few
         statements: the rows' previous states are read with one query per 500 names, then
         the rows that exist are updated and the new ones inserted. (The ciphertext stays in
@@ -48,7 +37,7 @@ class SecretProjection:
         # name, key_version, revision, scheme, updated_at, updated_seq, deleted
         changes: dict[str, tuple[int | None, int, str | None, str, int, int]] = {}
         previous: dict[str, tuple[int, str] | None] = {}
-        known = _stored_states(conn, {event.name for event, _ in batch
+        known = tables.secret_states({event.name for event, _ in batch
                                       if isinstance(event, _SECRET_EVENTS)})
         deltas: Counter[tuple[int, str]] = Counter()
         for event, stored in batch:
@@ -67,44 +56,12 @@ class SecretProjection:
                              int(after is None))
         if not changes:
             return
-        conn.executemany(
-            """UPDATE proj_secrets SET key_version = ?, revision = ?, scheme = ?, updated_at = ?,
-               updated_seq = ?, deleted = ? WHERE name = ?""",
-            [(*row, name) for name, row in changes.items() if name in known],
-        )
-        conn.executemany(
-            """INSERT INTO proj_secrets
-               (key_version, revision, scheme, updated_at, updated_seq, deleted, name)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
-            [(*row, name) for name, row in changes.items() if name not in known],
-        )
-        conn.executemany(
-            """INSERT INTO proj_secret_counts (key_version, scheme, live) VALUES (?, ?, ?)
-               ON CONFLICT (key_version, scheme) DO UPDATE SET live = live + excluded.live""",
-            [(version, scheme, delta) for (version, scheme), delta in deltas.items() if delta],
-        )
+        tables.write_secrets([(*row, name) for name, row in changes.items() if name in known],
+                             [(*row, name) for name, row in changes.items() if name not in known])
+        tables.move_counts(deltas)
 
 
 _SECRET_EVENTS = (ev.SecretMigrated, ev.SecretWritten, ev.SecretImported, ev.SecretDeleted)
-
-
-def _stored_states(
-    conn: sqlite3.Connection, names: set[str]
-) -> dict[str, tuple[int, str] | None]:
-    """``name -> (key_version, scheme)`` of those of ``names`` that have a row: None for a
-    deleted secret's row."""
-    found: dict[str, tuple[int, str] | None] = {}
-    pending = list(names)
-    for i in range(0, len(pending), 500):
-        chunk = pending[i:i + 500]
-        rows = conn.execute(
-            f"""SELECT name, key_version, scheme, deleted FROM proj_secrets
-                WHERE name IN ({", ".join("?" * len(chunk))})""",
-            chunk,
-        )
-        found.update((name, None if deleted else (version, scheme))
-                     for name, version, scheme, deleted in rows)
-    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,37 +81,30 @@ class DistributionReport:
     distribution: dict[int, int] = field(default_factory=dict)
 
 
-def list_secrets(conn: sqlite3.Connection, limit: int | None = None) -> list[SecretRow]:
+def list_secrets(tables: ReadModelTables, limit: int | None = None) -> list[SecretRow]:
     """Live secrets in name order; the first ``limit`` of them when given."""
-    rows = conn.execute(  # walks the name key, so it stops at ``limit``
-        """SELECT name, key_version, revision, scheme, updated_at FROM proj_secrets
-           WHERE deleted = 0 ORDER BY name LIMIT ?""",
-        (-1 if limit is None else limit,),
-    )
-    return [SecretRow(*row) for row in rows]
+    return [SecretRow(*row) for row in tables.live_secret_rows(limit)]
 
 
-def live_counts(conn: sqlite3.Connection) -> dict[int, int]:
+def live_counts(tables: ReadModelTables) -> dict[int, int]:
     """Live secrets per key version, from the maintained counts."""
-    rows = conn.execute(
-        """SELECT key_version, sum(live) FROM proj_secret_counts GROUP BY key_version
-           HAVING sum(live) != 0 ORDER BY key_version"""
-    )
-    return {version: int(live) for version, live in rows}
+    found: dict[int, int] = {}
+    for version, _, live in tables.live_counts():
+        found[version] = found.get(version, 0) + live
+    return {version: n for version, n in found.items() if n}
 
 
-def distribution_report(conn: sqlite3.Connection, current: int | None) -> DistributionReport:
+def distribution_report(tables: ReadModelTables, current: int | None) -> DistributionReport:
     distribution: dict[int, int] = {}
     needing = 0
-    for version, scheme, live in conn.execute(
-        "SELECT key_version, scheme, live FROM proj_secret_counts WHERE live != 0 ORDER BY key_version"
-    ):
+    for version, scheme, live in tables.live_counts():
         distribution[version] = distribution.get(version, 0) + live
         needing += live if needs_migration(version, scheme, current) else 0
-    return DistributionReport(sum(distribution.values()), current, needing, distribution)
+    return DistributionReport(sum(distribution.values()), current, needing,
+                              {v: n for v, n in distribution.items() if n})
 
 
-def secret_problems(conn: sqlite3.Connection, *, names: Collection[str] | None = None) -> list[str]:
+def secret_problems(tables: ReadModelTables, *, names: Collection[str] | None = None) -> list[str]:
     """Ways ``proj_secrets`` disagrees with the events: every row (``names`` None), or only
     the rows of ``names``.
 
@@ -164,39 +114,12 @@ def secret_problems(conn: sqlite3.Connection, *, names: Collection[str] | None =
     """
     found = []
     if names is None:
-        counted = {
-            (v, s): n for v, s, n in conn.execute(
-                "SELECT key_version, scheme, live FROM proj_secret_counts WHERE live != 0"
-            )
-        }
-        actual = {
-            (v, s): n for v, s, n in conn.execute(
-                """SELECT key_version, scheme, count(*) FROM proj_secrets WHERE deleted = 0
-                   GROUP BY key_version, scheme"""
-            )
-        }
+        counted = {(v, s): n for v, s, n in tables.live_counts()}
+        actual = {(v, s): n for v, s, n in tables.counted_from_rows()}
         if counted != actual:
             found.append("secret rows disagree with their per-version counts")
-        rows_sql, params = "proj_secrets p", []
-    else:
-        rows_sql = "json_each(?) AS wanted CROSS JOIN proj_secrets p ON p.name = wanted.value"
-        params = [json.dumps(sorted(names))]
-    bad = conn.execute(
-        f"""SELECT p.name FROM {rows_sql}
-           LEFT JOIN streams s ON s.stream = 'secret:' || p.name
-           LEFT JOIN events e ON e.seq = p.updated_seq
-           WHERE s.head_seq IS NOT p.updated_seq OR s.revision IS NOT p.revision OR e.seq IS NULL
-              OR e.stream IS NOT 'secret:' || p.name OR e.stream_rev IS NOT p.revision
-              OR e.occurred_at IS NOT p.updated_at
-              OR (p.deleted = 1) != (e.type = 'SecretDeleted')
-              OR (p.deleted = 0 AND (
-                    json_extract(e.payload, '$.scheme') IS NOT p.scheme
-                 OR coalesce(json_extract(e.payload, '$.to_version'),
-                             json_extract(e.payload, '$.key_version')) IS NOT p.key_version))
-           LIMIT 3""",
-        params,
-    ).fetchall()
+    bad = tables.secrets_disagreeing(names)
     if bad:
-        shown = ", ".join(repr(r[0]) for r in bad)
+        shown = ", ".join(repr(name) for name in bad)
         found.append(f"secret rows disagree with their events (first: {shown})")
     return found

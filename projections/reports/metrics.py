@@ -13,6 +13,7 @@ from typing import Any
 
 from ledger import events as ev
 from ledger.store import SQLiteRecorder
+from ledger.store_read_models import read_model_tables
 from projections.read_models.migrations import MigrationRun, migration_runs
 
 # The read model's status -> the metric's; "success", "partial" and "resumed" map to themselves.
@@ -49,7 +50,7 @@ def rotation_metrics(recorder: SQLiteRecorder) -> list[RotationMetric]:
     :class:`projections.ReadModels` (which brings it up to date) before calling this.
     """
     with recorder.snapshot():
-        runs = migration_runs(recorder.conn)
+        runs = migration_runs(read_model_tables(recorder))
         rotated_from = _rotated_from(recorder)
     return [_metric(run, rotated_from.get(run.target_version)) for run in runs]
 
