@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
@@ -10,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from cli.context import JsonOption, open_ledger, open_read_models
-from cli.output import EXIT_FAILED, console, emit_json, handles_errors, sqlite_reason
+from cli.output import EXIT_FAILED, console, emit_json, handles_errors
 from cli.policy import due_report
 from ledger import IntegrityError, KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
@@ -71,8 +70,8 @@ def health_check(
         health.add("signing_key", "fail", str(exc))
         _finish(health, as_json)
         return
-    except (KeyledgerError, sqlite3.Error) as exc:
-        health.add("ledger", "fail", _reason(exc))
+    except KeyledgerError as exc:
+        health.add("ledger", "fail", str(exc))
         _finish(health, as_json)
         return
     with ledger, views:
@@ -99,12 +98,8 @@ def _guarded(health: Health, name: str, check: Callable[[], None]) -> None:
     """Run one check; a fault in it fails that check instead of ending the health check."""
     try:
         check()
-    except (KeyledgerError, sqlite3.Error) as exc:
-        health.add(name, "fail", _reason(exc))
-
-
-def _reason(exc: Exception) -> str:
-    return sqlite_reason(exc) if isinstance(exc, sqlite3.Error) else str(exc)
+    except KeyledgerError as exc:
+        health.add(name, "fail", str(exc))
 
 
 def _check_signing_key(ledger: Ledger, health: Health) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sqlite3
 import sys
 import unicodedata
 from collections.abc import Callable
@@ -134,28 +133,9 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
             fail(str(exc), code=EXIT_USAGE, as_json=as_json)
         except errors.KeyledgerError as exc:
             fail(str(exc), as_json=as_json)
-        except sqlite3.Error as exc:
-            fail(f"ledger file error: {sqlite_reason(exc)}", as_json=as_json)
         except OSError as exc:
             fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), as_json=as_json)
         except KeyboardInterrupt:
             fail("interrupted", as_json=as_json)
 
     return wrapper
-
-
-def sqlite_reason(exc: sqlite3.Error) -> str:
-    """SQLite's complaint in our words; its own text may quote a damaged row, so it is
-    shown only after dropping everything but printable ASCII."""
-    text = str(exc)
-    if "readonly" in text or "read-only" in text:
-        return "the ledger file is read-only; nothing was changed"
-    if "full" in text:
-        return "the disk is full; nothing was changed"
-    if "locked" in text or "busy" in text:
-        return "the ledger is locked by another process; try again"
-    if "Could not decode" in text:
-        return "the ledger file is damaged: a stored row is not valid text"
-    if "malformed" in text or "not a database" in text or "corrupt" in text:
-        return "the ledger file is damaged (SQLite: database disk image is malformed)"
-    return errors.printable_ascii(text)

@@ -35,6 +35,12 @@ class LedgerStorageError(KeyledgerError):
         super().__init__(f"{reason}; {consequence}")
 
 
+class LedgerDatabaseError(KeyledgerError):
+    """The database refused a statement for a reason no other error here names: a file
+    that is damaged, read-only or locked, in keyledger's words (the store's translation
+    of every ``sqlite3.Error``)."""
+
+
 class LedgerBusyError(KeyledgerError):
     """Another process held the write lock for longer than the retry budget."""
 

@@ -25,16 +25,18 @@ import base64
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import os
 import random
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import quote
 
 from ledger import events as ev
@@ -46,6 +48,7 @@ from ledger.errors import (
     IntegrityError,
     KeyledgerError,
     LedgerBusyError,
+    LedgerDatabaseError,
     LedgerFormatError,
     LedgerNotFoundError,
     LedgerReadOnlyError,
@@ -424,9 +427,116 @@ def _row_hash(row: ChainRow) -> str | None:
         return None
 
 
+# -- database errors, translated once ---------------------------------------------------
+
+
+class _Depth(threading.local):
+    calls = 0  # how deep this thread is in translated methods
+
+
+_depth = _Depth()
+
+
+def database_reason(exc: sqlite3.Error) -> str:
+    """SQLite's complaint in our words; its own text may quote a damaged row, so it is
+    shown only after dropping everything but printable ASCII."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return "the ledger file is read-only; nothing was changed"
+    if "full" in text:
+        return "the disk is full; nothing was changed"
+    if "locked" in text or "busy" in text:
+        return "the ledger is locked by another process; try again"
+    if "Could not decode" in text:
+        return "the ledger file is damaged: a stored row is not valid text"
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return "the ledger file is damaged (SQLite: database disk image is malformed)"
+    return printable_ascii(text)
+
+
+def _database_error(exc: sqlite3.Error) -> LedgerDatabaseError:
+    return LedgerDatabaseError(f"ledger file error: {database_reason(exc)}")
+
+
+def _translated(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` raising :class:`LedgerDatabaseError` where SQLite raised: only at the
+    outermost translated call of this thread, so that the store's own code still sees
+    SQLite's errors where it handles them. A generator is translated item by item, a
+    context manager (``write_transaction``) on entry and exit."""
+    wrapped = getattr(func, "__wrapped__", None)
+    if inspect.isgeneratorfunction(func):
+        @functools.wraps(func)
+        def items(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            produced = func(*args, **kwargs)
+            while True:
+                depth = _depth.calls
+                _depth.calls = depth + 1
+                try:
+                    item = next(produced)
+                except StopIteration:
+                    return
+                except sqlite3.Error as exc:
+                    if depth:
+                        raise
+                    raise _database_error(exc) from None
+                finally:
+                    _depth.calls = depth
+                yield item
+        return items
+    if wrapped is not None and inspect.isgeneratorfunction(wrapped):  # @contextmanager
+        @functools.wraps(func)
+        def managed(*args: Any, **kwargs: Any) -> contextlib.AbstractContextManager[Any]:
+            return _TranslatedContext(func(*args, **kwargs))
+        return managed
+
+    @functools.wraps(func)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        depth = _depth.calls
+        _depth.calls = depth + 1
+        try:
+            return func(*args, **kwargs)
+        except sqlite3.Error as exc:
+            if depth:
+                raise
+            raise _database_error(exc) from None
+        finally:
+            _depth.calls = depth
+    return call
+
+
+class _TranslatedContext(contextlib.AbstractContextManager[Any]):
+    def __init__(self, inner: contextlib.AbstractContextManager[Any]) -> None:
+        self._inner = inner
+
+    def __enter__(self) -> Any:
+        return _translated(self._inner.__enter__)()
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        suppressed: bool | None = _translated(self._inner.__exit__)(*exc)
+        return suppressed
+
+
+def translates_database_errors(cls: type[T]) -> type[T]:
+    """Make every public method and property of ``cls`` (and its constructor) raise
+    keyledger's errors, never ``sqlite3``'s: the one place they are translated."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") and name != "__init__":
+            continue
+        if isinstance(member, property):
+            setattr(cls, name, property(_translated(member.fget) if member.fget else None,
+                                        member.fset, member.fdel, member.__doc__))
+        elif isinstance(member, classmethod | staticmethod):
+            setattr(cls, name, type(member)(_translated(member.__func__)))
+        elif inspect.isfunction(member):
+            setattr(cls, name, _translated(member))
+    return cls
+
+
+T = TypeVar("T")
 Durability = Literal["full", "normal"]
 
 
+@translates_database_errors
 class SQLiteRecorder:
     """The event store in one SQLite file (WAL, ``BEGIN IMMEDIATE``).
 

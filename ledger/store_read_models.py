@@ -17,7 +17,14 @@ import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ledger.store import WRITER_FUNCTION, Recorder, SQLiteRecorder, TriggerFault, trigger_faults
+from ledger.store import (
+    WRITER_FUNCTION,
+    Recorder,
+    SQLiteRecorder,
+    TriggerFault,
+    translates_database_errors,
+    trigger_faults,
+)
 
 CHECKPOINT_TABLE = "proj_checkpoint"
 GUARDED_ACTIONS = ("INSERT", "UPDATE", "DELETE")
@@ -52,6 +59,7 @@ def read_model_tables(recorder: Recorder) -> ReadModelTables:
     return ReadModelTables(recorder.conn)
 
 
+@translates_database_errors
 class ReadModelTables:
     """The read models' tables over one SQLite connection."""
 

@@ -196,7 +196,7 @@ def test_cli_get_records_its_actor_and_fails_closed(filled: Path, monkeypatch: p
     def disk_full(*args: Any, **kwargs: Any) -> NoReturn:
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(SQLiteRecorder, "append", disk_full)
+    monkeypatch.setattr(SQLiteRecorder, "_check_revisions", disk_full)  # inside the append
     failed = invoke(filled, "secrets", "get", "db_password")
     assert failed.exit_code == 1 and failed.stdout == ""
     assert "disk is full" in error_line(failed)

@@ -660,7 +660,8 @@ def test_read_only_ledger_write_fails_cleanly(
 
 
 def break_appends(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
-    """Make every event append fail with a disk I/O error, before or after its rows were written."""
+    """Make every event append fail with a disk I/O error from SQLite, before or after its
+    rows were written (the store turns it into keyledger's error)."""
     def refused(self: SQLiteRecorder, *args: object, **kwargs: object) -> object:
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -671,8 +672,7 @@ def break_appends(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
     if mode == "refused":
-        monkeypatch.setattr(SQLiteRecorder, "append", refused)
-        monkeypatch.setattr(SQLiteRecorder, "append_chunks", refused)
+        monkeypatch.setattr(SQLiteRecorder, "_check_revisions", refused)
     else:
         monkeypatch.setattr(SQLiteRecorder, "_append_locked", half_written)
 

@@ -261,3 +261,24 @@ def test_old_schema_versions_are_upcast_on_read(monkeypatch: pytest.MonkeyPatch)
         name="a", new_name="b"
     )
     assert ev.to_payload(SecretRenamed(name="a", new_name="b"))[1] == 2
+
+
+def test_the_store_translates_sqlites_errors_into_keyledgers(ledger: Ledger) -> None:
+    """Nothing above the store sees ``sqlite3``: a statement SQLite refuses reaches the
+    caller as :class:`LedgerDatabaseError`, in keyledger's words, and changes nothing."""
+    from ledger.errors import LedgerDatabaseError
+    from projections import ReadModels
+
+    ledger.set("a", "1")
+    head = ledger.recorder.head()
+    ledger.recorder.conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(LedgerDatabaseError, match=r"^ledger file error: the ledger file is read-only"):
+        ledger.set("a", "2")
+    ledger.recorder.conn.execute("PRAGMA query_only = OFF")
+    assert ledger.recorder.head() == head and ledger.get("a").value == "1"
+    ledger.recorder.conn.execute("CREATE TEMP VIEW proj_secrets AS SELECT 1 AS x")  # shadows it
+    with pytest.raises(LedgerDatabaseError):
+        ReadModels(ledger.recorder, check=False).secrets()
+    ledger.recorder.conn.execute("CREATE TEMP VIEW events AS SELECT 1 AS x")
+    with pytest.raises(LedgerDatabaseError, match="no such column"):  # a generator, item by item
+        next(iter(ledger.recorder.read_events()))
