@@ -458,29 +458,34 @@ def _database_error(exc: sqlite3.Error) -> LedgerDatabaseError:
     return LedgerDatabaseError(f"ledger file error: {database_reason(exc)}")
 
 
+def _outermost(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)``, an SQLite error raised as :class:`LedgerDatabaseError`
+    when this is the thread's outermost translated call; inner calls let it through, so
+    that the store's own code still sees SQLite's errors where it handles them."""
+    depth = _depth.calls
+    _depth.calls = depth + 1
+    try:
+        return func(*args, **kwargs)
+    except sqlite3.Error as exc:
+        if depth:
+            raise
+        raise _database_error(exc) from None
+    finally:
+        _depth.calls = depth
+
+
+_END = object()
+
+
 def _translated(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` raising :class:`LedgerDatabaseError` where SQLite raised: only at the
-    outermost translated call of this thread, so that the store's own code still sees
-    SQLite's errors where it handles them. A generator is translated item by item, a
-    context manager (``write_transaction``) on entry and exit."""
+    """``func`` translating SQLite's errors (:func:`_outermost`). A generator is
+    translated item by item, a context manager (``write_transaction``) on entry and exit."""
     wrapped = getattr(func, "__wrapped__", None)
     if inspect.isgeneratorfunction(func):
         @functools.wraps(func)
         def items(*args: Any, **kwargs: Any) -> Iterator[Any]:
             produced = func(*args, **kwargs)
-            while True:
-                depth = _depth.calls
-                _depth.calls = depth + 1
-                try:
-                    item = next(produced)
-                except StopIteration:
-                    return
-                except sqlite3.Error as exc:
-                    if depth:
-                        raise
-                    raise _database_error(exc) from None
-                finally:
-                    _depth.calls = depth
+            while (item := _outermost(next, produced, _END)) is not _END:
                 yield item
         return items
     if wrapped is not None and inspect.isgeneratorfunction(wrapped):  # @contextmanager
@@ -491,16 +496,7 @@ def _translated(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
-        depth = _depth.calls
-        _depth.calls = depth + 1
-        try:
-            return func(*args, **kwargs)
-        except sqlite3.Error as exc:
-            if depth:
-                raise
-            raise _database_error(exc) from None
-        finally:
-            _depth.calls = depth
+        return _outermost(func, *args, **kwargs)
     return call
 
 
@@ -509,10 +505,10 @@ class _TranslatedContext(contextlib.AbstractContextManager[Any]):
         self._inner = inner
 
     def __enter__(self) -> Any:
-        return _translated(self._inner.__enter__)()
+        return _outermost(self._inner.__enter__)
 
     def __exit__(self, *exc: Any) -> bool | None:
-        suppressed: bool | None = _translated(self._inner.__exit__)(*exc)
+        suppressed: bool | None = _outermost(self._inner.__exit__, *exc)
         return suppressed
 
 
