@@ -24,6 +24,7 @@ from ledger.errors import (
     IntegrityError,
     InvalidInputError,
     KeyledgerError,
+    LedgerDatabaseError,
     LedgerFormatError,
     WrongPasswordError,
 )
@@ -108,6 +109,8 @@ def verify_backup(path: Path, password: str | None) -> BackupReport:
                 # they were: no SecretRead even when the copy has read auditing on.
                 backup.check_decrypts(info.name)
                 report.decrypted += 1
+            except LedgerDatabaseError:
+                raise  # the file, not this secret
             except KeyledgerError as exc:
                 report.failures.append(f"{info.name!r}: {exc}")
     return report
@@ -288,7 +291,7 @@ def _damage_of(target: Path, password: str, force: bool) -> _Damage | None:
         return _Damage(why, SQLiteRecorder.damaged_head(target))
     try:
         Ledger.open(target, password).close()
-    except WrongPasswordError:
+    except (WrongPasswordError, LedgerDatabaseError):
         raise
     except KeyledgerError:
         if not force:

@@ -326,6 +326,31 @@ def from_payload(type_name: str, schema_version: int, payload: str) -> DomainEve
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event about to be appended at ``stream_rev`` of ``stream`` (revisions start at 1).
+
+    ``payload``, when given, is ``event``'s canonical JSON already made (by
+    :func:`to_payload`, in a worker process): it is stored as it is.
+    """
+
+    stream: str
+    stream_rev: int
+    event: DomainEvent
+    payload: str | None = None
+    # The hash of the head event this one was decided from, as its own fields produce it
+    # (content_hash), when that head was read without a proof: the append is refused
+    # unless the stream's proven head is that very event.
+    based_on: str | None = None
+
+    def row_fields(self) -> tuple[str, int, str]:
+        """``(type, schema_version, payload)``: what the row stores of the event."""
+        if self.payload is None:
+            return to_payload(self.event)
+        cls = type(self.event)
+        return cls.__name__, cls.SCHEMA_VERSION, self.payload
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     """One event as the ledger stores it: a plain row, decoded here (not by the store)."""
 

@@ -19,9 +19,10 @@ from ledger import crypto, pipeline
 from ledger import events as ev
 from ledger.domain import ACTIVE, DECRYPT_ONLY, head_state, validate_name, validate_value
 from ledger.errors import ConcurrencyError, InvalidInputError
+from ledger.events import NewEvent
 from ledger.import_formats import ImportFile, ImportFormat, checked_entry
 from ledger.session import CONFLICT_RETRIES, Session
-from ledger.store import NewEvent, content_hash
+from ledger.store import content_hash
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ledger import events as ev
 from ledger.domain import DESTROYED, RETIRED, SCHEDULED, KeyringState, format_time
 from ledger.errors import InvalidInputError, VersionError
-from ledger.store import NewEvent
+from ledger.events import NewEvent
 
 if TYPE_CHECKING:
     from ledger.session import Session

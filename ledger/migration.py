@@ -30,12 +30,14 @@ from ledger.errors import (
     InvalidCiphertext,
     InvalidInputError,
     KeyledgerError,
+    LedgerDatabaseError,
     LedgerFormatError,
     LedgerStorageError,
     VersionError,
 )
+from ledger.events import NewEvent
 from ledger.session import CONFLICT_RETRIES, Session
-from ledger.store import HeadRow, NewEvent, content_hash
+from ledger.store import HeadRow, content_hash
 
 Progress = Callable[[int, int], None]
 
@@ -220,6 +222,8 @@ class Migration:
                     continue
                 try:
                     events.append(self._event(state))
+                except LedgerDatabaseError:
+                    raise  # the file, not this secret: the run stops, as it always did
                 except KeyledgerError as exc:
                     failures.append(ev.MigrationFailure(name=state.name, error=str(exc)))
                     continue

@@ -37,7 +37,7 @@ from ledger.errors import (
     UnknownSecretError,
     VersionError,
 )
-from ledger.events import StoredEvent
+from ledger.events import NewEvent, StoredEvent
 from ledger.import_formats import ImportFile
 from ledger.importing import ImportResult
 from ledger.keyring import new_kdf, unlock_kek
@@ -62,7 +62,6 @@ from ledger.signing import CheckpointSigner, SigningKey
 from ledger.store import (
     FORMAT_VERSION,
     LedgerMeta,
-    NewEvent,
     Projector,
     Recorder,
     SQLiteRecorder,
@@ -476,7 +475,7 @@ class Ledger:
 
         :raises UnknownSecretError: no live secret has that name.
         :raises IntegrityError: its ciphertext does not decrypt under its recorded key.
-        :raises LedgerBusyError, ConcurrencyError, sqlite3.Error: read auditing is on and
+        :raises LedgerBusyError, ConcurrencyError, LedgerDatabaseError: read auditing is on and
             the read could not be recorded; no value is returned.
         """
         secret = self._get_unaudited(name)

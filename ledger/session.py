@@ -36,7 +36,7 @@ from ledger.domain import (
     secret_state,
 )
 from ledger.errors import ConcurrencyError, LedgerBusyError, RollbackError, WrongPasswordError
-from ledger.events import StoredEvent
+from ledger.events import NewEvent, StoredEvent
 from ledger.keyring import KeyMaterial
 from ledger.seen import Seen, SeenCheckpoints, memory_key
 from ledger.signing import CheckpointSigner, SigningKey, open_signing_key, recorded_public_key
@@ -45,7 +45,6 @@ from ledger.store import (
     Decided,
     KdfRecord,
     LedgerMeta,
-    NewEvent,
     Recorder,
 )
 from ledger.tally import Tally

@@ -1,9 +1,12 @@
-"""The recorder: stores event rows and wrapped keys, and knows nothing of domain classes.
+"""The recorder: stores event rows and wrapped keys, behind the :class:`Recorder` protocol.
 
-All SQL of the event store lives in this module, behind the :class:`Recorder` protocol, so
-that another backend (PostgreSQL for several hosts) can be written without touching the
-domain. Rows go in and out as :class:`NewEvent` / :class:`StoredEvent`; turning them into
-domain events is the mapper's job (:mod:`ledger.events`).
+All SQL of the event store lives in this module (the read models' tables in
+:mod:`ledger.store_read_models`), so that another backend (PostgreSQL for several hosts)
+can be written without touching the domain. Rows go in as the fields of a
+:class:`~ledger.events.NewEvent` and come out as :class:`~ledger.events.StoredEvent`;
+serialising and decoding events is the mapper's job (:mod:`ledger.events`). The store
+reads events only for the rules it enforces inside the append: the signed tally
+(:mod:`ledger.tally`) and the read models it hands them to.
 
 One SQLite file holds:
 
@@ -55,7 +58,7 @@ from ledger.errors import (
     LedgerStorageError,
     printable_ascii,
 )
-from ledger.events import StoredEvent
+from ledger.events import NewEvent, StoredEvent
 from ledger.store_header import parse_kdf
 from ledger.tally import Tally
 
@@ -75,24 +78,6 @@ LOCK_RETRY_SECONDS = 30.0
 #: refuse every other writer (the read models' guards) test it: on a foreign connection
 #: the statement fails with "no such function" before it changes anything.
 WRITER_FUNCTION = "keyledger_writer"
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An event about to be appended at ``stream_rev`` of ``stream`` (revisions start at 1).
-
-    ``payload``, when given, is ``event``'s canonical JSON already made (by
-    :func:`ledger.events.to_payload`, in a worker process): it is stored as it is.
-    """
-
-    stream: str
-    stream_rev: int
-    event: ev.DomainEvent
-    payload: str | None = None
-    # The hash of the head event this one was decided from, as its own fields produce it
-    # (content_hash), when that head was read without a proof: the append is refused
-    # unless the stream's proven head is that very event.
-    based_on: str | None = None
 
 
 # Decisions taken on heads read without a proof (a stream skipped by migrate or by an
@@ -323,6 +308,23 @@ APPEND_ONLY_TRIGGERS = {
 LEDGER_TABLES = ("meta", "keys", "events", "streams", "checkpoints", "heads_tree")
 
 # The heads map (ledger.heads), added the same way to a new ledger and to an upgraded one.
+# Every table of the event store, created one way: these statements (the read models'
+# in ledger.store_read_models); the heads map and the tally were added by later formats,
+# and an upgrade adds them to an older ledger.
+_LEDGER_SCHEMA = [
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE keys (version INTEGER PRIMARY KEY, wrapped BLOB)",
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY, stream TEXT NOT NULL, stream_rev INTEGER NOT NULL,
+        type TEXT NOT NULL, schema_version INTEGER NOT NULL, payload TEXT NOT NULL,
+        occurred_at TEXT NOT NULL, actor TEXT NOT NULL, origin TEXT NOT NULL,
+        prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+        UNIQUE (stream, stream_rev))""",
+    """CREATE TABLE streams (stream TEXT PRIMARY KEY, revision INTEGER NOT NULL,
+        head_seq INTEGER NOT NULL) WITHOUT ROWID""",
+    """CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, head_hash TEXT NOT NULL,
+        signed_at TEXT NOT NULL, signature BLOB NOT NULL)""",
+]
 _HEADS_SCHEMA = [
     "ALTER TABLE streams ADD COLUMN head_hash TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE streams ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
@@ -455,7 +457,10 @@ def database_reason(exc: sqlite3.Error) -> str:
 
 
 def _database_error(exc: sqlite3.Error) -> LedgerDatabaseError:
-    return LedgerDatabaseError(f"ledger file error: {database_reason(exc)}")
+    error = LedgerDatabaseError(f"ledger file error: {database_reason(exc)}")
+    # Kept so that a transaction this error leaves can still tell a full or failing disk.
+    error.sqlite_errorcode = getattr(exc, "sqlite_errorcode", None)  # type: ignore[attr-defined]
+    return error
 
 
 def _outermost(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -729,29 +734,8 @@ class SQLiteRecorder:
         actor: str, occurred_at: str, origin: str = "", signer: Signer | None = None,
     ) -> list[StoredEvent]:
         """Create the schema and append the first events, all in one transaction."""
-        import sqlite_utils  # only creating a ledger needs it; keeps every other command's start-up lean
-
         with self.write_transaction():
-            db = sqlite_utils.Database(self.conn)
-            db.create_table("meta", {"key": str, "value": str}, pk="key", not_null={"value"})
-            db.create_table("keys", {"version": int, "wrapped": bytes}, pk="version")
-            self.conn.execute(
-                """CREATE TABLE events (
-                    seq INTEGER PRIMARY KEY, stream TEXT NOT NULL, stream_rev INTEGER NOT NULL,
-                    type TEXT NOT NULL, schema_version INTEGER NOT NULL, payload TEXT NOT NULL,
-                    occurred_at TEXT NOT NULL, actor TEXT NOT NULL, origin TEXT NOT NULL,
-                    prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
-                    UNIQUE (stream, stream_rev))"""
-            )
-            self.conn.execute(
-                """CREATE TABLE streams (stream TEXT PRIMARY KEY, revision INTEGER NOT NULL,
-                    head_seq INTEGER NOT NULL) WITHOUT ROWID"""
-            )
-            self.conn.execute(
-                """CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, head_hash TEXT NOT NULL,
-                    signed_at TEXT NOT NULL, signature BLOB NOT NULL)"""
-            )
-            for statement in (*_HEADS_SCHEMA, *_TALLY_SCHEMA):
+            for statement in (*_LEDGER_SCHEMA, *_HEADS_SCHEMA, *_TALLY_SCHEMA):
                 self.conn.execute(statement)
             for _, trigger in APPEND_ONLY_TRIGGERS.values():
                 self.conn.execute(trigger)
@@ -879,19 +863,21 @@ class SQLiteRecorder:
         ).fetchone()
         return int(row[0])
 
-    def worker_heads(self, prefix: str, size: int) -> Callable[[], Iterator[list[HeadRow]]]:
+    def worker_heads(self, prefix: str, size: int) -> Callable[[], Iterator[list[HeadRow]]] | None:
         """What a forked worker calls to page through the heads of the streams named
         ``prefix...``, ``size`` at a time in name order, over a read-only connection of its
         own: one must not be used across ``fork``."""
-        # The fork must not copy an open transaction or statement: the worker's own
-        # connection shares this process's SQLite locks.
-        assert not self.conn.in_transaction
+        # The fork must not copy an open transaction or statement (the worker's own
+        # connection shares this process's SQLite locks), and a snapshot's reader must
+        # read that snapshot: inside a transaction, no worker.
+        if self.conn.in_transaction:
+            return None
         return functools.partial(_head_pages, self._reader_uri, prefix, size)
 
     def chain_rows(self, after_seq: int = 0, last_seq: int | None = None) -> Iterator[ChainRow]:
         """Rows ``after_seq + 1 .. last_seq`` as plain tuples in the order the hash covers
         their columns (:data:`ledger.chain.ChainRow`), streamed: for checking the chain."""
-        return chain_rows(self.conn, after_seq, last_seq)
+        yield from chain_rows(self.conn, after_seq, last_seq)
 
     def first_broken_link(self, after_seq: int = 0, last_seq: int | None = None,
                           prev_hash: str = GENESIS_HASH) -> int | None:
@@ -901,10 +887,11 @@ class SQLiteRecorder:
         return first_broken_link_in(self.conn, after_seq, last_seq, prev_hash)
 
     def worker_first_broken_link(self, after_seq: int, prev_hash: str
-                                 ) -> Callable[[], int | None]:
+                                 ) -> Callable[[], int | None] | None:
         """:meth:`first_broken_link` from ``after_seq`` to the end, as a forked worker
-        runs it: over a read-only connection of its own."""
-        assert not self.conn.in_transaction  # see worker_heads
+        runs it: over a read-only connection of its own (None inside a transaction)."""
+        if self.conn.in_transaction:  # see worker_heads
+            return None
         return functools.partial(_first_broken_link_of_file, self._reader_uri, after_seq, prev_hash)
 
     def event_count(self) -> int:
@@ -1070,11 +1057,7 @@ class SQLiteRecorder:
         stored: list[StoredEvent] = []
         for new in events:
             seq += 1
-            if new.payload is None:
-                type_name, schema_version, payload = ev.to_payload(new.event)
-            else:
-                cls = type(new.event)
-                type_name, schema_version, payload = cls.__name__, cls.SCHEMA_VERSION, new.payload
+            type_name, schema_version, payload = new.row_fields()
             digest = event_hash(
                 seq, prev_hash, new.stream, new.stream_rev, type_name, schema_version,
                 occurred_at, actor, origin, payload,
@@ -1691,7 +1674,7 @@ class SQLiteRecorder:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, LedgerDatabaseError) as exc:  # translated in the body, or not
             storage = _storage_error(self.path, exc, "this change was not written")
             if storage is None:
                 raise
@@ -1942,7 +1925,8 @@ def _head_pages(uri: str, prefix: str, size: int) -> Iterator[list[HeadRow]]:
         conn.close()
 
 
-def _storage_error(path: Path, exc: sqlite3.Error, consequence: str) -> LedgerStorageError | None:
+def _storage_error(path: Path, exc: sqlite3.Error | LedgerDatabaseError,
+                   consequence: str) -> LedgerStorageError | None:
     """SQLite's full disk or I/O error, in keyledger's words (None: any other fault). An
     I/O error where the disk has almost no room left is called a full disk: SQLite
     reports one so when it cannot even create its -shm file."""

@@ -27,7 +27,7 @@ def parse_kdf(rows: Mapping[str, str]) -> tuple[str, bytes, int]:
     iterations = int(rows["kdf_iterations"])
     if not 1 <= iterations <= MAX_KEK_ITERATIONS:
         raise ValueError("KDF iteration count out of range")
-    return rows["kdf_algorithm"], base64.b64decode(rows["kdf_salt"], validate=True), iterations
+    return rows["kdf_algorithm"], base64.b64decode(rows["kdf_salt"]), iterations
 
 
 def kdf_inputs(path: Path) -> tuple[str, bytes, int] | None:

@@ -27,7 +27,7 @@ from cli.app import app
 from ledger import Ledger
 from ledger import events as ev
 from ledger.crypto import SCHEME_BOUND
-from ledger.store import NewEvent
+from ledger.events import NewEvent
 from ledger.testing import read_all
 
 PASSWORD = "cli-suite master password 7c1e"

@@ -52,7 +52,8 @@ from ledger import crypto as crypto_module
 from ledger import events as ev
 from ledger.crypto import SCHEME_BOUND
 from ledger.domain import MAX_NAME_LENGTH, MAX_VALUE_BYTES
-from ledger.store import NewEvent, SQLiteRecorder
+from ledger.events import NewEvent
+from ledger.store import SQLiteRecorder
 from ledger.testing import create_test_ledger, seed_encrypt
 from projections import ReadModels
 

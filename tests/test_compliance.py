@@ -18,9 +18,10 @@ from cli_support import OTHER_VALUE, VALUE, document, error_line, invoke, mode
 from ledger import events as ev
 from ledger.crypto import SCHEME_BOUND
 from ledger.errors import VersionError
+from ledger.events import NewEvent
 from ledger.service import Ledger
 from ledger.signing import recorded_public_key
-from ledger.store import NewEvent, SQLiteRecorder
+from ledger.store import SQLiteRecorder
 from ledger.testing import StepClock, create_test_ledger
 from projections.renderers.charts import time_ticks
 from projections.renderers.compliance import FORMATS, render

@@ -367,3 +367,92 @@ def test_a_damaged_kdf_iteration_count_is_one_clear_line(
     # health-check reports it among its checks; every other command in one line
     shown = refused.stdout if command == ("health-check",) else error_line(refused)
     assert "metadata is incomplete or damaged" in shown
+
+
+# -- found in review of the storage seam (issue 13) --------------------------------------
+
+
+def test_the_compliance_report_of_a_long_ledger_checks_its_chain_in_its_snapshot(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report verifies inside a snapshot: the chain check may not fork a worker there
+    (it asserted, a traceback for `audit export` past 50,000 events); it walks the chain
+    itself, and an edited row is still found."""
+    from ledger import integrity
+    from projections.reports.compliance import build_compliance_report
+
+    monkeypatch.setattr(integrity, "PARALLEL_MIN_EVENTS", 4)
+    path = tmp_path / "l.db"
+    with create_test_ledger(path, PASSWORD) as ledger:
+        for i in range(12):
+            ledger.set(f"s{i}", "v")
+        report = build_compliance_report(ledger.recorder)
+    assert report.integrity.ok
+
+
+def test_every_store_read_raises_keyledgers_error_not_sqlites(tmp_path: Path) -> None:
+    """``chain_rows`` returned SQLite's generator, whose errors escaped the translation:
+    `secrets get` on a damaged ledger printed a traceback."""
+    from ledger.errors import LedgerDatabaseError
+    from ledger.store import SQLiteRecorder
+
+    path = tmp_path / "l.db"
+    create_test_ledger(path, PASSWORD).close()
+    recorder = SQLiteRecorder(path)
+    recorder.conn.close()
+    for read in (recorder.head, lambda: list(recorder.chain_rows()),
+                 lambda: list(recorder.read_events()), lambda: list(recorder.checkpoints())):
+        with pytest.raises(LedgerDatabaseError):
+            read()
+
+
+def test_a_full_disk_in_a_read_model_write_is_called_a_full_disk(tmp_path: Path) -> None:
+    """A statement translated inside a transaction's body still lets the transaction
+    name a full disk (it said "ledger file error" instead)."""
+    from ledger.errors import LedgerStorageError
+    from ledger.store import SQLiteRecorder
+    from projections import projector
+
+    path = tmp_path / "l.db"
+    with create_test_ledger(path, PASSWORD) as ledger:  # no read models kept: they lag
+        for i in range(200):
+            ledger.set(f"secret-{i:04}", "x" * 200)
+    with SQLiteRecorder(path) as recorder:
+        pages = recorder.conn.execute("PRAGMA page_count").fetchone()[0]
+        recorder.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        with pytest.raises(LedgerStorageError, match=r"disk holding .* is full"):
+            projector().refresh(recorder)
+
+
+def test_a_salt_stored_with_a_trailing_newline_still_opens(tmp_path: Path) -> None:
+    """The KDF record is read as it always was (the header reader's stricter decoding
+    refused such a salt, and with it the ledger)."""
+    path = tmp_path / "l.db"
+    create_test_ledger(path, PASSWORD).close()
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE meta SET value = value || char(10) WHERE key = 'kdf_salt'")
+    with Ledger.open(path, PASSWORD) as ledger:
+        assert ledger.keyring().current == 1
+
+
+def test_a_database_error_is_never_one_secrets_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """migrate records a secret it cannot re-encrypt as a failure and goes on; a fault of
+    the file itself stops the run instead of being written into the signed record."""
+    from ledger import migration
+    from ledger.errors import LedgerDatabaseError
+    from ledger.session import Session
+
+    monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 10**9)
+    path = tmp_path / "l.db"
+    with create_test_ledger(path, PASSWORD) as ledger:
+        ledger.set("a", "1")
+        ledger.rotate()
+        head = ledger.recorder.head()
+
+        def broken(self: Session, state: object) -> bytes:
+            raise LedgerDatabaseError("ledger file error: the ledger file is damaged")
+
+        monkeypatch.setattr(Session, "decrypt", broken)
+        with pytest.raises(LedgerDatabaseError):
+            ledger.migrate()
+        assert ledger.recorder.head() == head

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from ledger import IntegrityError, InvalidInputError, Ledger, import_formats, importing
 from ledger import events as ev
+from ledger.events import NewEvent
 from ledger.import_formats import (
     check_import_file_untrusted,
     checked_entry,
@@ -28,7 +29,7 @@ from ledger.import_formats import (
     read_text_untrusted,
 )
 from ledger.integrity import verify_ledger
-from ledger.store import NewEvent, SQLiteRecorder
+from ledger.store import SQLiteRecorder
 from ledger.testing import read_all
 from projections import ReadModels
 

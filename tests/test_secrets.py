@@ -77,7 +77,7 @@ def test_oversized_value_is_refused(ledger: Ledger) -> None:
 def _append_raw(ledger: Ledger, name: str, token: str) -> None:
     """Record a SecretWritten carrying ``token`` as is, bypassing encryption."""
     from ledger import events as ev
-    from ledger.store import NewEvent
+    from ledger.events import NewEvent
 
     revision = ledger.secret(name).revision
     ledger.session.append(

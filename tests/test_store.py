@@ -13,9 +13,9 @@ from conftest import Backend
 from ledger import ConcurrencyError, Ledger, LedgerFormatError, LedgerNotFoundError, WrongPasswordError
 from ledger import events as ev
 from ledger.chain import GENESIS_HASH, first_broken_link
-from ledger.events import StoredEvent
+from ledger.events import NewEvent, StoredEvent
 from ledger.integrity import check_chain
-from ledger.store import FORMAT_VERSION, NewEvent, SQLiteRecorder
+from ledger.store import FORMAT_VERSION, SQLiteRecorder
 from ledger.testing import create_test_ledger, ledger_files
 
 PASSWORD = "pw"
