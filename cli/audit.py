@@ -4,7 +4,7 @@ the forensic, monitoring and reporting commands are registered here from their m
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,7 +16,9 @@ from ledger.errors import IntegrityError, LedgerFormatError
 from ledger.integrity import VerifyReport, verify_ledger
 from ledger.seen import STATE_DIR_ENV
 from ledger.signing import Anchor, read_anchor, recorded_public_key, write_anchor
-from projections import guard_faults
+
+if TYPE_CHECKING:
+    pass
 
 app = typer.Typer(
     help="Prove the ledger was not altered, and review what happened in it.",
@@ -53,6 +55,8 @@ def verify(
     with settings(ctx).recorder(read_only=True) as recorder:
         report = verify_ledger(recorder, anchor=pinned, pinned_key=pubkey,
                                all_signatures=all_signatures)
+        from projections import guard_faults
+
         report.add_trigger_faults(guard_faults(recorder))
     if as_json:
         emit_json(report.to_json())

@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,7 +16,9 @@ from cli.output import note, warn
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.session import default_origin
 from ledger.store import LOCK_RETRY_SECONDS, Durability, Projector
-from projections import ReadModels, projector
+
+if TYPE_CHECKING:
+    from projections import ReadModels
 
 CLI_ORIGIN = default_origin("keyledger-cli")
 NEW_PASSWORD_ENV = "ENCRYPTION_NEW_MASTER_PASSWORD"
@@ -92,6 +94,8 @@ def open_ledger(
     """The ledger, unlocked, and its read models, kept current inside each append."""
     s = settings(ctx)
     password = master_password() if password is None else password
+    from projections import ReadModels, projector  # here: `secrets get` never needs them
+
     runner = projector()
     recorder = s.recorder(projector=runner)
     ledger = Ledger.unlock(recorder, password, actor=s.actor, origin=CLI_ORIGIN)
@@ -113,6 +117,8 @@ def open_ledger_alone(ctx: typer.Context) -> Ledger:
 def open_read_models(ctx: typer.Context, *, check: bool = True) -> ReadModels:
     """The read models alone: no password needed, as they hold no plaintext. ``check=False``
     for a command that rebuilds them anyway."""
+    from projections import ReadModels, projector
+
     runner = projector()
     recorder = settings(ctx).recorder(projector=runner)
     try:

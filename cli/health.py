@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -14,7 +14,9 @@ from cli.policy import due_report
 from ledger import IntegrityError, KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
 from ledger.crypto import KEK_ITERATIONS
 from ledger.integrity import check_chain, head_signature_problems, repair_heads_tree, trigger_problems
-from projections import ReadModels
+
+if TYPE_CHECKING:
+    from projections import ReadModels
 
 Status = Literal["ok", "warn", "fail"]
 _ICONS = {"ok": "✅", "warn": "⚠️ ", "fail": "❌"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,7 +22,9 @@ from cli.output import ERASE_PENDING_WARNING, console, emit_json, handles_errors
 from ledger import Ledger, LedgerFormatError, RotationResult
 from ledger.domain import range_warning
 from ledger.signing import recorded_public_key
-from projections import KeyringInfo, ReadModels, projector
+
+if TYPE_CHECKING:
+    from projections import KeyringInfo, ReadModels
 
 SHORT_PASSWORD = 12
 
@@ -47,6 +49,8 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
     password = master_password(confirm=True)
     if len(password) < SHORT_PASSWORD:
         warn(f"the master password is shorter than {SHORT_PASSWORD} characters")
+    from projections import ReadModels, projector
+
     runner = projector()
     recorder = s.recorder(create=True, projector=runner)
     with Ledger.initialize(recorder, password, actor=s.actor, origin=CLI_ORIGIN):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -24,7 +24,9 @@ from cli.policy import due_report
 from ledger import ConcurrencyError, Ledger, LedgerStorageError, MigrationResult
 from ledger.migration import DEFAULT_BATCH_SIZE
 from ledger.migration import Progress as ProgressCallback
-from projections import DistributionReport
+
+if TYPE_CHECKING:
+    from projections import DistributionReport
 
 BatchSizeOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Secrets re-encrypted per transaction.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,7 +20,9 @@ from ledger.policy import (
     rotation_due,
     set_policy,
 )
-from projections import ReadModels
+
+if TYPE_CHECKING:
+    from projections import ReadModels
 
 app = typer.Typer(help="Set and show the rotation policy.", no_args_is_help=True)
 
