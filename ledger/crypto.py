@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import hmac
 import os
@@ -156,8 +155,18 @@ class Frame:
         return base64.b64encode(bytes([self.version]) + self.nonce + self.body).decode("ascii")
 
 
+#: A data key, or the AES-GCM instance built from it once (:func:`cipher`): building one
+#: costs about as much as sealing a short value, so a caller that seals many keeps it.
+Key = bytes | AESGCM
+
+
+def cipher(key: bytes) -> AESGCM:
+    """The AES-GCM instance of a 256-bit data key, to pass wherever a :data:`Key` goes."""
+    return AESGCM(key)
+
+
 def encrypt_secret(
-    key: bytes, version: int, name: str, plaintext: bytes, nonce: bytes | None = None
+    key: Key, version: int, name: str, plaintext: bytes, nonce: bytes | None = None
 ) -> str:
     """Seal ``plaintext`` under ``key`` in keyledger's bound format; returns base64 text.
 
@@ -171,7 +180,7 @@ def encrypt_secret(
 
 
 def decrypt_secret_untrusted(
-    key: bytes, token: str, name: str, scheme: str, *, version: int | None = None
+    key: Key, token: str, name: str, scheme: str, *, version: int | None = None
 ) -> bytes:
     """Open a stored ciphertext of secret ``name``; one opaque error for every fault.
 
@@ -184,18 +193,15 @@ def decrypt_secret_untrusted(
     return open_frame(key, frame, aad)
 
 
-def open_frame(key: bytes, frame: Frame, aad: bytes | None) -> bytes:
+def open_frame(key: Key, frame: Frame, aad: bytes | None) -> bytes:
     try:
         return _aead(key).decrypt(frame.nonce, frame.body, aad)
     except (InvalidTag, ValueError):
         raise InvalidCiphertext from None
 
 
-@functools.lru_cache(maxsize=64)
-def _aead(key: bytes) -> AESGCM:
-    """One AESGCM per data key: building it costs as much as sealing a short value.
-    (The cache holds keys the process already holds in its key material.)"""
-    return AESGCM(key)
+def _aead(key: Key) -> AESGCM:
+    return key if isinstance(key, AESGCM) else AESGCM(key)
 
 
 def decode_base64_untrusted(token: str) -> bytes:

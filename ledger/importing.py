@@ -91,7 +91,7 @@ def _record(
     for _ in range(CONFLICT_RETRIES):
         keyring = session.keyring()
         version = keyring.require_current()
-        key = session.keys.data_key(version)
+        key = session.keys.cipher(version)
         result = ImportResult()
         # The names skipped as existing, each with the head it was skipped on: checked
         # against the proven heads with the chunk that skipped them.
@@ -120,7 +120,7 @@ def _record(
 
 
 def _encrypted(
-    key: bytes, version: int, source: ImportFormat, name: str, plaintext: bytes
+    key: crypto.Key, version: int, source: ImportFormat, name: str, plaintext: bytes
 ) -> tuple[ev.SecretImported, None]:
     token = crypto.encrypt_secret(key, version, name, plaintext)
     return imported_event(name, version, source, token), None
@@ -249,7 +249,7 @@ def _append_seed(
             result.stored_as_is += 1
         else:
             token = crypto.encrypt_secret(
-                session.keys.data_key(current), current, name, sp.plaintext
+                session.keys.cipher(current), current, name, sp.plaintext
             )
             event = ev.SecretImported(
                 name=name, key_version=current, ciphertext=token,
@@ -289,7 +289,7 @@ def imported_event(name: str, version: int, source: str, token: str) -> ev.Secre
 
 
 def prepare_import(
-    entries: Callable[[], Iterable[tuple[str, bytes]]], key: bytes, version: int,
+    entries: Callable[[], Iterable[tuple[str, bytes]]], key: crypto.Key, version: int,
     source: str, size: int,
 ) -> Iterator[list[tuple[str, str, str]]]:
     """``(name, ciphertext, payload)`` of each entry, encrypted under ``version`` and

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from ledger import crypto, early
 from ledger.errors import IntegrityError, InvalidCiphertext, VersionError, WrongPasswordError
 from ledger.store import KdfRecord, LedgerMeta
@@ -49,6 +51,7 @@ class KeyMaterial:
         self._wrapped = dict(wrapped)
         self._fingerprints = dict(fingerprints)
         self._cache: dict[int, bytes] = {}
+        self._ciphers: dict[int, AESGCM] = {}
 
     def data_key(self, version: int) -> bytes:
         """The data key of ``version``.
@@ -72,6 +75,14 @@ class KeyMaterial:
             )
         self._cache[version] = key
         return key
+
+    def cipher(self, version: int) -> AESGCM:
+        """:meth:`data_key` of ``version`` as the AES-GCM instance that seals and opens
+        with it, built once per version for this ledger (:data:`ledger.crypto.Key`)."""
+        found = self._ciphers.get(version)
+        if found is None:
+            found = self._ciphers[version] = crypto.cipher(self.data_key(version))
+        return found
 
     def wrap(self, version: int, data_key: bytes) -> bytes:
         return crypto.wrap_data_key(self._kek, data_key, self._ledger_id, version)

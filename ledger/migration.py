@@ -182,13 +182,13 @@ class Migration:
                                  else SecretState(states[i].name, 0, deleted=True))
             yield states
 
-    def _usable_keys(self) -> dict[int, bytes]:
-        """The data keys a worker may decrypt with: the versions not retired or destroyed."""
-        keys = {}
+    def _usable_keys(self) -> dict[int, crypto.Key]:
+        """The keys a worker may decrypt with: the versions not retired or destroyed."""
+        keys: dict[int, crypto.Key] = {}
         for version in self.keyring.versions:
             try:
                 self.keyring.require_usable(version)
-                keys[version] = self.session.keys.data_key(version)
+                keys[version] = self.session.keys.cipher(version)
             except KeyledgerError:
                 continue  # the writer meets it and reports it, as without a worker
         return keys
@@ -278,7 +278,7 @@ class Migration:
             except InvalidCiphertext:
                 raise IntegrityError("decryption failed") from None
             token = crypto.encrypt_secret(
-                self.session.keys.data_key(target), target, state.name, plaintext
+                self.session.keys.cipher(target), target, state.name, plaintext
             )
         event = migrated_event(state.name, self._run_id(), state.key_version, target, token)
         return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload,
@@ -330,7 +330,7 @@ def migrated_event(name: str, run_id: str, from_version: int, to_version: int,
 
 
 def _prepared_batches(
-    pages: Callable[[], Iterable[Sequence[HeadRow]]], keys: Mapping[int, bytes], target: int,
+    pages: Callable[[], Iterable[Sequence[HeadRow]]], keys: Mapping[int, crypto.Key], target: int,
     run_id: str,
 ) -> Iterator[list[Prepared]]:
     """:func:`prepare_migration` of each page of head rows the worker reads."""
@@ -339,7 +339,7 @@ def _prepared_batches(
 
 
 def prepare_migration(
-    rows: Sequence[HeadRow], keys: Mapping[int, bytes], target: int, run_id: str
+    rows: Sequence[HeadRow], keys: Mapping[int, crypto.Key], target: int, run_id: str
 ) -> list[Prepared]:
     """Re-encrypt under ``target`` every head that needs it, and serialise its event.
 

@@ -576,7 +576,7 @@ class Ledger:
             version = keyring.require_current()
             state = self.secret(name)
             token = crypto.encrypt_secret(
-                self.session.keys.data_key(version), version, name, plaintext
+                self.session.keys.cipher(version), version, name, plaintext
             )
             event = make(
                 name=name, key_version=version, ciphertext=token, scheme=crypto.SCHEME_BOUND

@@ -386,7 +386,7 @@ class Session:
             self.refresh_keyring()
         self._keyring.require_usable(state.key_version)
         require_scheme_allowed(self._keyring, state)
-        key = self.keys.data_key(state.key_version)
+        key = self.keys.cipher(state.key_version)
         return crypto.decrypt_secret_untrusted(
             key, state.ciphertext, state.name, state.scheme or crypto.SCHEME_BOUND,
             version=state.key_version,
