@@ -479,19 +479,22 @@ def _outermost(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         _depth.calls = depth
 
 
-_END = object()
-
-
 def _translated(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` translating SQLite's errors (:func:`_outermost`). A generator is
-    translated item by item, a context manager (``write_transaction``) on entry and exit."""
+    translated as each item is asked for, a context manager (``write_transaction``) on
+    entry and exit."""
     wrapped = getattr(func, "__wrapped__", None)
     if inspect.isgeneratorfunction(func):
         @functools.wraps(func)
         def items(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            produced = func(*args, **kwargs)
-            while (item := _outermost(next, produced, _END)) is not _END:
-                yield item
+            # Delegated at C speed; whether to translate is decided by the depth of the
+            # code that asked for the item that failed (a store method, or a caller).
+            try:
+                yield from func(*args, **kwargs)
+            except sqlite3.Error as exc:
+                if _depth.calls:
+                    raise
+                raise _database_error(exc) from None
         return items
     if wrapped is not None and inspect.isgeneratorfunction(wrapped):  # @contextmanager
         @functools.wraps(func)
