@@ -11,7 +11,6 @@ import typer
 from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger import Ledger
-from ledger.backup import restore, take_backup, verify_backup
 
 BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
 
@@ -31,6 +30,8 @@ def backup(
     """
     ledger, views = open_ledger(ctx)
     with ledger, views:
+        from ledger.backup import take_backup  # here: no other command loads it
+
         result = take_backup(ledger.session, out)
     if as_json:
         emit_json({"path": result.path, "events": result.events, "head_hash": result.head,
@@ -50,6 +51,8 @@ def verify_backup_command(ctx: typer.Context, file: BackupFile, as_json: JsonOpt
     Example:  keyledger verify-backup /backup/keyledger-2026-11-28.db --json
     """
     password = os.environ.get("ENCRYPTION_MASTER_PASSWORD") or None
+    from ledger.backup import verify_backup
+
     report = verify_backup(file, password)
     if as_json:
         emit_json({"ok": report.ok, "path": report.path, "events": report.chain.events,
@@ -101,6 +104,8 @@ def restore_command(
     # ledger it replaces too).
     Ledger.open(file, password, upgrade=False, seen=None).close()
     confirm(f"Replace {s.db} with {file}?", yes)
+    from ledger.backup import restore
+
     done = restore(file, s.db, password, force=force, actor=s.actor, origin=CLI_ORIGIN)
     if as_json:
         emit_json({"restored_from": str(file), "events_before": done.events_before,

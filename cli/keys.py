@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,7 +10,9 @@ from cli.context import JsonOption, YesOption, confirm, open_ledger
 from cli.output import ERASE_PENDING_WARNING, console, emit_json, handles_errors, warn
 from ledger import InvalidInputError
 from ledger.domain import parse_duration
-from ledger.lifecycle import LifecycleResult
+
+if TYPE_CHECKING:
+    from ledger.lifecycle import LifecycleResult
 
 app = typer.Typer(
     help="Retire, reinstate and destroy key versions (crypto-shredding).", no_args_is_help=True,

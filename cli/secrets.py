@@ -18,11 +18,12 @@ from cli.context import (
     stdin_is_tty,
 )
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, printable
-from ledger import ImportResult, InvalidInputError, Ledger
+from ledger import InvalidInputError, Ledger
 from ledger.crypto import SEED_SALT_TEMPLATE
 from ledger.domain import MAX_VALUE_BYTES, needs_migration
 
 if TYPE_CHECKING:
+    from ledger import ImportResult
     from projections.reports.history import HistoryEntry
 
 app = typer.Typer(

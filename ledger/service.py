@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Concatenate, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, TypeVar
 
-from ledger import crypto, importing, lifecycle
+from ledger import crypto
 from ledger import events as ev
 from ledger.domain import (
     KeyringState,
@@ -38,10 +38,7 @@ from ledger.errors import (
     VersionError,
 )
 from ledger.events import NewEvent, StoredEvent
-from ledger.import_formats import ImportFile
-from ledger.importing import ImportResult
 from ledger.keyring import new_kdf, unlock_kek
-from ledger.lifecycle import LifecycleResult
 from ledger.migration import (
     DEFAULT_BATCH_SIZE,
     Migration,
@@ -67,6 +64,11 @@ from ledger.store import (
     SQLiteRecorder,
 )
 from ledger.tally import Tally
+
+if TYPE_CHECKING:
+    from ledger.import_formats import ImportFile
+    from ledger.importing import ImportResult
+    from ledger.lifecycle import LifecycleResult
 
 # ``seen``'s default: this host's memory of checkpoints as the environment names it.
 FROM_ENVIRONMENT: Literal["environment"] = "environment"
@@ -698,16 +700,21 @@ class Ledger:
         overwrite: bool = False,
     ) -> ImportResult:
         """Encrypt and record many plaintext values at once; see :func:`ledger.importing.import_values`."""
+        from ledger import importing  # the operations load on first use: start-up stays lean
+
         return importing.import_values(self.session, values, source=source, overwrite=overwrite)
 
     @_serialized
     def import_file(
         self, checked: ImportFile, *, overwrite: bool = False,
-        chunk_size: int = importing.IMPORT_CHUNK,
+        chunk_size: int | None = None,
     ) -> ImportResult:
         """Record a checked import file of any size in one transaction; see
         :func:`ledger.importing.import_file`."""
-        return importing.import_file(self.session, checked, overwrite=overwrite, chunk_size=chunk_size)
+        from ledger import importing
+
+        return importing.import_file(self.session, checked, overwrite=overwrite,
+                                     chunk_size=importing.IMPORT_CHUNK if chunk_size is None else chunk_size)
 
     @_serialized
     def import_seed(
@@ -716,6 +723,8 @@ class Ledger:
         overwrite: bool = False,
     ) -> ImportResult:
         """Import the old system's ciphertexts; see :func:`ledger.importing.import_seed`."""
+        from ledger import importing
+
         return importing.import_seed(
             self.session, tokens, password, salt_template=salt_template, legacy_version=legacy_version,
             overwrite=overwrite,
@@ -742,11 +751,15 @@ class Ledger:
     @_serialized
     def retire(self, version: int, *, force: bool = False, reason: str | None = None) -> LifecycleResult:
         """Stop a version from encrypting or decrypting; see :func:`ledger.lifecycle.retire`."""
+        from ledger import lifecycle
+
         return lifecycle.retire(self.session, version, force=force, reason=reason)
 
     @_serialized
     def reinstate(self, version: int, *, reason: str | None = None) -> LifecycleResult:
         """Undo :meth:`retire`."""
+        from ledger import lifecycle
+
         return lifecycle.reinstate(self.session, version, reason=reason)
 
     @_serialized
@@ -754,9 +767,13 @@ class Ledger:
         self, version: int, *, after: timedelta | None = None, reason: str | None = None
     ) -> LifecycleResult:
         """Erase a retired version's key (crypto-shredding); see :func:`ledger.lifecycle.destroy`."""
+        from ledger import lifecycle
+
         return lifecycle.destroy(self.session, version, after=after, reason=reason)
 
     @_serialized
     def cancel_destroy(self, version: int) -> LifecycleResult:
         """Cancel a scheduled destruction; the version stays retired."""
+        from ledger import lifecycle
+
         return lifecycle.cancel_destroy(self.session, version)
