@@ -431,6 +431,8 @@ def _row_hash(row: ChainRow) -> str | None:
 
 # -- database errors, translated once ---------------------------------------------------
 
+T = TypeVar("T")
+
 
 class _Depth(threading.local):
     calls = 0  # how deep this thread is in translated methods
@@ -536,7 +538,6 @@ def translates_database_errors(cls: type[T]) -> type[T]:
     return cls
 
 
-T = TypeVar("T")
 Durability = Literal["full", "normal"]
 
 
@@ -913,12 +914,9 @@ class SQLiteRecorder:
         """SQLite's own check of the file (``integrity_check``, or the cheaper
         ``quick_check``), over a connection of its own so that it can run on another
         thread beside this one's work: "ok", or what it found."""
-        conn = _reader(self._reader_uri)
-        try:
-            pragma = "quick_check" if quick else "integrity_check"
+        pragma = "quick_check" if quick else "integrity_check"
+        with _reader(self._reader_uri) as conn:
             return str(conn.execute(f"PRAGMA {pragma}").fetchone()[0])
-        finally:
-            conn.close()
 
     def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]:
         """Every row past ``after_seq`` in seq order, streamed in batches."""
@@ -1894,21 +1892,19 @@ def first_broken_link_in(conn: sqlite3.Connection, after_seq: int = 0,
 
 
 def _first_broken_link_of_file(uri: str, after_seq: int, prev_hash: str) -> int | None:
-    conn = _reader(uri)
-    try:
+    with _reader(uri) as conn:
         return first_broken_link_in(conn, after_seq, prev_hash=prev_hash)
-    finally:
-        conn.close()
 
 
-def _reader(uri: str) -> sqlite3.Connection:
-    """A read-only connection of its own to the ledger at ``uri``, which another
-    connection of this program holds open: for a forked worker, which must not use the
-    connection it inherited, or a check on another thread."""
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA query_only = ON")
-    return conn
+@contextlib.contextmanager
+def _reader(uri: str) -> Iterator[sqlite3.Connection]:
+    """A read-only connection of its own to the ledger at ``uri``, closed on leaving:
+    another connection of this program holds the file open, and a forked worker must not
+    use the connection it inherited, nor a check on another thread this one's."""
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA query_only = ON")
+        yield conn
 
 
 def _is_keyledger() -> int:
@@ -1916,16 +1912,13 @@ def _is_keyledger() -> int:
 
 
 def _head_pages(uri: str, prefix: str, size: int) -> Iterator[list[HeadRow]]:
-    conn = _reader(uri)
-    try:
+    with _reader(uri) as conn:
         columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
         after = ""
         while events := [StoredEvent(*row) for row in _heads(conn, columns, prefix, after, size)]:
             after = events[-1].stream
             yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, content_hash(e))
                    for e in events]
-    finally:
-        conn.close()
 
 
 def _storage_error(path: Path, exc: sqlite3.Error | LedgerDatabaseError,

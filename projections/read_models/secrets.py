@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -88,20 +88,23 @@ def list_secrets(tables: ReadModelTables, limit: int | None = None) -> list[Secr
 
 def live_counts(tables: ReadModelTables) -> dict[int, int]:
     """Live secrets per key version, from the maintained counts."""
-    found: dict[int, int] = {}
-    for version, _, live in tables.live_counts():
-        found[version] = found.get(version, 0) + live
-    return {version: n for version, n in found.items() if n}
+    return _per_version(tables.live_counts())
 
 
 def distribution_report(tables: ReadModelTables, current: int | None) -> DistributionReport:
-    distribution: dict[int, int] = {}
-    needing = 0
-    for version, scheme, live in tables.live_counts():
-        distribution[version] = distribution.get(version, 0) + live
-        needing += live if needs_migration(version, scheme, current) else 0
-    return DistributionReport(sum(distribution.values()), current, needing,
-                              {v: n for v, n in distribution.items() if n})
+    counts = tables.live_counts()
+    distribution = _per_version(counts)
+    needing = sum(live for version, scheme, live in counts
+                  if needs_migration(version, scheme, current))
+    return DistributionReport(sum(distribution.values()), current, needing, distribution)
+
+
+def _per_version(counts: Iterable[tuple[int, str, int]]) -> dict[int, int]:
+    """``(key_version, scheme, live)`` rows summed per version, versions with none left out."""
+    found: dict[int, int] = {}
+    for version, _, live in counts:
+        found[version] = found.get(version, 0) + live
+    return {version: n for version, n in found.items() if n}
 
 
 def secret_problems(tables: ReadModelTables, *, names: Collection[str] | None = None) -> list[str]:
