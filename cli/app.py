@@ -15,7 +15,8 @@ from cli import audit, backup, health, keyring, keys, migrate, policy, secrets
 from cli.context import Settings
 from cli.env import DB_ENV, DEFAULT_DB
 from cli.output import EXIT_FAILED, usage_error
-from ledger.store import LOCK_RETRY_SECONDS, Durability
+from ledger.store import LOCK_RETRY_SECONDS
+from ledger.store_sqlite import Durability
 
 app = typer.Typer(
     name="keyledger",

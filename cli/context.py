@@ -15,7 +15,8 @@ from cli.env import PASSWORD_ENV, is_utf8
 from cli.output import note, warn
 from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
 from ledger.session import default_origin
-from ledger.store import LOCK_RETRY_SECONDS, Durability, Projector
+from ledger.store import LOCK_RETRY_SECONDS, Projector
+from ledger.store_sqlite import Durability
 
 if TYPE_CHECKING:
     from projections import ReadModels

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
         SecretValue,
     )
     from ledger.session import Session, VersionReport, default_actor
-    from ledger.store import Projector, SQLiteRecorder
+    from ledger.store import Projector
+    from ledger.store_sqlite import SQLiteRecorder
 
 
 # Where each name below lives: imported from there on first use.
@@ -67,7 +68,8 @@ _HOMES = {
             "Ledger", "RotationResult", "SecretInfo", "SecretValue",
         ),
         "ledger.session": ("Session", "VersionReport", "default_actor"),
-        "ledger.store": ("Projector", "SQLiteRecorder"),
+        "ledger.store": ("Projector",),
+        "ledger.store_sqlite": ("SQLiteRecorder",),
         "ledger.events": ("StoredEvent",),
     }.items()
     for name in names

@@ -31,7 +31,7 @@ from ledger.errors import (
 from ledger.integrity import VerifyReport, verify_ledger
 from ledger.seen import SeenCheckpoints, memory_key
 from ledger.signing import recorded_public_key
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 
 if TYPE_CHECKING:
     from ledger.session import Session

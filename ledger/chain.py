@@ -1,5 +1,5 @@
 """The hash chain that links every event row to the one before it: pure functions of
-the rows' fields. The store walks the rows (:meth:`ledger.store.SQLiteRecorder.first_broken_link`)."""
+the rows' fields. The store walks the rows (:meth:`ledger.store.SQLRecorder.first_broken_link`)."""
 
 from __future__ import annotations
 

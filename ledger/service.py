@@ -56,13 +56,8 @@ from ledger.session import (
     utc_now,
 )
 from ledger.signing import CheckpointSigner, SigningKey
-from ledger.store import (
-    FORMAT_VERSION,
-    LedgerMeta,
-    Projector,
-    Recorder,
-    SQLiteRecorder,
-)
+from ledger.store import FORMAT_VERSION, LedgerMeta, Projector, Recorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.tally import Tally
 
 if TYPE_CHECKING:

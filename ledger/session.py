@@ -40,13 +40,7 @@ from ledger.events import NewEvent, StoredEvent
 from ledger.keyring import KeyMaterial
 from ledger.seen import Seen, SeenCheckpoints, memory_key
 from ledger.signing import CheckpointSigner, SigningKey, open_signing_key, recorded_public_key
-from ledger.store import (
-    FORMAT_VERSION,
-    Decided,
-    KdfRecord,
-    LedgerMeta,
-    Recorder,
-)
+from ledger.store import FORMAT_VERSION, Decided, KdfRecord, LedgerMeta, Recorder
 from ledger.tally import Tally
 
 Clock = Callable[[], datetime]

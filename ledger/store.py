@@ -27,20 +27,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import hashlib
 import inspect
-import json
-import os
-import random
-import sqlite3
-import stat
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
-from urllib.parse import quote
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 from ledger import events as ev
 from ledger import heads
@@ -49,14 +41,8 @@ from ledger.chain import GENESIS_HASH, ChainRow, event_hash, first_broken_link
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
-    KeyledgerError,
-    LedgerBusyError,
     LedgerDatabaseError,
     LedgerFormatError,
-    LedgerNotFoundError,
-    LedgerReadOnlyError,
-    LedgerStorageError,
-    printable_ascii,
 )
 from ledger.events import NewEvent, StoredEvent
 from ledger.store_header import parse_kdf
@@ -90,7 +76,6 @@ Decided = Mapping[str, tuple[int, str | None]]
 #: stream_rev, type, schema_version, payload, and the hash its own fields produce (None:
 #: fields keyledger never writes).
 HeadRow = tuple[str, int, str, int, str, str | None]
-
 
 @dataclass(frozen=True, slots=True)
 class KdfRecord:
@@ -290,21 +275,6 @@ _EVENT_COLUMNS = (
     "seq, stream, stream_rev, type, schema_version, payload, occurred_at, actor, origin, "
     "prev_hash, hash"
 )
-
-def _append_only(table: str, action: str) -> tuple[str, str]:
-    return table, f"""CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table}
-        BEGIN SELECT RAISE(ABORT, 'keyledger {table} are append-only'); END"""
-
-
-#: The triggers that make ``events`` and ``checkpoints`` append-only: name to the table
-#: it guards and the SQL keyledger creates it with.
-APPEND_ONLY_TRIGGERS = {
-    f"{table}_no_{action.lower()}": _append_only(table, action)
-    for table in ("events", "checkpoints")
-    for action in ("UPDATE", "DELETE")
-}
-#: The ledger's own tables: a trigger on one of them that keyledger did not create runs
-#: inside every keyledger write (it could copy a key about to be destroyed, say).
 LEDGER_TABLES = ("meta", "keys", "events", "streams", "checkpoints", "heads_tree")
 
 # The heads map (ledger.heads), added the same way to a new ledger and to an upgraded one.
@@ -335,7 +305,6 @@ _HEADS_SCHEMA = [
 ]
 # The signed tally (ledger.tally), format 5 on.
 _TALLY_SCHEMA = ["ALTER TABLE checkpoints ADD COLUMN tally TEXT"]
-
 
 def _first_node_not_given(given: Mapping[int, bytes],
                           stored: Iterable[tuple[int, bytes]]) -> int | None:
@@ -432,6 +401,8 @@ def _row_hash(row: ChainRow) -> str | None:
 # -- database errors, translated once ---------------------------------------------------
 
 T = TypeVar("T")
+R = TypeVar("R", bound="SQLRecorder")
+E = TypeVar("E", bound=Exception)
 
 
 class _Depth(threading.local):
@@ -441,39 +412,36 @@ class _Depth(threading.local):
 _depth = _Depth()
 
 
-def database_reason(exc: sqlite3.Error) -> str:
-    """SQLite's complaint in our words; its own text may quote a damaged row, so it is
-    shown only after dropping everything but printable ASCII."""
-    text = str(exc)
-    if "readonly" in text or "read-only" in text:
-        return "the ledger file is read-only; nothing was changed"
-    if "full" in text:
-        return "the disk is full; nothing was changed"
-    if "locked" in text or "busy" in text:
-        return "the ledger is locked by another process; try again"
-    if "Could not decode" in text:
-        return "the ledger file is damaged: a stored row is not valid text"
-    if "malformed" in text or "not a database" in text or "corrupt" in text:
-        return "the ledger file is damaged (SQLite: database disk image is malformed)"
-    return printable_ascii(text)
+#: Each database driver's root error class, with what turns one into keyledger's error.
+#: A backend's module registers its driver when it is imported (:func:`driver_errors`).
+_TRANSLATORS: dict[type[Exception], Callable[[Exception], LedgerDatabaseError]] = {}
+_driver_errors: tuple[type[Exception], ...] = ()
 
 
-def _database_error(exc: sqlite3.Error) -> LedgerDatabaseError:
-    error = LedgerDatabaseError(f"ledger file error: {database_reason(exc)}")
-    # Kept so that a transaction this error leaves can still tell a full or failing disk.
-    error.sqlite_errorcode = getattr(exc, "sqlite_errorcode", None)  # type: ignore[attr-defined]
-    return error
+def driver_errors(error: type[E], translate: Callable[[E], LedgerDatabaseError]) -> None:
+    """Have every translated store method raise ``translate(exc)`` for a driver's
+    ``error`` (``sqlite3.Error``, ``psycopg.Error``) that reaches its outermost call."""
+    global _driver_errors
+    _TRANSLATORS[error] = translate  # type: ignore[assignment]
+    _driver_errors = tuple(_TRANSLATORS)
+
+
+def _database_error(exc: Exception) -> LedgerDatabaseError:
+    for kind, translate in _TRANSLATORS.items():
+        if isinstance(exc, kind):
+            return translate(exc)
+    raise TypeError(f"not a registered driver error: {type(exc).__name__}")
 
 
 def _outermost(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``func(*args, **kwargs)``, an SQLite error raised as :class:`LedgerDatabaseError`
+    """``func(*args, **kwargs)``, a driver's error raised as :class:`LedgerDatabaseError`
     when this is the thread's outermost translated call; inner calls let it through, so
-    that the store's own code still sees SQLite's errors where it handles them."""
+    that the store's own code still sees the driver's errors where it handles them."""
     depth = _depth.calls
     _depth.calls = depth + 1
     try:
         return func(*args, **kwargs)
-    except sqlite3.Error as exc:
+    except _driver_errors as exc:
         if depth:
             raise
         raise _database_error(exc) from None
@@ -482,7 +450,7 @@ def _outermost(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _translated(func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` translating SQLite's errors (:func:`_outermost`). A generator is
+    """``func`` translating the drivers' errors (:func:`_outermost`). A generator is
     translated as each item is asked for, a context manager (``write_transaction``) on
     entry and exit."""
     wrapped = getattr(func, "__wrapped__", None)
@@ -493,7 +461,7 @@ def _translated(func: Callable[..., Any]) -> Callable[..., Any]:
             # code that asked for the item that failed (a store method, or a caller).
             try:
                 yield from func(*args, **kwargs)
-            except sqlite3.Error as exc:
+            except _driver_errors as exc:
                 if _depth.calls:
                     raise
                 raise _database_error(exc) from None
@@ -524,7 +492,7 @@ class _TranslatedContext(contextlib.AbstractContextManager[Any]):
 
 def translates_database_errors(cls: type[T]) -> type[T]:
     """Make every public method and property of ``cls`` (and its constructor) raise
-    keyledger's errors, never ``sqlite3``'s: the one place they are translated."""
+    keyledger's errors, never a driver's: the one place they are translated."""
     for name, member in list(vars(cls).items()):
         if name.startswith("_") and name != "__init__":
             continue
@@ -538,121 +506,43 @@ def translates_database_errors(cls: type[T]) -> type[T]:
     return cls
 
 
-Durability = Literal["full", "normal"]
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchmany(self, size: int = ..., /) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """The part of a DB-API connection the shared code uses (``?`` placeholders):
+    ``sqlite3``'s, or :mod:`ledger.store_postgres`'s adapter over psycopg."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def in_transaction(self) -> bool: ...
 
 
 @translates_database_errors
-class SQLiteRecorder:
-    """The event store in one SQLite file (WAL, ``BEGIN IMMEDIATE``).
+class SQLRecorder:
+    """The event store's rules, over SQL that SQLite and PostgreSQL both speak: the
+    append (hash chain, stream revisions, heads map, tally, signed checkpoint, read
+    models), the proven reads, the upgrade. A backend's subclass opens ``conn``, owns its
+    transactions and locking, and answers the few questions its SQL asks differently
+    (the hooks at the end of this class)."""
 
-    ``durability="full"`` (``synchronous=FULL``, the default) makes every commit survive
-    power loss; ``"normal"`` may lose the last commits on power loss (never on a process
-    crash) in exchange for fewer fsyncs. ``lock_timeout`` bounds how long a writer waits
-    for another one before :class:`LedgerBusyError`.
-
-    ``read_only=True`` is for a reader that must change nothing (``audit verify``, a
-    backup being checked): every statement is refused a write, and a file this process
-    may not write (a read-only medium, another user's ledger) is opened read-only, as
-    :func:`_read_only_uri` says, rather than refused.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], *, create: bool = False,
-        projector: Projector | None = None, durability: Durability = "full",
-        lock_timeout: float = LOCK_RETRY_SECONDS, read_only: bool = False,
-    ) -> None:
-        if durability not in ("full", "normal"):
-            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
-        self.path = Path(path)
-        # Where it is, whatever the working directory later: for the processes and
-        # connections that open it again (the migrate worker, audit verify's checks).
-        self.file = self.path.absolute()
-        self.projector = projector
-        self.lock_timeout = lock_timeout
-        self.format_version = FORMAT_VERSION
-        self._signed_tip: tuple[Signer, CheckpointRow] | None = None
-        _refuse_special_file(self.path, create=create)
-        if create:
-            _create_private_file(self.path)
-        elif not self.path.exists():
-            raise LedgerNotFoundError(f"no ledger at {self.path} (run 'keyledger init' first)")
-        uri = _read_only_uri(self.file) if read_only and not _writable(self.file) else None
-        # How a connection of its own reads this file (a check on a thread, a worker).
-        self._reader_uri = uri or f"file://{quote(os.fsencode(self.file))}?mode=ro"
-        try:
-            if uri is not None:
-                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                            check_same_thread=False)
-            else:
-                self.conn = sqlite3.connect(self.path, isolation_level=None,
-                                            check_same_thread=False)
-            self.conn.create_function(WRITER_FUNCTION, 0, _is_keyledger, deterministic=True)
-            self._wait_inside_sqlite()
-            # An exclusive lock held elsewhere is waited out, as for a write.
-            self._retry_locked(lambda: self._check_format(allow_empty=create))
-            if read_only:
-                self.conn.execute("PRAGMA query_only = ON")
-            else:
-                self._retry_locked(lambda: self.conn.execute("PRAGMA journal_mode = WAL"))
-            self.conn.execute(f"PRAGMA synchronous = {durability.upper()}")
-            # Freed content is overwritten with zeros, so an erased key leaves no copy behind.
-            self.conn.execute("PRAGMA secure_delete = ON")
-        except UnicodeDecodeError:
-            # SQLite quoted bytes of a damaged schema that are not even UTF-8.
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            raise LedgerFormatError(
-                f"{self.path} is not a keyledger ledger (malformed database schema)"
-            ) from None
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            storage = _storage_error(self.path, exc, "nothing was changed")
-            if storage is not None:
-                raise storage from None
-            if uri is not None and "immutable" not in uri and "unable to open" in str(exc):
-                raise LedgerReadOnlyError(
-                    f"{self.path} has a -wal file of changes not yet in the ledger file, and "
-                    "no -shm file beside it that this user may create; copy the ledger with "
-                    "its -wal to a writable place to read it"
-                ) from None
-            if _is_lock_error(exc):
-                raise _locked(self.path) from None
-            if "readonly" in str(exc) or "unable to open" in str(exc):
-                raise LedgerReadOnlyError(
-                    f"{self.path} is read-only for this user; keyledger needs write access to "
-                    "the file and its directory, even to read (SQLite's WAL)"
-                ) from None
-            raise LedgerFormatError(
-                f"{self.path} is not a keyledger ledger ({printable_ascii(str(exc))})"
-            ) from None
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def _check_format(self, *, allow_empty: bool) -> None:
-        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if app_id == 0 and version == 0 and allow_empty:
-            has_tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if not has_tables:
-                return
-        if app_id == 0 and version == 0 and not self._has_meta():
-            raise LedgerNotFoundError(
-                f"{self.path} holds no keyledger ledger (run 'keyledger init' first)"
-            )
-        if app_id != APPLICATION_ID:
-            raise LedgerFormatError(f"{self.path} is not a keyledger ledger")
-        self.format_version = version
-        if version < UPGRADABLE_FORMAT:
-            raise LedgerFormatError(
-                f"{self.path} has ledger format {version}, written by a pre-release keyledger; "
-                "re-create it (export the values with the pre-release tool, then import)"
-            )
-        if version > FORMAT_VERSION:
-            raise LedgerFormatError(
-                f"{self.path} has ledger format {version}; this keyledger reads up to "
-                f"{FORMAT_VERSION}: upgrade keyledger"
-            )
+    conn: Connection
+    projector: Projector | None
+    format_version: int
+    lock_timeout: float
+    _signed_tip: tuple[Signer, CheckpointRow] | None
 
     @property
     def _root_column(self) -> str:
@@ -676,58 +566,10 @@ class SQLiteRecorder:
         """Whether its checkpoints sign the tally (format 5 on)."""
         return self.format_version >= FORMAT_VERSION
 
-    def _has_meta(self) -> bool:
-        return self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone() is not None
-
-    def is_initialized(self) -> bool:
-        return self._has_meta()
-
-    @property
-    def location(self) -> str:
-        # ``..`` and ``.`` collapsed, symlinks not followed: one file reached by two
-        # spellings of one path is one place, a symlink swapped in is not the file.
-        return os.path.abspath(self.path)
-
-    @classmethod
-    def unreadable(cls, path: Path) -> str | None:
-        """Why the file at ``path`` cannot be read as a ledger (not a database, no ledger
-        tables, a damaged page anywhere: SQLite's ``quick_check``, O(n)), or None when it
-        can. Opens it read-only and changes nothing."""
-        try:
-            with cls(path, read_only=True) as recorder:
-                recorder.head()
-                recorder.read_meta()
-                problem = recorder.conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-                if problem != "ok":
-                    return "SQLite: " + " ".join(problem.replace("***", "").split())
-        except (LedgerFormatError, LedgerStorageError) as exc:
-            return " ".join(str(exc).split())
-        except sqlite3.DatabaseError as exc:
-            if _is_lock_error(exc):  # held by another process: says nothing of damage
-                raise _locked(path) from None
-            return f"SQLite: {' '.join(str(exc).split())}"
-        return None
-
-    @classmethod
-    def damaged_head(cls, path: Path) -> tuple[int, str] | None:
-        """The last event's ``(seq, hash)`` of a damaged ledger, where SQLite still opens
-        it and reads that far; None where it does not."""
-        try:
-            with cls(path) as recorder:
-                return recorder.head()
-        except (LedgerFormatError, LedgerStorageError):
-            return None
-        except sqlite3.DatabaseError as exc:
-            if _is_lock_error(exc):
-                raise _locked(path) from None
-            return None
-
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> SQLiteRecorder:
+    def __enter__(self: R) -> R:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -739,10 +581,7 @@ class SQLiteRecorder:
     ) -> list[StoredEvent]:
         """Create the schema and append the first events, all in one transaction."""
         with self.write_transaction():
-            for statement in (*_LEDGER_SCHEMA, *_HEADS_SCHEMA, *_TALLY_SCHEMA):
-                self.conn.execute(statement)
-            for _, trigger in APPEND_ONLY_TRIGGERS.values():
-                self.conn.execute(trigger)
+            self._create_schema()
             self.conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [
@@ -752,10 +591,9 @@ class SQLiteRecorder:
                     *_kdf_rows(meta.kdf),
                 ],
             )
-            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            self._store_format_version(FORMAT_VERSION)
             if self.projector is not None:
-                self.projector.setup(self)
+                self.projector.setup(cast(Recorder, self))
             self.format_version = FORMAT_VERSION
             return self._append_locked(
                 events, actor, occurred_at, origin, keys, None, None, signer,
@@ -775,12 +613,7 @@ class SQLiteRecorder:
             )
         except (KeyError, ValueError):
             raise LedgerFormatError(
-                f"{self.path}: ledger metadata is incomplete or damaged") from None
-
-    def trigger_faults(self) -> list[TriggerFault]:
-        """How the triggers on the ledger's tables differ from keyledger's: the append-only
-        ones missing or altered, and any other trigger on them. Reads the schema only."""
-        return trigger_faults(self.conn, APPEND_ONLY_TRIGGERS, LEDGER_TABLES)
+                f"{self.location}: ledger metadata is incomplete or damaged") from None
 
     def read_wrapped_keys(self) -> dict[int, bytes | None]:
         return {v: w for v, w in self.conn.execute("SELECT version, wrapped FROM keys")}
@@ -828,36 +661,10 @@ class SQLiteRecorder:
         )
         return [StoredEvent(*row) for row in rows]
 
-    def read_stream_naming(self, stream: str, name: str) -> list[StoredEvent]:
-        """The events of ``stream`` whose payload's ``name`` field is ``name``, in stream
-        order (the ``SecretRead`` events of one secret, say).
-
-        The ``(stream, stream_rev)`` key narrows the search to that stream; within it
-        every payload is read, so the cost grows with the stream, not the ledger. A
-        payload that is not JSON (damaged; ``audit verify`` reports it) is passed over.
-        """
-        rows = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream = ? "
-            "AND CASE WHEN json_valid(payload) THEN json_extract(payload, '$.name') END = ? "
-            "ORDER BY stream_rev",
-            (stream, name),
-        )
-        return [StoredEvent(*row) for row in rows]
-
     def stream_heads(self, prefix: str, after: str, limit: int) -> list[StoredEvent]:
         """The head rows of streams named ``prefix...``, past ``after``, in name order."""
         columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
         return [StoredEvent(*row) for row in _heads(self.conn, columns, prefix, after, limit)]
-
-    def stream_heads_of(self, streams: Collection[str]) -> dict[str, StoredEvent]:
-        """The head row of each of ``streams`` that has one, by stream, in one query."""
-        rows = self.conn.execute(
-            f"""SELECT {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}
-                FROM json_each(?) AS wanted CROSS JOIN streams s ON s.stream = wanted.value
-                JOIN events e ON e.seq = s.head_seq""",
-            (json.dumps(list(streams)),),
-        )
-        return {row[1]: StoredEvent(*row) for row in rows}
 
     def stream_count(self, prefix: str) -> int:
         """How many streams are named ``prefix...``."""
@@ -867,36 +674,10 @@ class SQLiteRecorder:
         ).fetchone()
         return int(row[0])
 
-    def worker_heads(self, prefix: str, size: int) -> Callable[[], Iterator[list[HeadRow]]] | None:
-        """What a forked worker calls to page through the heads of the streams named
-        ``prefix...``, ``size`` at a time in name order, over a read-only connection of its
-        own: one must not be used across ``fork``."""
-        # The fork must not copy an open transaction or statement (the worker's own
-        # connection shares this process's SQLite locks), and a snapshot's reader must
-        # read that snapshot: inside a transaction, no worker.
-        if self.conn.in_transaction:
-            return None
-        return functools.partial(_head_pages, self._reader_uri, prefix, size)
-
     def chain_rows(self, after_seq: int = 0, last_seq: int | None = None) -> Iterator[ChainRow]:
         """Rows ``after_seq + 1 .. last_seq`` as plain tuples in the order the hash covers
         their columns (:data:`ledger.chain.ChainRow`), streamed: for checking the chain."""
         yield from chain_rows(self.conn, after_seq, last_seq)
-
-    def first_broken_link(self, after_seq: int = 0, last_seq: int | None = None,
-                          prev_hash: str = GENESIS_HASH) -> int | None:
-        """The seq of the first row past ``after_seq`` (up to ``last_seq``) whose link,
-        position or hash is wrong, ``prev_hash`` being the hash at ``after_seq``; None if
-        every one holds (:func:`first_broken_link_in`)."""
-        return first_broken_link_in(self.conn, after_seq, last_seq, prev_hash)
-
-    def worker_first_broken_link(self, after_seq: int, prev_hash: str
-                                 ) -> Callable[[], int | None] | None:
-        """:meth:`first_broken_link` from ``after_seq`` to the end, as a forked worker
-        runs it: over a read-only connection of its own (None inside a transaction)."""
-        if self.conn.in_transaction:  # see worker_heads
-            return None
-        return functools.partial(_first_broken_link_of_file, self._reader_uri, after_seq, prev_hash)
 
     def event_count(self) -> int:
         """How many event rows the table holds (beside the head's seq, a gap shows)."""
@@ -909,14 +690,6 @@ class SQLiteRecorder:
             "WHERE n.seq = e.seq + 1) AND seq < (SELECT max(seq) FROM events)"
         ).fetchone()
         return int(row[0] or 1)
-
-    def storage_check(self, *, quick: bool = False) -> str:
-        """SQLite's own check of the file (``integrity_check``, or the cheaper
-        ``quick_check``), over a connection of its own so that it can run on another
-        thread beside this one's work: "ok", or what it found."""
-        pragma = "quick_check" if quick else "integrity_check"
-        with _reader(self._reader_uri) as conn:
-            return str(conn.execute(f"PRAGMA {pragma}").fetchone()[0])
 
     def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]:
         """Every row past ``after_seq`` in seq order, streamed in batches."""
@@ -954,12 +727,9 @@ class SQLiteRecorder:
             subject.append("stream = ?")
             params.append(stream)
         if named is not None:
-            # instr() on the name as the mapper encodes it skips most rows cheaply; CASE
-            # keeps json_tree() off a payload that is not JSON (`audit verify` reports it).
-            subject.append("CASE WHEN instr(payload, ?) > 0 AND json_valid(payload) THEN EXISTS "
-                           "(SELECT 1 FROM json_tree(payload) WHERE key = 'name' AND type = 'text' "
-                           "AND atom = ?) ELSE 0 END")
-            params += [ev.canonical_json(named), named]
+            clause, values = self._naming_clause(named)
+            subject.append(clause)
+            params += values
         if subject:
             where.append(f"({' OR '.join(subject)})")
         cursor = self.conn.execute(
@@ -1100,7 +870,8 @@ class SQLiteRecorder:
         if signer is not None and stored:
             self._sign_head(seq, prev_hash, occurred_at, signer, new_base)
         if self.projector is not None:
-            self.projector.catch_up(self, [(new.event, row) for new, row in zip(events, stored, strict=True)])
+            self.projector.catch_up(cast(Recorder, self), [
+                (new.event, row) for new, row in zip(events, stored, strict=True)])
         return stored, new_base
 
     def _advance_tally(self, tally: Tally, events: Sequence[NewEvent],
@@ -1562,7 +1333,7 @@ class SQLiteRecorder:
         """
         with self._reading():
             self.verified_tip(signer)
-            bad = first_broken_link_in(self.conn)
+            bad = self.first_broken_link()
         if bad is not None:
             raise IntegrityError(
                 f"the hash chain breaks at seq {bad}; refusing to use this ledger: "
@@ -1578,7 +1349,7 @@ class SQLiteRecorder:
         :raises IntegrityError: the chain or its tail does not verify; nothing changes.
         """
         with self.write_transaction():
-            self.format_version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            self.format_version = self._stored_format_version()
             if not self.needs_upgrade:
                 return False
             self.verify_whole_chain(signer)
@@ -1593,7 +1364,7 @@ class SQLiteRecorder:
             for statement in _TALLY_SCHEMA:
                 self.conn.execute(statement)
             tally = self._tally_of_verified_events()
-            self.conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+            self._store_format_version(FORMAT_VERSION)
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                               (str(FORMAT_VERSION),))
             self.format_version = FORMAT_VERSION
@@ -1655,147 +1426,12 @@ class SQLiteRecorder:
         if conflicts:
             raise ConcurrencyError(conflicts)
 
-    @property
-    def in_transaction(self) -> bool:
-        """Whether this connection is inside a transaction (a snapshot, or a write)."""
-        return self.conn.in_transaction
-
-    @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT``, waiting out other writers within a bound.
-
-        :raises LedgerStorageError: the disk is full or failing; nothing was written.
-        """
-        try:
-            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-            try:
-                yield self.conn
-                self.conn.execute("COMMIT")
-            except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, LedgerDatabaseError) as exc:  # translated in the body, or not
-            storage = _storage_error(self.path, exc, "this change was not written")
-            if storage is None:
-                raise
-            raise storage from None
-
-    def backup_to(self, path: Path, *, overwrite: bool = False,
-                  replacing: tuple[int, str] | None = None) -> None:
-        """Copy this database to ``path`` in one step: a consistent snapshot even while
-        other processes write. A new file is created 0600; ``overwrite`` replaces an
-        existing database's content in one transaction.
-
-        ``replacing`` is the ``(seq, hash)`` the ledger at ``path`` must still end in: it
-        is checked once the copy holds ``path``'s write lock, before anything commits, so
-        no write can land between the check and the replacement.
-
-        :raises ConcurrencyError: ``path``'s ledger moved on from ``replacing``; nothing
-            was replaced.
-        """
-        if not overwrite:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
-        # The destination waits for its write lock in short steps, so that the check
-        # below runs only once a step holds it and the wait keeps our own budget.
-        dest = sqlite3.connect(path, timeout=0.05)
-        checked = False
-        deadline = time.monotonic() + self.lock_timeout
-
-        def check_under_lock(status: int, remaining: int, total: int) -> None:
-            nonlocal checked
-            if replacing is None or checked:
-                return
-            if status != sqlite3.SQLITE_OK:
-                # SQLITE_BUSY/LOCKED: this step copied nothing and holds no lock; a check
-                # now could pass before a writer holding the lock commits.
-                if time.monotonic() >= deadline:
-                    raise LedgerBusyError(
-                        f"{path} stayed locked by another writer for "
-                        f"{self.lock_timeout:g}s; nothing was replaced: try again")
-                return
-            checked = True
-            with contextlib.closing(sqlite3.connect(path)) as reader:
-                row = reader.execute(
-                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-            if tuple(row or (0, GENESIS_HASH)) != replacing:
-                raise ConcurrencyError(["the ledger being replaced"])
-
-        try:
-            # A page a step when checking: the check runs after the first step that holds
-            # the lock and has committed nothing (a larger step could be the last one,
-            # which commits). Copying so costs about 1.6x, a second per 0.6 GB.
-            self._retry_locked(lambda: self.conn.backup(
-                dest, pages=1 if replacing is not None else -1,
-                progress=check_under_lock if replacing is not None else None))
-            dest.execute("PRAGMA journal_mode = WAL")
-        finally:
-            dest.close()
-
-    def shred(self, *, wait: bool = True) -> bool:
-        """Copy the WAL into the database file and truncate it, so content overwritten or
-        erased (a destroyed data key, the wraps under an old master password) survives
-        in neither file; whether it did.
-
-        Another connection still reading a snapshot from before the change keeps the
-        checkpoint from finishing (the database file must keep what it reads). With
-        ``wait`` it is tried again until the lock timeout; without, once and at once.
-
-        :raises LedgerBusyError: with ``wait``, another writer held the lock throughout.
-        """
-        if wait:
-            # Another writer is waited out as for any write (LedgerBusyError past the
-            # timeout), so that what remains to wait for is readers.
-            self._retry_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-            self.conn.execute("ROLLBACK")
-        deadline = time.monotonic() + (self.lock_timeout if wait else 0.0)
-        delay = 0.01
-        if not wait:
-            self.conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            while True:
-                try:
-                    busy, log, moved = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                except sqlite3.OperationalError as exc:
-                    if not _is_lock_error(exc):
-                        raise
-                    busy, log, moved = 1, 0, 0
-                if not busy and log == moved:
-                    return True
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
-        finally:
-            if not wait:
-                self._wait_inside_sqlite()
-
-    def _wait_inside_sqlite(self) -> None:
-        """SQLite's own wait for a lock, capped by the caller's budget (``_retry_locked``
-        does the rest)."""
-        busy_ms = int(min(BUSY_TIMEOUT_MS, self.lock_timeout * 1000))
-        self.conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-
     def erase_pending(self) -> str | None:
         """What a destroy or rekey could not yet erase from the file (see :meth:`shred`),
         or None."""
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?",
                                 (ERASE_PENDING,)).fetchone()
         return None if row is None else str(row[0])
-
-    def finish_pending_erasure(self) -> bool:
-        """One quick try (no waiting) at an erasure an earlier command left pending; whether
-        nothing is pending any more. Best effort: a read-only copy keeps it pending."""
-        if self.erase_pending() is None:
-            return True
-        try:
-            if self.shred(wait=False):
-                self.set_erase_pending(None)
-                return True
-        except (sqlite3.Error, KeyledgerError):
-            pass
-        return False
 
     def set_erase_pending(self, what: str | None) -> None:
         """Record (or, with None, clear) what is still to be erased by :meth:`shred`."""
@@ -1809,38 +1445,46 @@ class SQLiteRecorder:
                     (ERASE_PENDING, what),
                 )
 
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot for several reads (WAL readers never block the writer)."""
-        self.conn.execute("BEGIN")
-        try:
-            yield self.conn
-        finally:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+    def first_broken_link(self, after_seq: int = 0, last_seq: int | None = None,
+                          prev_hash: str = GENESIS_HASH) -> int | None:
+        """The seq of the first row past ``after_seq`` (up to ``last_seq``) whose link,
+        position or hash is wrong, ``prev_hash`` being the hash at ``after_seq``; None if
+        every one holds (:func:`ledger.chain.first_broken_link`)."""
+        return first_broken_link(chain_rows(self.conn, after_seq, last_seq), prev_hash,
+                                 after_seq + 1)
 
-    def _retry_locked(self, statement: Callable[[], object]) -> None:
-        # busy_timeout already waits inside SQLite; this adds a bounded, jittered retry
-        # so a long migration in another process delays us rather than failing us.
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.01
-        while True:
-            try:
-                statement()
-                return
-            except sqlite3.OperationalError as exc:
-                if not _is_lock_error(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LedgerBusyError(
-                        f"{self.path} stayed locked by another writer for "
-                        f"{self.lock_timeout:g}s; try again"
-                    ) from None
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.5)
+    # -- what a backend provides ----------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def in_transaction(self) -> bool:
+        raise NotImplementedError
+
+    def write_transaction(self) -> contextlib.AbstractContextManager[object]:
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[object]:
+        raise NotImplementedError
+
+    def _create_schema(self) -> None:
+        """Create the ledger's tables and append-only guards (inside ``initialize``)."""
+        raise NotImplementedError
+
+    def _stored_format_version(self) -> int:
+        raise NotImplementedError
+
+    def _store_format_version(self, version: int) -> None:
+        raise NotImplementedError
+
+    def _naming_clause(self, name: str) -> tuple[str, list[object]]:
+        """A WHERE clause (and its values) true for a row whose payload has a ``name``
+        member (at any depth) equal to ``name``, false for one whose payload is not JSON."""
+        raise NotImplementedError
 
 
-# -- walking the chain ---------------------------------------------------------------
 
 CHAIN_ROWS_SQL = (
     "SELECT seq, prev_hash, stream, stream_rev, type, schema_version, occurred_at, actor, "
@@ -1848,7 +1492,7 @@ CHAIN_ROWS_SQL = (
 )
 
 
-def chain_rows(conn: sqlite3.Connection, after_seq: int = 0,
+def chain_rows(conn: Connection, after_seq: int = 0,
                last_seq: int | None = None) -> Iterator[ChainRow]:
     """Rows ``after_seq + 1 .. last_seq`` as :data:`ChainRow` tuples, streamed."""
     cursor = conn.execute(CHAIN_ROWS_SQL, (after_seq, last_seq if last_seq is not None else 2**62))
@@ -1856,139 +1500,7 @@ def chain_rows(conn: sqlite3.Connection, after_seq: int = 0,
         yield from batch
 
 
-# Each row's hash material written by SQLite: its json_array() escapes strings as
-# hash_material does (quote, backslash, control characters; non-ASCII kept), so the
-# text is the same byte for byte, and Python only hashes it. A property test holds the
-# two to each other; a row where they differ is decided by hash_material all the same.
-MATERIAL_SQL = (
-    "SELECT seq, prev_hash, hash, json_array(seq, prev_hash, stream, stream_rev, type, "
-    "schema_version, occurred_at, actor, origin, payload) "
-    "FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"
-)
-
-
-def first_broken_link_in(conn: sqlite3.Connection, after_seq: int = 0,
-                         last_seq: int | None = None, prev_hash: str = GENESIS_HASH) -> int | None:
-    """:func:`first_broken_link` over rows ``after_seq + 1 .. last_seq`` of ``conn``, with
-    SQLite building each row's hash material (about a third faster). A row whose
-    material does not hash to its stored hash is checked again, with the rows after it,
-    by :func:`hash_material` before it is called broken."""
-    end = last_seq if last_seq is not None else 2**62
-    try:
-        cursor = conn.execute(MATERIAL_SQL, (after_seq, end))
-    except sqlite3.OperationalError:  # an SQLite built without its JSON functions
-        return first_broken_link(chain_rows(conn, after_seq, last_seq), prev_hash, after_seq + 1)
-    sha256, expected = hashlib.sha256, after_seq + 1
-    while batch := cursor.fetchmany(5000):
-        for seq, row_prev, stored, material in batch:
-            if seq != expected:
-                return expected
-            if row_prev != prev_hash:
-                return expected
-            if sha256(material.encode("utf-8")).hexdigest() != stored:
-                return first_broken_link(chain_rows(conn, seq - 1, last_seq), prev_hash, expected)
-            prev_hash, expected = stored, expected + 1
-    return None
-
-
-def _first_broken_link_of_file(uri: str, after_seq: int, prev_hash: str) -> int | None:
-    with _reader(uri) as conn:
-        return first_broken_link_in(conn, after_seq, prev_hash=prev_hash)
-
-
-@contextlib.contextmanager
-def _reader(uri: str) -> Iterator[sqlite3.Connection]:
-    """A read-only connection of its own to the ledger at ``uri``, closed on leaving:
-    another connection of this program holds the file open, and a forked worker must not
-    use the connection it inherited, nor a check on another thread this one's."""
-    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA query_only = ON")
-        yield conn
-
-
-def _is_keyledger() -> int:
-    return 1
-
-
-def _head_pages(uri: str, prefix: str, size: int) -> Iterator[list[HeadRow]]:
-    with _reader(uri) as conn:
-        columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
-        after = ""
-        while events := [StoredEvent(*row) for row in _heads(conn, columns, prefix, after, size)]:
-            after = events[-1].stream
-            yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, content_hash(e))
-                   for e in events]
-
-
-def _storage_error(path: Path, exc: sqlite3.Error | LedgerDatabaseError,
-                   consequence: str) -> LedgerStorageError | None:
-    """SQLite's full disk or I/O error, in keyledger's words (None: any other fault). An
-    I/O error where the disk has almost no room left is called a full disk: SQLite
-    reports one so when it cannot even create its -shm file."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None or code & 0xFF not in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
-        return None
-    if code & 0xFF == sqlite3.SQLITE_FULL or _almost_full(path):
-        return LedgerStorageError(f"the disk holding {path} is full", consequence)
-    return LedgerStorageError(f"disk I/O error on {path} (is the disk full or failing?)",
-                              consequence)
-
-
-def _almost_full(path: Path) -> bool:
-    try:
-        disk = os.statvfs(path.absolute().parent)
-    except OSError:
-        return False
-    return disk.f_bavail * disk.f_frsize < 1 << 20
-
-
-def _writable(file: Path) -> bool:
-    """Whether this process may write the ledger file and create its -wal and -shm."""
-    return os.access(file, os.W_OK) and os.access(file.parent, os.W_OK)
-
-
-def _read_only_uri(file: Path) -> str:
-    """How SQLite reads a ledger it may not write (``file`` absolute): ``mode=ro``, which
-    reads a WAL left beside the file through its -shm, or, when no WAL holds anything,
-    also ``immutable=1``: SQLite could not create the -shm it otherwise needs, and reads
-    the file as it is without locking it. Nothing is written either way. (A writer with
-    more rights at work meanwhile could be misread: such a read is for a copy at rest.)"""
-    wal = Path(f"{file}-wal")
-    held = wal.exists() and wal.stat().st_size > 0
-    return f"file://{quote(os.fsencode(file))}?mode=ro" + ("" if held else "&immutable=1")
-
-
-def trigger_faults(
-    conn: sqlite3.Connection, expected: Mapping[str, tuple[str, str]], tables: Collection[str],
-) -> list[TriggerFault]:
-    """How the triggers on ``tables`` differ from ``expected`` (name to the table it guards
-    and the SQL keyledger creates it with), in name order: each expected one missing or
-    with other SQL (runs of whitespace aside, so one put back by hand from
-    ``docs/formats.md`` counts), and every other trigger on those tables."""
-    wanted = sorted({t.lower() for t in tables})
-    rows = conn.execute(
-        f"""SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'
-            AND lower(tbl_name) IN ({", ".join("?" * len(wanted))})""",
-        wanted,
-    ).fetchall()
-    found = {name: (table, sql) for name, table, sql in rows}
-    faults = [
-        TriggerFault(name, table, "missing" if name not in found else "altered")
-        for name, (table, sql) in expected.items()
-        if name not in found or _normal_sql(found[name][1]) != _normal_sql(sql)
-    ]
-    faults += [TriggerFault(name, table, "foreign")
-               for name, (table, _) in found.items() if name not in expected]
-    return sorted(faults, key=lambda f: f.name)
-
-
-def _normal_sql(sql: object) -> str:
-    return " ".join(sql.split()) if isinstance(sql, str) else ""
-
-
-def _heads(conn: sqlite3.Connection, columns: str, prefix: str, after: str,
-           limit: int) -> sqlite3.Cursor:
+def _heads(conn: Connection, columns: str, prefix: str, after: str, limit: int) -> Any:
     """``columns`` of the head events of the streams named ``prefix...`` past ``after``."""
     return conn.execute(
         f"""SELECT {columns} FROM streams s JOIN events e ON e.seq = s.head_seq
@@ -2010,51 +1522,3 @@ def _prefix_upper_bound(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-def _is_lock_error(exc: sqlite3.DatabaseError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _locked(path: Path) -> LedgerBusyError:
-    return LedgerBusyError(f"{path} is locked by another process; try again")
-
-
-def _refuse_special_file(path: Path, *, create: bool) -> None:
-    """A ledger is a regular file, or a path where none exists yet: a device (``/dev/null``,
-    which ``init`` would make private for the whole machine), a FIFO (which would hang the
-    first read) or a directory is refused before anything opens or changes it. ``init``
-    also refuses a symlink, whose target it would otherwise rewrite."""
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise LedgerFormatError(f"cannot use {path}: {exc.strerror or exc}") from None
-    if create and stat.S_ISLNK(info.st_mode):
-        raise LedgerFormatError(f"{path} is a symbolic link; init the ledger at its target's "
-                                "real path instead")
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise LedgerFormatError(f"cannot use {path}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise LedgerFormatError(f"{path} is a directory, not a ledger file")
-    if not stat.S_ISREG(info.st_mode):
-        raise LedgerFormatError(f"{path} is not a regular file (a device or a pipe); a "
-                                "ledger must be a regular file")
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the ledger file with mode 0600 before SQLite opens it.
-
-    SQLite gives its -wal and -shm files the database file's permissions, so they are
-    private too. An existing empty file is made private; any other existing file is left
-    as it is (``init`` then checks what it holds).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        if path.stat().st_size == 0:  # an empty file made for us: take it private
-            os.chmod(path, 0o600)
-        return
-    os.close(fd)

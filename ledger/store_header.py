@@ -2,7 +2,7 @@
 
 :func:`kdf_inputs` reads it without importing the rest of the store (nor pydantic), so
 that the master key can be derived while the rest of keyledger is imported
-(:mod:`ledger.early`). :meth:`ledger.store.SQLiteRecorder.read_meta` reads the same
+(:mod:`ledger.early`). :meth:`ledger.store.SQLRecorder.read_meta` reads the same
 record through :func:`parse_kdf`, so both hold a ledger to the same limits.
 """
 

@@ -17,14 +17,8 @@ import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ledger.store import (
-    WRITER_FUNCTION,
-    Recorder,
-    SQLiteRecorder,
-    TriggerFault,
-    translates_database_errors,
-    trigger_faults,
-)
+from ledger.store import Recorder, TriggerFault, translates_database_errors
+from ledger.store_sqlite import WRITER_FUNCTION, SQLiteRecorder, trigger_faults
 
 CHECKPOINT_TABLE = "proj_checkpoint"
 GUARDED_ACTIONS = ("INSERT", "UPDATE", "DELETE")
@@ -80,7 +74,7 @@ class ReadModelTables:
 
     def create_guards(self, table: str) -> None:
         """The triggers that refuse every write to ``table`` but keyledger's own: a
-        connection that is not keyledger's lacks :data:`ledger.store.WRITER_FUNCTION`, so
+        connection that is not keyledger's lacks :data:`ledger.store_sqlite.WRITER_FUNCTION`, so
         an INSERT, UPDATE or DELETE there fails before it changes a row."""
         for action in GUARDED_ACTIONS:
             self._conn.execute(

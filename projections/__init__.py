@@ -23,8 +23,9 @@ from ledger.domain import KeyringState
 from ledger.errors import IntegrityError
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
 from ledger.signing import CheckpointVerifier, recorded_verifier
-from ledger.store import SQLiteRecorder, TriggerFault
+from ledger.store import TriggerFault
 from ledger.store_read_models import read_model_tables
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.tally import Tally
 from projections.read_models.keys import (
     KeyProjection,

@@ -17,7 +17,7 @@ PACKAGES = ("ledger", "projections", "cli")
 #: The modules that may speak SQL and import ``sqlite3``: the storage layer. The header
 #: reader is apart so that the executable can read the KDF record before the rest loads;
 #: the read models' tables are apart from the event store they sit beside.
-STORE = {"ledger.store", "ledger.store_header", "ledger.store_read_models"}
+STORE = {"ledger.store", "ledger.store_sqlite", "ledger.store_header", "ledger.store_read_models"}
 
 def _modules() -> dict[str, Path]:
     found = {}
@@ -117,12 +117,16 @@ def test_the_read_side_and_the_cli_never_import_the_write_operations() -> None:
     assert {name: deps for name, deps in reaching.items() if deps} == {}
 
 
+DRIVERS = {"sqlite3", "psycopg", "psycopg_pool"}
+
+
 def _speaks_sqlite(file: Path) -> bool:
     tree = ast.parse(file.read_text(encoding="utf-8"))
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name == "sqlite3" for a in node.names):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] in DRIVERS
+                                                for a in node.names):
             return True
-        if isinstance(node, ast.ImportFrom) and node.module == "sqlite3":
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in DRIVERS:
             return True
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             words = node.value.lstrip().split(None, 1)

@@ -15,7 +15,7 @@ from conftest import PASSWORD as LEDGER_PASSWORD
 from ledger import Ledger, UnknownSecretError
 from ledger import events as ev
 from ledger.backup import take_backup, verify_backup
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import ledger_files
 from projections.reports.history import secret_history
 from projections.reports.metrics import rotation_metrics

@@ -53,7 +53,7 @@ from ledger import events as ev
 from ledger.crypto import SCHEME_BOUND
 from ledger.domain import MAX_NAME_LENGTH, MAX_VALUE_BYTES
 from ledger.events import NewEvent
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import create_test_ledger, seed_encrypt
 from projections import ReadModels
 
@@ -258,7 +258,7 @@ def held_lock(ledger_copy: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[sq
     """Another connection holding BEGIN EXCLUSIVE on the ledger for the whole test."""
     # SQLite's own busy wait (2 s) would dominate the test's runtime; --lock-timeout is what
     # is under test here, and test_cli_options covers the real busy_timeout.
-    monkeypatch.setattr("ledger.store.BUSY_TIMEOUT_MS", 50, raising=False)
+    monkeypatch.setattr("ledger.store_sqlite.BUSY_TIMEOUT_MS", 50, raising=False)
     holder = sqlite3.connect(ledger_copy, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     yield holder

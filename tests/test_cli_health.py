@@ -11,7 +11,7 @@ import pytest
 from cli_support import NEW_PASSWORD, document, head, invoke, plant_undecryptable
 from tamper_support import edit_read_models
 
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from projections import ProjectionRunner, ReadModels
 
 # -- health-check ----------------------------------------------------------------------

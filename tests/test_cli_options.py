@@ -140,7 +140,7 @@ def test_lock_timeout_bounds_the_wait_for_another_writer(db: Path) -> None:
 
 def test_durability_option_sets_synchronous(db: Path) -> None:
     """--durability normal trades the last commits on power loss for fewer fsyncs; full is default."""
-    from ledger.store import SQLiteRecorder
+    from ledger.store_sqlite import SQLiteRecorder
 
     for choice, level in (("full", 2), ("normal", 1)):
         recorder = SQLiteRecorder(db, durability=choice)  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from ledger.errors import VersionError
 from ledger.events import NewEvent
 from ledger.service import Ledger
 from ledger.signing import recorded_public_key
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import StepClock, create_test_ledger
 from projections.renderers.charts import time_ticks
 from projections.renderers.compliance import FORMATS, render

@@ -17,7 +17,7 @@ import pytest
 from cli_support import PASSWORD, document, error_line, invoke
 
 from ledger import Ledger, WrongPasswordError
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import create_test_ledger
 
 NEW_PASSWORD = "a new master password for the erasure tests"

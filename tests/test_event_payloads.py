@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger import chain, store
+from ledger import chain
 from ledger import events as ev
+from ledger import store_sqlite as store
 
 TEXT = st.text(max_size=20)  # any code point: quotes, backslashes, control and non-ASCII
 

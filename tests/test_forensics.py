@@ -39,7 +39,7 @@ from tamper_support import edit_read_models
 from ledger import Ledger
 from ledger.domain import format_time
 from ledger.errors import KeyledgerError
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import TEST_KDF_ITERATIONS, StepClock, create_test_ledger
 from projections import ReadModels, projector
 from projections.reports.forensics import audit_log, incident, replay

@@ -393,7 +393,7 @@ def test_every_store_read_raises_keyledgers_error_not_sqlites(tmp_path: Path) ->
     """``chain_rows`` returned SQLite's generator, whose errors escaped the translation:
     `secrets get` on a damaged ledger printed a traceback."""
     from ledger.errors import LedgerDatabaseError
-    from ledger.store import SQLiteRecorder
+    from ledger.store_sqlite import SQLiteRecorder
 
     path = tmp_path / "l.db"
     create_test_ledger(path, PASSWORD).close()
@@ -409,7 +409,7 @@ def test_a_full_disk_in_a_read_model_write_is_called_a_full_disk(tmp_path: Path)
     """A statement translated inside a transaction's body still lets the transaction
     name a full disk (it said "ledger file error" instead)."""
     from ledger.errors import LedgerStorageError
-    from ledger.store import SQLiteRecorder
+    from ledger.store_sqlite import SQLiteRecorder
     from projections import projector
 
     path = tmp_path / "l.db"

@@ -29,7 +29,7 @@ from ledger.import_formats import (
     read_text_untrusted,
 )
 from ledger.integrity import verify_ledger
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import read_all
 from projections import ReadModels
 

@@ -19,7 +19,7 @@ from ledger.chain import event_hash
 from ledger.events import NewEvent
 from ledger.integrity import VerifyReport, check_chain, verify_ledger
 from ledger.signing import Anchor, read_anchor, write_anchor
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import create_test_ledger
 
 COLUMNS = ["stream", "stream_rev", "type", "payload", "occurred_at", "actor", "origin", "prev_hash", "hash"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_compliance import build_scenario
 
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from projections.renderers.compliance import render
 from projections.reports.compliance import build_compliance_report
 

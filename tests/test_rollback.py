@@ -31,7 +31,7 @@ from ledger import IntegrityError, Ledger, LedgerFormatError, RollbackError
 from ledger import events as ev
 from ledger.backup import restore, take_backup
 from ledger.seen import STATE_DIR_ENV
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import child_environment, create_test_ledger, keyledger_command, read_all
 
 

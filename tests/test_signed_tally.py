@@ -14,7 +14,7 @@ from cli_support import PASSWORD, document, error_line, invoke
 from conftest import vector_copy
 from forgery_support import run_sql
 
-from ledger.store import WRITER_FUNCTION
+from ledger.store_sqlite import WRITER_FUNCTION
 from ledger.testing import create_test_ledger
 
 

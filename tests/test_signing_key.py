@@ -17,7 +17,7 @@ from cli_support import PASSWORD, VALUE, document, error_line, invoke
 from ledger import crypto
 from ledger.keyring import unlock_kek
 from ledger.signing import SigningKey
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 
 
 def set_wrapped_key(db: Path, wrapped: bytes) -> None:

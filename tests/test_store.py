@@ -15,7 +15,8 @@ from ledger import events as ev
 from ledger.chain import GENESIS_HASH, first_broken_link
 from ledger.events import NewEvent, StoredEvent
 from ledger.integrity import check_chain
-from ledger.store import FORMAT_VERSION, SQLiteRecorder
+from ledger.store import FORMAT_VERSION
+from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import create_test_ledger, ledger_files
 
 PASSWORD = "pw"

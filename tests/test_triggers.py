@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_support import document, error_line, invoke
 
-from ledger.store import APPEND_ONLY_TRIGGERS
+from ledger.store_sqlite import APPEND_ONLY_TRIGGERS
 from projections import ReadModels
 
 LEDGER_TRIGGERS = sorted(APPEND_ONLY_TRIGGERS)

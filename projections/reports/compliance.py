@@ -30,7 +30,7 @@ from ledger.errors import LedgerFormatError
 from ledger.events import StoredEvent
 from ledger.integrity import verify_ledger
 from ledger.policy import DEFAULT_MAX_AGE_DAYS
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 
 REPORT_FORMAT = "keyledger-compliance/v1"
 DEFAULT_POLICY_DAYS = DEFAULT_MAX_AGE_DAYS

@@ -28,7 +28,7 @@ from ledger.domain import (
 )
 from ledger.errors import InvalidInputError, VersionError
 from ledger.events import StoredEvent
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 
 # Event fields left out of every audit document: ciphertexts are not secret, but they are
 # noise to a reader and nothing an auditor checks by eye (the hash chain covers them).

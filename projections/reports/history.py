@@ -15,7 +15,7 @@ from ledger import events as ev
 from ledger.domain import held_under, validate_name
 from ledger.errors import UnknownSecretError
 from ledger.events import StoredEvent
-from ledger.store import SQLiteRecorder
+from ledger.store_sqlite import SQLiteRecorder
 
 # The event fields a history entry shows besides the key version, by event type.
 _DETAILS: dict[type[ev.DomainEvent], tuple[str, ...]] = {

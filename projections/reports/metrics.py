@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import events as ev
-from ledger.store import SQLiteRecorder
 from ledger.store_read_models import read_model_tables
+from ledger.store_sqlite import SQLiteRecorder
 from projections.read_models.migrations import MigrationRun, migration_runs
 
 # The read model's status -> the metric's; "success", "partial" and "resumed" map to themselves.
