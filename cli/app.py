@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,8 +32,9 @@ app = typer.Typer(
 def root(
     ctx: typer.Context,
     db: Annotated[
-        Path, typer.Option("--db", envvar=DB_ENV, help="The ledger file.")
-    ] = Path(DEFAULT_DB),
+        str, typer.Option("--db", envvar=DB_ENV,
+                          help="The ledger: a file, or a postgresql:// URL (see docs/postgresql.md).")
+    ] = DEFAULT_DB,
     actor: Annotated[
         str | None,
         typer.Option("--actor", envvar="KEYLEDGER_ACTOR",
@@ -74,6 +74,7 @@ app.command("due")(policy.due)
 app.command("backup")(backup.backup)
 app.command("verify-backup")(backup.verify_backup_command)
 app.command("restore")(backup.restore_command)
+app.command("copy")(backup.copy_command)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(keys.app, name="keys")
 app.add_typer(policy.app, name="policy")

@@ -10,7 +10,7 @@ import typer
 
 from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
-from ledger import Ledger
+from ledger import InvalidInputError, Ledger
 
 BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
 
@@ -99,6 +99,11 @@ def restore_command(
     Example:  keyledger restore /backup/keyledger-2026-11-28.db --yes
     """
     s = settings(ctx)
+    target = s.file
+    if target is None:
+        raise InvalidInputError(
+            "restore replaces a ledger file; for a PostgreSQL ledger, copy the backup into "
+            "an empty schema with `keyledger copy BACKUP URL` (docs/postgresql.md)")
     password = master_password()
     # Checked before asking: the password must open the backup (restore checks the
     # ledger it replaces too).
@@ -106,7 +111,7 @@ def restore_command(
     confirm(f"Replace {s.db} with {file}?", yes)
     from ledger.backup import restore
 
-    done = restore(file, s.db, password, force=force, actor=s.actor, origin=CLI_ORIGIN)
+    done = restore(file, target, password, force=force, actor=s.actor, origin=CLI_ORIGIN)
     if as_json:
         emit_json({"restored_from": str(file), "events_before": done.events_before,
                    "events_restored": done.events_restored, "forced": force,
@@ -116,3 +121,33 @@ def restore_command(
                       f"(it had {done.events_before})")
         if done.kept_aside is not None:
             console.print(f"   the ledger it replaced did not read as one; kept as {done.kept_aside}")
+
+
+@handles_errors
+def copy_command(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="The ledger to copy: a file or a postgresql:// URL.")],
+    destination: Annotated[str, typer.Argument(
+        help="Where to: an absent or empty file, or a postgresql:// URL of an empty schema.")],
+    pubkey: Annotated[str | None, typer.Option(
+        "--pubkey", help="Pin the source's signing key (as `audit pubkey` prints it).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Copy a whole ledger to another file or server: the same events, hashes, signatures
+    and wrapped keys, so both verify with the same head. Needs no master password.
+
+    The source is verified first and read in one snapshot while writers go on; the copy
+    is verified before this reports success. Nothing is appended to either ledger.
+
+    Example:  keyledger copy /srv/app/keyledger.db "postgresql://ops@db.internal/secrets"
+    """
+    from ledger.copying import copy_ledger
+    from projections import projector
+
+    done = copy_ledger(source, destination, projector=projector(), pinned_key=pubkey)
+    if as_json:
+        emit_json({"source": done.source, "destination": done.destination,
+                   "events": done.events, "head": done.head})
+    else:
+        console.print(f"✅ Copied {done.events} events to {done.destination}; it verifies with "
+                      f"the source's head {done.head[:16]}…")

@@ -13,9 +13,10 @@ import typer
 
 from cli.env import PASSWORD_ENV, is_utf8
 from cli.output import note, warn
-from ledger import ConfirmationRequired, Ledger, SQLiteRecorder, WrongPasswordError
+from ledger import ConfirmationRequired, Ledger, WrongPasswordError
+from ledger.locations import is_server, open_recorder
 from ledger.session import default_origin
-from ledger.store import LOCK_RETRY_SECONDS, Projector
+from ledger.store import LOCK_RETRY_SECONDS, Projector, Recorder
 from ledger.store_sqlite import Durability
 
 if TYPE_CHECKING:
@@ -38,18 +39,24 @@ DryRunOption = Annotated[
 
 @dataclass(slots=True)
 class Settings:
-    db: Path
+    db: str
     actor: str | None
     durability: Durability = "full"
     lock_timeout: float = LOCK_RETRY_SECONDS
 
     def recorder(self, *, create: bool = False, projector: Projector | None = None,
-                 read_only: bool = False) -> SQLiteRecorder:
-        """The ledger file, opened with this invocation's durability and lock timeout
-        (``read_only``: for a command that only reads, on a read-only medium too)."""
-        return SQLiteRecorder(self.db, create=create, projector=projector,
-                              durability=self.durability, lock_timeout=self.lock_timeout,
-                              read_only=read_only)
+                 read_only: bool = False) -> Recorder:
+        """The ledger (a file, or a server's schema), opened with this invocation's
+        durability and lock timeout (``read_only``: for a command that only reads, on a
+        read-only medium too)."""
+        return open_recorder(self.db, create=create, projector=projector,
+                             durability=self.durability, lock_timeout=self.lock_timeout,
+                             read_only=read_only)
+
+    @property
+    def file(self) -> Path | None:
+        """The ledger's file, or None for a ledger on a server."""
+        return None if is_server(self.db) else Path(self.db)
 
 
 def settings(ctx: typer.Context) -> Settings:

@@ -36,16 +36,18 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
     Example:  ENCRYPTION_MASTER_PASSWORD=... keyledger --db /srv/app/keyledger.db init
     """
     s = settings(ctx)
-    if s.db.exists() and s.db.stat().st_size > 0:
-        recorder = s.recorder()
+    file = s.file
+    if file is None or (file.exists() and file.stat().st_size > 0):
+        recorder = s.recorder(create=file is None)  # a server's schema may not exist yet
         initialized = recorder.is_initialized()
         recorder.close()
-        if not initialized:
+        if initialized:
+            ledger, views = open_ledger(ctx)  # checks the password; appends nothing
+            with ledger, views:
+                _show_init(views, created=False, as_json=as_json)
+            return
+        if file is not None:
             raise LedgerFormatError(f"{s.db} exists and is not a keyledger ledger")
-        ledger, views = open_ledger(ctx)  # checks the password; appends nothing
-        with ledger, views:
-            _show_init(views, created=False, as_json=as_json)
-        return
     password = master_password(confirm=True)
     if len(password) < SHORT_PASSWORD:
         warn(f"the master password is shorter than {SHORT_PASSWORD} characters")
@@ -59,7 +61,7 @@ def init(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def _show_init(views: ReadModels, *, created: bool, as_json: bool) -> None:
     keyring = views.keyring()
-    path = views.recorder.path
+    path = views.recorder.location
     public_key = recorded_public_key(views.recorder)
     if as_json:
         emit_json({"created": created, "db": str(path), "current_version": keyring.current_version,

@@ -54,9 +54,14 @@ def derive_ahead(args: Sequence[str], environ: Mapping[str, str]) -> bool:
     words, db = _command(args)
     if words is None or not (words[:1] in UNLOCKING or words[:2] in UNLOCKING):
         return False
+    target = db or environ.get(DB_ENV) or DEFAULT_DB
+    from ledger.locations import is_server  # no store: a few lines of its own
+
+    if is_server(target):
+        return False  # the KDF record is on the server: read once connected
     from ledger import early  # cryptography and the store's header reader alone
 
-    return early.start(Path(db or environ.get(DB_ENV) or DEFAULT_DB), password)
+    return early.start(Path(target), password)
 
 
 def _command(args: Sequence[str]) -> tuple[tuple[str, ...] | None, str | None]:

@@ -39,6 +39,7 @@ from ledger.errors import (
 )
 from ledger.events import NewEvent, StoredEvent
 from ledger.keyring import new_kdf, unlock_kek
+from ledger.locations import open_recorder
 from ledger.migration import (
     DEFAULT_BATCH_SIZE,
     Migration,
@@ -57,7 +58,6 @@ from ledger.session import (
 )
 from ledger.signing import CheckpointSigner, SigningKey
 from ledger.store import FORMAT_VERSION, LedgerMeta, Projector, Recorder
-from ledger.store_sqlite import SQLiteRecorder
 from ledger.tally import Tally
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class Ledger:
         """
         if kdf_iterations < crypto.KEK_ITERATIONS and not _allow_weak_kdf:
             raise ValueError(f"kdf_iterations must be at least {crypto.KEK_ITERATIONS}")
-        recorder = SQLiteRecorder(path, create=True, projector=projector)
+        recorder = open_recorder(path, create=True, projector=projector)
         return cls.initialize(
             recorder, password, actor=actor, clock=clock, kdf_iterations=kdf_iterations,
             origin=origin, seen=seen,
@@ -261,7 +261,7 @@ class Ledger:
         :raises RollbackError: it is behind, or off, the newest checkpoint this host saw.
         """
         return cls.unlock(
-            SQLiteRecorder(path, projector=projector), password, actor=actor, clock=clock,
+            open_recorder(path, projector=projector), password, actor=actor, clock=clock,
             origin=origin, upgrade=upgrade, seen=seen,
         )
 

@@ -28,6 +28,7 @@ import base64
 import contextlib
 import functools
 import inspect
+import itertools
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,6 +142,9 @@ class Projector(Protocol):
         self, recorder: Recorder,
         appended: Sequence[tuple[ev.DomainEvent, StoredEvent]] = (),
     ) -> None: ...
+
+
+RP = TypeVar("RP", bound="Recorder")
 
 
 class Recorder(Protocol):
@@ -268,7 +272,19 @@ class Recorder(Protocol):
     def backup_to(self, path: Path, *, overwrite: bool = False,
                   replacing: tuple[int, str] | None = None) -> None: ...
 
+    def query_events(
+        self, *, types: Collection[str] = (), actor: str | None = None,
+        since: str | None = None, until: str | None = None,
+        stream: str | None = None, named: str | None = None,
+    ) -> Iterator[StoredEvent]: ...
+
+    def read_stream_naming(self, stream: str, name: str) -> list[StoredEvent]: ...
+
     def close(self) -> None: ...
+
+    def __enter__(self: RP) -> RP: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 _EVENT_COLUMNS = (
@@ -295,6 +311,16 @@ _LEDGER_SCHEMA = [
     """CREATE TABLE checkpoints (seq INTEGER PRIMARY KEY, head_hash TEXT NOT NULL,
         signed_at TEXT NOT NULL, signature BLOB NOT NULL)""",
 ]
+#: The tables a copy (:meth:`SQLRecorder.load_copy`) moves, with their columns: everything
+#: but the read models, which are built again from the events.
+COPY_TABLES = {
+    "meta": "key, value",
+    "keys": "version, wrapped",
+    "events": _EVENT_COLUMNS,
+    "streams": "stream, revision, head_seq, head_hash, digest, bucket",
+    "checkpoints": "seq, head_hash, signed_at, signature, heads_root, tally",
+    "heads_tree": "node, digest",
+}
 _HEADS_SCHEMA = [
     "ALTER TABLE streams ADD COLUMN head_hash TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE streams ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
@@ -1453,7 +1479,60 @@ class SQLRecorder:
         return first_broken_link(chain_rows(self.conn, after_seq, last_seq), prev_hash,
                                  after_seq + 1)
 
+    # -- copying a whole ledger ------------------------------------------------------------
+
+    def copy_rows(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """Every row of one of :data:`COPY_TABLES`, its columns in that order, streamed."""
+        cursor = self._stream(f"SELECT {COPY_TABLES[table]} FROM {table} "
+                              f"ORDER BY {COPY_TABLES[table].split(',')[0]}")
+        while batch := cursor.fetchmany(5000):
+            yield from batch
+
+    def load_copy(self, source: SQLRecorder) -> int:
+        """Fill this empty ledger with ``source``'s rows as they are, read in one snapshot
+        and written in one transaction: the same events, hashes, checkpoints, signatures,
+        wrapped keys and heads map; the read models then built from the events. The
+        number of events copied.
+
+        :raises LedgerFormatError: this ledger is not empty, or ``source`` is of an earlier
+            format (opening it with the master password upgrades it).
+        """
+        if self.is_initialized():
+            raise LedgerFormatError(f"{self.location} already holds a ledger; a copy needs an "
+                                    "empty or absent destination")
+        if source.needs_upgrade:
+            raise LedgerFormatError(
+                f"{source.location} has ledger format {source.format_version}; open it once "
+                "with the master password (which upgrades it) before copying it")
+        self._creating = True
+        try:
+            with source._reading(), self.write_transaction():
+                self._create_schema()
+                for table, columns in COPY_TABLES.items():
+                    marks = ", ".join("?" * len(columns.split(",")))
+                    rows = source.copy_rows(table)
+                    while batch := list(itertools.islice(rows, 5000)):
+                        self.conn.executemany(
+                            f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch)
+                self._store_format_version(FORMAT_VERSION)
+                self.format_version = FORMAT_VERSION
+                if self.projector is not None:
+                    self.projector.setup(cast(Recorder, self))
+                    self.projector.catch_up(cast(Recorder, self))
+                return self.event_count()
+        finally:
+            self._creating = False
+
     # -- what a backend provides ----------------------------------------------------------
+
+    _creating = False  # inside initialize or load_copy: the tables are being made
+
+    def is_initialized(self) -> bool:
+        raise NotImplementedError
+
+    def _stream(self, sql: str, parameters: Sequence[object] = ()) -> Cursor:
+        """``sql``'s rows, to be fetched in batches (a server may hold them server-side)."""
+        return cast(Cursor, self.conn.execute(sql, parameters))
 
     @property
     def location(self) -> str:

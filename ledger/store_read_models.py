@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ledger.store import Recorder, TriggerFault, translates_database_errors
@@ -46,11 +46,22 @@ def guard_name(table: str, action: str) -> str:
     return f"{table}_guard_{action.lower()}"
 
 
+#: Each recorder class to how its read models' tables are reached: SQLite's here, another
+#: backend's module adds its own (:func:`register_tables`) when it is imported.
+_TABLES: dict[type, Callable[[Any], ReadModelTables]] = {}
+
+
+def register_tables(recorder: type, tables: Callable[[Any], ReadModelTables]) -> None:
+    _TABLES[recorder] = tables
+
+
 def read_model_tables(recorder: Recorder) -> ReadModelTables:
     """The read models' tables of the ledger behind ``recorder``."""
-    if not isinstance(recorder, SQLiteRecorder):
-        raise TypeError(f"no read-model tables for a {type(recorder).__name__}")
-    return ReadModelTables(recorder.conn)
+    for kind in type(recorder).__mro__:
+        make = _TABLES.get(kind)
+        if make is not None:
+            return make(recorder)
+    raise TypeError(f"no read-model tables for a {type(recorder).__name__}")
 
 
 @translates_database_errors
@@ -69,8 +80,18 @@ class ReadModelTables:
 
     # -- layout ---------------------------------------------------------------------------
 
+    def _ddl(self, statement: str) -> str:
+        """A table statement as this database speaks it (SQLite: as written)."""
+        return statement
+
+    def expected_layout(self, sqlite_schema: Mapping[str, str]) -> str | None:
+        """The fingerprint (:func:`projections.read_models.runner.layout_fingerprint`) the
+        read models' :meth:`schema` must have, given the one they have on SQLite (None:
+        that one, fingerprinted)."""
+        return None
+
     def create_checkpoint(self) -> None:
-        self._conn.execute(_CHECKPOINT_DDL)
+        self._conn.execute(self._ddl(_CHECKPOINT_DDL))
 
     def create_guards(self, table: str) -> None:
         """The triggers that refuse every write to ``table`` but keyledger's own: a
@@ -82,6 +103,15 @@ class ReadModelTables:
                 f"ON {table} WHEN {WRITER_FUNCTION}() IS NOT 1 BEGIN SELECT RAISE(ABORT, "
                 "'keyledger read models are written by keyledger only'); END"
             )
+
+    def guard_actions(self) -> tuple[str, ...]:
+        """The statements each table's guards refuse."""
+        return GUARDED_ACTIONS
+
+    def expected_guard(self, table: str, action: str, sqlite_sql: str) -> str:
+        """What the guard of ``table`` for ``action`` is, as :meth:`trigger_faults` compares
+        it, given the SQL SQLite records for it (here: that)."""
+        return sqlite_sql
 
     def schema(self) -> dict[str, str]:
         """Name to SQL of every ``proj_*`` table, index and trigger, as SQLite records them."""
@@ -119,7 +149,8 @@ class ReadModelTables:
 
     def ensure_checkpoint_row(self) -> None:
         self._conn.execute(
-            "INSERT OR IGNORE INTO proj_checkpoint (id, last_seq, last_hash) VALUES (1, 0, '')")
+            "INSERT INTO proj_checkpoint (id, last_seq, last_hash) VALUES (1, 0, '') "
+            "ON CONFLICT DO NOTHING")
 
     def position(self) -> tuple[int, str]:
         """``(seq, hash)`` of the last event applied; ``(0, '')`` before any."""
@@ -159,20 +190,20 @@ class ReadModelTables:
     # -- keys -------------------------------------------------------------------------------
 
     def create_key_tables(self) -> None:
-        self._conn.execute(
+        self._conn.execute(self._ddl(
             """CREATE TABLE IF NOT EXISTS proj_key_versions (
                 version INTEGER PRIMARY KEY, created_at TEXT NOT NULL, rotated_at TEXT,
                 status TEXT NOT NULL, origin TEXT NOT NULL, fingerprint TEXT NOT NULL,
                 algorithm TEXT NOT NULL, encryptions INTEGER NOT NULL DEFAULT 0,
                 destroy_after TEXT, destroyed_at TEXT)"""
-        )
-        self._conn.execute(
+        ))
+        self._conn.execute(self._ddl(
             """CREATE TABLE IF NOT EXISTS proj_keyring (
                 id INTEGER PRIMARY KEY CHECK (id = 1), current_version INTEGER,
                 kdf_iterations INTEGER, rotations INTEGER NOT NULL DEFAULT 0,
                 rejections INTEGER NOT NULL DEFAULT 0)"""
-        )
-        self._conn.execute("INSERT OR IGNORE INTO proj_keyring (id) VALUES (1)")
+        ))
+        self._conn.execute("INSERT INTO proj_keyring (id) VALUES (1) ON CONFLICT DO NOTHING")
 
     def set_kdf_iterations(self, iterations: int) -> None:
         self._conn.execute("UPDATE proj_keyring SET kdf_iterations = ?", (iterations,))
@@ -229,17 +260,17 @@ class ReadModelTables:
     # -- secrets ----------------------------------------------------------------------------
 
     def create_secret_tables(self) -> None:
-        self._conn.execute(
+        self._conn.execute(self._ddl(
             """CREATE TABLE IF NOT EXISTS proj_secrets (
                 name TEXT PRIMARY KEY, key_version INTEGER, revision INTEGER NOT NULL,
                 scheme TEXT, updated_at TEXT NOT NULL, updated_seq INTEGER NOT NULL,
                 deleted INTEGER NOT NULL DEFAULT 0)"""
-        )
-        self._conn.execute(
+        ))
+        self._conn.execute(self._ddl(
             """CREATE TABLE IF NOT EXISTS proj_secret_counts (
                 key_version INTEGER NOT NULL, scheme TEXT NOT NULL, live INTEGER NOT NULL,
                 PRIMARY KEY (key_version, scheme))"""
-        )
+        ))
 
     def secret_states(self, names: Collection[str]) -> dict[str, tuple[int, str] | None]:
         """``name -> (key_version, scheme)`` of those of ``names`` that have a row: None
@@ -272,7 +303,8 @@ class ReadModelTables:
     def move_counts(self, deltas: Mapping[tuple[int, str], int]) -> None:
         self._conn.executemany(
             """INSERT INTO proj_secret_counts (key_version, scheme, live) VALUES (?, ?, ?)
-               ON CONFLICT (key_version, scheme) DO UPDATE SET live = live + excluded.live""",
+               ON CONFLICT (key_version, scheme)
+               DO UPDATE SET live = proj_secret_counts.live + excluded.live""",
             [(version, scheme, delta) for (version, scheme), delta in deltas.items() if delta])
 
     def live_secret_rows(self, limit: int | None = None) -> list[tuple[Any, ...]]:
@@ -281,7 +313,7 @@ class ReadModelTables:
         return self._conn.execute(
             """SELECT name, key_version, revision, scheme, updated_at FROM proj_secrets
                WHERE deleted = 0 ORDER BY name LIMIT ?""",
-            (-1 if limit is None else limit,)).fetchall()
+            (2**62 if limit is None else limit,)).fetchall()
 
     def live_counts(self) -> list[tuple[int, str, int]]:
         """``(key_version, scheme, live)`` of the maintained counts not zero, by version."""
@@ -321,7 +353,7 @@ class ReadModelTables:
     # -- migration runs ---------------------------------------------------------------------
 
     def create_migration_table(self) -> None:
-        self._conn.execute(
+        self._conn.execute(self._ddl(
             """CREATE TABLE IF NOT EXISTS proj_migration_runs (
                 run_id TEXT PRIMARY KEY, target_version INTEGER NOT NULL,
                 started_at TEXT NOT NULL, completed_at TEXT, actor TEXT NOT NULL,
@@ -329,7 +361,7 @@ class ReadModelTables:
                 from_versions TEXT NOT NULL DEFAULT '',
                 migrated INTEGER NOT NULL DEFAULT 0, already_current INTEGER,
                 failed INTEGER, duration_seconds REAL)"""
-        )
+        ))
 
     def set_run_status(self, run_id: str, status: str) -> None:
         self._conn.execute("UPDATE proj_migration_runs SET status = ? WHERE run_id = ?",
@@ -367,3 +399,6 @@ class ReadModelTables:
             """SELECT run_id, target_version, started_at, completed_at, actor, status, batch_size,
                       resumes, from_versions, migrated, already_current, failed, duration_seconds
                FROM proj_migration_runs ORDER BY started_at, run_id""").fetchall()
+
+
+register_tables(SQLiteRecorder, lambda recorder: ReadModelTables(recorder.conn))

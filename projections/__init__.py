@@ -22,10 +22,10 @@ from typing import TypeVar
 from ledger.domain import KeyringState
 from ledger.errors import IntegrityError
 from ledger.events import KEYRING_STREAM, MIGRATION_STREAM_PREFIX, SECRET_STREAM_PREFIX
+from ledger.locations import open_recorder
 from ledger.signing import CheckpointVerifier, recorded_verifier
-from ledger.store import TriggerFault
+from ledger.store import Recorder, TriggerFault
 from ledger.store_read_models import read_model_tables
-from ledger.store_sqlite import SQLiteRecorder
 from ledger.tally import Tally
 from projections.read_models.keys import (
     KeyProjection,
@@ -71,7 +71,7 @@ def projector() -> ProjectionRunner:
     return ProjectionRunner([KeyProjection(), SecretProjection(), MigrationProjection()])
 
 
-def guard_faults(recorder: SQLiteRecorder) -> list[TriggerFault]:
+def guard_faults(recorder: Recorder) -> list[TriggerFault]:
     """The read models' guard triggers missing or altered, and any other trigger on their
     tables, read without opening (so without repairing) the read models: for ``audit
     verify``, which changes nothing."""
@@ -91,7 +91,7 @@ class ReadModels:
     """Queries over the read models of one ledger, brought up to date when opened."""
 
     def __init__(
-        self, recorder: SQLiteRecorder, runner: ProjectionRunner | None = None, *,
+        self, recorder: Recorder, runner: ProjectionRunner | None = None, *,
         check: bool = True,
     ) -> None:
         """``check=False`` skips the checks and the catch-up on open: for a caller about to
@@ -161,7 +161,7 @@ class ReadModels:
         :raises LedgerNotFoundError: no ledger there.
         """
         runner = projector()
-        recorder = SQLiteRecorder(path, projector=runner)
+        recorder = open_recorder(path, projector=runner)
         try:
             return cls(recorder, runner)
         except BaseException:

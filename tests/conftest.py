@@ -1,4 +1,5 @@
-"""Fixtures shared by the suite: throwaway ledgers on real SQLite files."""
+"""Fixtures shared by the suite: throwaway ledgers on real SQLite files and in a real
+PostgreSQL cluster (:mod:`pg_support`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pg_support
 import pytest
 from cli_support import OTHER_VALUE, VALUE
 from cli_support import PASSWORD as CLI_PASSWORD
@@ -71,28 +73,65 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "keyledger.db"
 
 
-#: The storage backends the recorder contract and the read-model tests run on: a second
-#: recorder adds its name here and a branch in :meth:`Backend.create`.
-BACKENDS = ["sqlite"]
+#: The storage backends the recorder contract and the read-model tests run on.
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg_support.Cluster]:
+    """One throwaway PostgreSQL cluster for the whole run (a fresh schema per ledger).
+    Without a server: a skip with the reason, or a failure where the run must have one
+    (CI, or KEYLEDGER_REQUIRE_POSTGRES=1)."""
+    why = pg_support.why_unavailable()
+    if why is not None:
+        if os.environ.get("CI") == "true" or os.environ.get(pg_support.REQUIRE_ENV) == "1":
+            pytest.fail(f"PostgreSQL is required here: {why}")
+        pytest.skip(why)
+    with pg_support.running_cluster() as cluster:
+        yield cluster
 
 
 @dataclass(frozen=True)
 class Backend:
-    """Where a test's ledgers live: ``name`` picks the recorder, ``db_path`` its place."""
+    """Where a test's ledgers live: ``name`` picks the recorder; ``target`` is the file
+    (SQLite) or the URL of a fresh schema (PostgreSQL)."""
 
     name: str
-    db_path: Path
+    target: str
+    cluster: pg_support.Cluster | None = None
+
+    @property
+    def db_path(self) -> Path:
+        assert self.name == "sqlite", "a file only on SQLite"
+        return Path(self.target)
 
     def create(self, password: str = PASSWORD, *, projector: Projector | None = None) -> Ledger:
         """A new ledger (weak, fast KDF) on this backend."""
-        if self.name == "sqlite":
-            return create_test_ledger(self.db_path, password, projector=projector)
-        raise AssertionError(f"no backend {self.name!r}")
+        return create_test_ledger(self.target, password, projector=projector)
+
+    def open(self, password: str = PASSWORD, *, projector: Projector | None = None) -> Ledger:
+        return Ledger.open(self.target, password, projector=projector)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``sqlite_only`` (about the file itself: its mode, WAL, SQLite's own
+    errors) runs on SQLite alone: its PostgreSQL case is deselected, not skipped."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_server = params is not None and params.params.get("backend") == "postgresql"
+        (dropped if on_server and item.get_closest_marker("sqlite_only") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, db_path: Path) -> Backend:
-    return Backend(request.param, db_path)
+    if request.param == "postgresql":
+        cluster: pg_support.Cluster = request.getfixturevalue("pg_cluster")
+        return Backend("postgresql", cluster.url(), cluster)
+    return Backend(request.param, str(db_path))
 
 
 @pytest.fixture

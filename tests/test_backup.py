@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from cli_support import PASSWORD as CLI_PASSWORD
 from cli_support import document, error_line, invoke
-from conftest import PASSWORD
+from conftest import PASSWORD, Backend
+from tamper_support import plain_rows
 
 from ledger import Ledger, LedgerFormatError, VersionError
 from ledger.backup import restore, take_backup, verify_backup
@@ -64,6 +65,7 @@ def test_a_backup_taken_during_a_migration_restores_and_reads_everything(tmp_pat
             assert back.report().needing_migration == 0
 
 
+@pytest.mark.sqlite_only  # restore replaces a file (PostgreSQL: docs/postgresql.md)
 def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, db_path: Path, tmp_path: Path) -> None:
     """Restoring an older backup over a ledger that moved on is refused; --force does it."""
     ledger.set("a", "old")
@@ -80,12 +82,13 @@ def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, db_path: P
         assert back.get("a").value == "old"
 
 
-def test_a_later_backup_cannot_decrypt_a_destroyed_version(ledger: Ledger, tmp_path: Path) -> None:
+def test_a_later_backup_cannot_decrypt_a_destroyed_version(
+    ledger: Ledger, backend: Backend, tmp_path: Path
+) -> None:
     """After destroy, a backup holds no key for the version: its old ciphertexts stay unreadable."""
     ledger.set("a", "1")
     first = ledger.secret("a").ciphertext
-    with closing(sqlite3.connect(ledger.recorder.path)) as conn:  # type: ignore[attr-defined]
-        wrapped = conn.execute("SELECT wrapped FROM keys WHERE version = 1").fetchone()[0]
+    wrapped = plain_rows(backend.target, "SELECT wrapped FROM keys WHERE version = 1")[0][0]
     ledger.rotate()
     ledger.migrate()
     ledger.retire(1)
@@ -175,6 +178,7 @@ def test_secrets_reset_and_restore_through_the_cli(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "zzz" in error_line(missing)
 
 
+@pytest.mark.sqlite_only  # restore replaces a file (PostgreSQL: docs/postgresql.md)
 def test_a_fresh_backup_restores_without_force(ledger: Ledger, db_path: Path, tmp_path: Path) -> None:
     """Only BackupTaken events past the copy: restoring loses nothing and is allowed."""
     ledger.set("a", "1")
@@ -404,6 +408,7 @@ def test_secrets_restore_refuses_another_ledgers_backup(ledger: Ledger, tmp_path
     assert ledger.get("db_password").value == "mine"
 
 
+@pytest.mark.sqlite_only  # restore replaces a file (PostgreSQL: docs/postgresql.md)
 def test_a_backup_claiming_this_ledgers_id_under_another_key_is_refused_even_forced(
         ledger: Ledger, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ledger keeps one signing key for life: a copy built from scratch under this

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 from cli_support import error_line, head, invoke, values
+from conftest import Backend
 from hypothesis import given
 from hypothesis import strategies as st
+from tamper_support import plain_rows
 
 from ledger import IntegrityError, InvalidInputError, Ledger, import_formats, importing
 from ledger import events as ev
@@ -29,7 +31,6 @@ from ledger.import_formats import (
     read_text_untrusted,
 )
 from ledger.integrity import verify_ledger
-from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import read_all
 from projections import ReadModels
 
@@ -214,21 +215,21 @@ def test_fault_in_the_last_chunk_undoes_the_chunks_before_it(
 
 @pytest.mark.usefixtures("import_mode")
 def test_chunks_are_invisible_to_other_readers_until_the_end(
-    ledger: Ledger, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While an import is between chunks, another connection sees none of its events or rows."""
     path = write(tmp_path / "v.json", numbered())
     seen: list[tuple[int, int]] = []
-    original = SQLiteRecorder.stream_heads_of
+    kind = type(ledger.recorder)
+    original = kind.stream_heads_of
 
-    def peeking(self: SQLiteRecorder, streams: Any) -> Any:
-        with closing(sqlite3.connect(db_path)) as other:
-            seen.append((other.execute("SELECT count(*) FROM events").fetchone()[0],
-                         other.execute("SELECT count(*) FROM proj_secrets").fetchone()[0]))
+    def peeking(self: Any, streams: Any) -> Any:
+        seen.append((plain_rows(backend.target, "SELECT count(*) FROM events")[0][0],
+                     plain_rows(backend.target, "SELECT count(*) FROM proj_secrets")[0][0]))
         return original(self, streams)
 
     before = ledger.recorder.head()[0]
-    monkeypatch.setattr(SQLiteRecorder, "stream_heads_of", peeking)
+    monkeypatch.setattr(kind, "stream_heads_of", peeking)
     import_file(ledger, path)
     assert len(seen) == -(-ENTRIES // CHUNK)
     assert set(seen) == {(before, 0)}

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, Backend
 
 from ledger import IntegrityError, Ledger, VersionError, migration
 from ledger import events as ev
+from ledger.copying import copy_ledger
 from ledger.integrity import verify_ledger
+from ledger.locations import is_server
 from ledger.store import HeadRow, content_hash
 from ledger.testing import create_test_ledger, read_all, seed_encrypt
 from projections import ReadModels, projector
@@ -40,10 +42,12 @@ def mixed(ledger: Ledger) -> Ledger:
     return ledger
 
 
-def migrate_copy(source: Path, target: Path, *, worker: bool, monkeypatch: pytest.MonkeyPatch,
+def migrate_copy(source: str, target: str, *, worker: bool, monkeypatch: pytest.MonkeyPatch,
                  ) -> tuple[migration.MigrationResult, dict[str, str], list[str]]:
+    if is_server(source):
+        copy_ledger(source, target)
     for suffix in ("", "-wal"):
-        if Path(f"{source}{suffix}").exists():
+        if not is_server(source) and Path(f"{source}{suffix}").exists():
             shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
     with monkeypatch.context() as patch:
         patch.setattr(migration, "PIPELINE_MIN_SECRETS", 0 if worker else 10**9)
@@ -63,14 +67,16 @@ def migrate_copy(source: Path, target: Path, *, worker: bool, monkeypatch: pytes
     return result, values, types
 
 
-def test_the_worker_and_the_writer_alone_agree(mixed: Ledger, db_path: Path, tmp_path: Path,
+def test_the_worker_and_the_writer_alone_agree(mixed: Ledger, backend: Backend, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Same counts, same failures, same values, same event types, whichever path ran."""
     mixed.retire(2, force=True)  # "on-v2" now fails: its key is retired
     mixed.close()
-    alone, alone_values, alone_types = migrate_copy(db_path, tmp_path / "a.db", worker=False,
+    copies = ([backend.cluster.url(), backend.cluster.url()] if backend.cluster
+              else [str(tmp_path / "a.db"), str(tmp_path / "b.db")])
+    alone, alone_values, alone_types = migrate_copy(backend.target, copies[0], worker=False,
                                                      monkeypatch=monkeypatch)
-    forked, forked_values, forked_types = migrate_copy(db_path, tmp_path / "b.db", worker=True,
+    forked, forked_values, forked_types = migrate_copy(backend.target, copies[1], worker=True,
                                                         monkeypatch=monkeypatch)
     assert (alone.migrated, alone.already_current, alone.failed) == (13, 1, 1)
     assert (forked.migrated, forked.already_current, forked.failed) == (13, 1, 1)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, Backend
+from tamper_support import plain_rows
 
 from ledger import InvalidInputError, Ledger, VersionError, WrongPasswordError, migration
 from ledger.testing import create_test_ledger, read_all
@@ -154,12 +155,12 @@ def test_a_killed_migration_resumes_where_it_stopped(ledger: Ledger, views: Read
 
 
 @pytest.mark.usefixtures("migration_mode")
-def test_a_write_during_migration_wins(ledger: Ledger, db_path: Path) -> None:
+def test_a_write_during_migration_wins(ledger: Ledger, backend: Backend) -> None:
     """A value set by another process mid-batch is kept; the migration never writes it back."""
     for i in range(6):
         ledger.set(f"s{i}", "old")
     ledger.rotate()
-    other = Ledger.open(db_path, PASSWORD)
+    other = Ledger.open(backend.target, PASSWORD)
     original: Callable[..., object] = ledger.session.append
     interfered = []
 
@@ -180,7 +181,7 @@ def test_a_write_during_migration_wins(ledger: Ledger, db_path: Path) -> None:
     assert stream == ["SecretWritten", "SecretWritten"]
 
 
-def test_rekey_master_changes_the_password_not_the_secrets(ledger: Ledger, db_path: Path) -> None:
+def test_rekey_master_changes_the_password_not_the_secrets(ledger: Ledger, backend: Backend) -> None:
     """After rekey-master only the new password opens the ledger, and every value is intact."""
     ledger.set("a", "1")
     ledger.rotate()
@@ -189,8 +190,8 @@ def test_rekey_master_changes_the_password_not_the_secrets(ledger: Ledger, db_pa
     assert ledger.rekey_master("brand new password") == 2
     ledger.close()
     with pytest.raises(WrongPasswordError):
-        Ledger.open(db_path, PASSWORD)
-    with Ledger.open(db_path, "brand new password") as reopened:
+        Ledger.open(backend.target, PASSWORD)
+    with Ledger.open(backend.target, "brand new password") as reopened:
         assert read_all(reopened) == {"a": "1", "b": "2"}
         after = [e.payload for e in reopened.recorder.read_events() if e.type.startswith("Secret")]
         assert after == before  # no secret was re-encrypted
@@ -216,34 +217,30 @@ def test_emergency_workflow_rekey_rotate_99_migrate(tmp_path: Path) -> None:
         assert read_all(ledger) == {"db": "DB", "api": "API", "smtp": "SMTP"}
 
 
-def test_a_substituted_key_is_detected(ledger: Ledger, db_path: Path) -> None:
+def test_a_substituted_key_is_detected(ledger: Ledger, backend: Backend) -> None:
     """A data key swapped in the key table no longer matches its recorded fingerprint."""
-    import sqlite3
-
     from ledger import IntegrityError
 
     ledger.set("a", "1")
     ledger.rotate()
-    conn = sqlite3.connect(db_path)
-    v2 = conn.execute("SELECT wrapped FROM keys WHERE version = 2").fetchone()[0]
-    conn.execute("UPDATE keys SET wrapped = ? WHERE version = 1", (v2,))
-    conn.commit()
-    conn.close()
-    with Ledger.open(db_path, PASSWORD) as reopened, pytest.raises(IntegrityError):
+    v2 = plain_rows(backend.target, "SELECT wrapped FROM keys WHERE version = 2")[0][0]
+    plain_rows(backend.target, "UPDATE keys SET wrapped = ? WHERE version = 1 RETURNING version",
+               (v2,))
+    with Ledger.open(backend.target, PASSWORD) as reopened, pytest.raises(IntegrityError):
         reopened.get("a")
 
 
-def test_keys_are_re_read_when_another_process_rotates(ledger: Ledger, db_path: Path) -> None:
+def test_keys_are_re_read_when_another_process_rotates(ledger: Ledger, backend: Backend) -> None:
     """A long-lived Ledger sees a rotation made by another process and writes under it."""
-    with Ledger.open(db_path, PASSWORD) as other:
+    with Ledger.open(backend.target, PASSWORD) as other:
         other.rotate()
     assert ledger.set("a", "1").key_version == 2
     assert ledger.get("a").value == "1"
 
 
-def test_rekey_by_another_process_is_noticed(ledger: Ledger, db_path: Path) -> None:
+def test_rekey_by_another_process_is_noticed(ledger: Ledger, backend: Backend) -> None:
     """A Ledger opened with the old password refuses to write after another process rekeys."""
-    with Ledger.open(db_path, PASSWORD) as other:
+    with Ledger.open(backend.target, PASSWORD) as other:
         other.rekey_master("new")
     with pytest.raises(WrongPasswordError, match="changed"):
         ledger.rotate()
@@ -304,11 +301,11 @@ def test_a_run_is_recorded_with_its_first_batch(ledger: Ledger) -> None:
     assert result.run_id == rows[0].stream.removeprefix("migration:")
 
 
-def test_a_refused_rotation_does_not_disturb_a_migration(ledger: Ledger, db_path: Path) -> None:
+def test_a_refused_rotation_does_not_disturb_a_migration(ledger: Ledger, backend: Backend) -> None:
     """Recording KeyRotationRejected leaves the keyring revision alone, so writers carry on."""
     ledger.set("a", "1")
     revision = ledger.keyring().revision
-    with Ledger.open(db_path, PASSWORD) as other, pytest.raises(VersionError):
+    with Ledger.open(backend.target, PASSWORD) as other, pytest.raises(VersionError):
         other.rotate(1)
     assert ledger.keyring().revision == revision
     assert ledger.recorder.stream_head("rejections") is not None

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Backend
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -88,10 +89,10 @@ def test_missing_version_ciphertexts_are_stored_as_is(ledger: Ledger) -> None:
     assert event.ciphertext == token
 
 
-def test_missing_version_keys_survive_reopening(ledger: Ledger, db_path: Path, password: str) -> None:
+def test_missing_version_keys_survive_reopening(ledger: Ledger, backend: Backend, password: str) -> None:
     """The imported key is wrapped into the ledger, so a fresh open reads the as-is ciphertext."""
     ledger.import_seed({"a": seed(42, "kept across opens")}, SEED_PASSWORD)
-    with Ledger.open(db_path, password) as reopened:
+    with Ledger.open(backend.target, password) as reopened:
         assert reopened.get("a").value == "kept across opens"
         assert reopened.get("a").version == 42
         assert reopened.check_keys() == [1, 42]

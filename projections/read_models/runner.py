@@ -20,7 +20,6 @@ from ledger.events import DomainEvent, StoredEvent
 from ledger.store import Recorder, TriggerFault
 from ledger.store_read_models import (
     CHECKPOINT_TABLE,
-    GUARDED_ACTIONS,
     ReadModelTables,
     guard_name,
     read_model_tables,
@@ -135,10 +134,13 @@ class ProjectionRunner:
         :attr:`schema`: written by another version of keyledger, or edited (a guard dropped
         to change a row, say). Constant time. (A moved schema cookie is not a problem by
         itself: see :meth:`cookie_moved`.)"""
-        found = read_model_tables(recorder).schema()
+        tables = read_model_tables(recorder)
+        found = tables.schema()
         if not found:
             return []  # no read models yet: the first catch-up creates them from the events
-        if found != self.schema:
+        expected = tables.expected_layout(self.schema)
+        if (found != self.schema if expected is None
+                else layout_fingerprint(found) != expected):
             return ["the read models' tables or write guards differ from this keyledger's "
                     "(another version's, or edited)"]
         return []
@@ -149,8 +151,10 @@ class ProjectionRunner:
         tables = read_model_tables(recorder)
         if not tables.schema():
             return []
-        expected = {guard_name(table, action): (table, self.schema[guard_name(table, action)])
-                    for table in self.tables for action in GUARDED_ACTIONS}
+        expected = {
+            guard_name(table, action): (table, tables.expected_guard(
+                table, action, self.schema.get(guard_name(table, action), "")))
+            for table in self.tables for action in tables.guard_actions()}
         return tables.trigger_faults(expected, self.tables)
 
     @staticmethod

@@ -30,7 +30,7 @@ from ledger.errors import LedgerFormatError
 from ledger.events import StoredEvent
 from ledger.integrity import verify_ledger
 from ledger.policy import DEFAULT_MAX_AGE_DAYS
-from ledger.store_sqlite import SQLiteRecorder
+from ledger.store import Recorder
 
 REPORT_FORMAT = "keyledger-compliance/v1"
 DEFAULT_POLICY_DAYS = DEFAULT_MAX_AGE_DAYS
@@ -440,7 +440,7 @@ class _Fold:
 
 
 def build_compliance_report(
-    recorder: SQLiteRecorder, *, policy_days: int = DEFAULT_POLICY_DAYS,
+    recorder: Recorder, *, policy_days: int = DEFAULT_POLICY_DAYS,
     now: datetime | None = None,
 ) -> ComplianceReport:
     """Build the compliance report from the ledger's events (no password needed).
@@ -516,7 +516,7 @@ def build_compliance_report(
     )
 
 
-def _live_secrets(recorder: SQLiteRecorder) -> tuple[Counter[tuple[int, str]], int]:
+def _live_secrets(recorder: Recorder) -> tuple[Counter[tuple[int, str]], int]:
     """Live secrets per key version and scheme, and the number of deleted secrets, from
     each secret stream's head, a page at a time."""
     held: Counter[tuple[int, str]] = Counter()

@@ -28,7 +28,7 @@ from ledger.domain import (
 )
 from ledger.errors import InvalidInputError, VersionError
 from ledger.events import StoredEvent
-from ledger.store_sqlite import SQLiteRecorder
+from ledger.store import Recorder
 
 # Event fields left out of every audit document: ciphertexts are not secret, but they are
 # noise to a reader and nothing an auditor checks by eye (the hash chain covers them).
@@ -102,7 +102,7 @@ class Window:
 
 
 def audit_log(
-    recorder: SQLiteRecorder, *, secret: str | None = None, types: Sequence[str] = (),
+    recorder: Recorder, *, secret: str | None = None, types: Sequence[str] = (),
     actor: str | None = None, since: str | None = None, until: str | None = None,
     now: datetime | None = None,
 ) -> Iterator[StoredEvent]:
@@ -155,7 +155,7 @@ class ReplayState:
 
 
 def replay(
-    recorder: SQLiteRecorder, *, seq: int | None = None, as_of: str | None = None,
+    recorder: Recorder, *, seq: int | None = None, as_of: str | None = None,
     now: datetime | None = None,
 ) -> ReplayState:
     """Replay the events from seq 1 up to ``seq``, or up to ``as_of`` (a time as
@@ -228,7 +228,7 @@ class IncidentReport:
 
 
 def incident(
-    recorder: SQLiteRecorder, version: int, *, since: str | None = None,
+    recorder: Recorder, version: int, *, since: str | None = None,
     until: str | None = None, now: datetime | None = None,
 ) -> IncidentReport:
     """Which secrets were ever under key ``version``, what touched it, how to recover.

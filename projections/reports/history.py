@@ -15,7 +15,7 @@ from ledger import events as ev
 from ledger.domain import held_under, validate_name
 from ledger.errors import UnknownSecretError
 from ledger.events import StoredEvent
-from ledger.store_sqlite import SQLiteRecorder
+from ledger.store import Recorder
 
 # The event fields a history entry shows besides the key version, by event type.
 _DETAILS: dict[type[ev.DomainEvent], tuple[str, ...]] = {
@@ -57,7 +57,7 @@ class SecretHistory:
         return sum(e.type == "SecretRead" for e in self.entries)
 
 
-def secret_history(recorder: SQLiteRecorder, name: str) -> SecretHistory:
+def secret_history(recorder: Recorder, name: str) -> SecretHistory:
     """Every change to ``name`` and every read of it that was recorded, in seq order.
 
     A deleted secret still has its history.

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import events as ev
+from ledger.store import Recorder
 from ledger.store_read_models import read_model_tables
-from ledger.store_sqlite import SQLiteRecorder
 from projections.read_models.migrations import MigrationRun, migration_runs
 
 # The read model's status -> the metric's; "success", "partial" and "resumed" map to themselves.
@@ -43,7 +43,7 @@ class RotationMetric:
         }
 
 
-def rotation_metrics(recorder: SQLiteRecorder) -> list[RotationMetric]:
+def rotation_metrics(recorder: Recorder) -> list[RotationMetric]:
     """One metric per migration run, oldest first.
 
     Reads the migration-run read model as it stands: open the ledger through
@@ -55,7 +55,7 @@ def rotation_metrics(recorder: SQLiteRecorder) -> list[RotationMetric]:
     return [_metric(run, rotated_from.get(run.target_version)) for run in runs]
 
 
-def _rotated_from(recorder: SQLiteRecorder) -> dict[int, int | None]:
+def _rotated_from(recorder: Recorder) -> dict[int, int | None]:
     """For each version that became current, the version current before it."""
     found: dict[int, int | None] = {}
     for stored in recorder.read_stream(ev.KEYRING_STREAM):
