@@ -40,8 +40,9 @@ def open_recorder(
     read_only: bool = False, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     durability: Durability = "full",
 ) -> Recorder:
-    """The recorder for the ledger at ``target`` (see :func:`is_server`). ``durability``
-    is SQLite's (a server's commits are as durable as it is configured to make them).
+    """The recorder for the ledger at ``target`` (see :func:`is_server`), each commit as
+    durable as ``durability`` says (SQLite's ``synchronous``, PostgreSQL's
+    ``synchronous_commit``).
 
     :raises LedgerFormatError: a server is named but psycopg is not installed.
     """
@@ -55,7 +56,8 @@ def open_recorder(
                 "a PostgreSQL ledger needs psycopg: pip install 'keyledger[postgres]'"
             ) from None
         return PostgresRecorder(str(target), create=create, projector=projector,
-                                read_only=read_only, lock_timeout=lock_timeout)
+                                read_only=read_only, lock_timeout=lock_timeout,
+                                durability=durability)
     from ledger.store_sqlite import SQLiteRecorder
 
     return SQLiteRecorder(target, create=create, projector=projector, read_only=read_only,

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -196,7 +197,7 @@ def database_reason(exc: psycopg.Error) -> str:
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return f"permission denied for this database role ({primary})"
     if state in ("28P01", "28000"):
-        return "the server refused the login (wrong database password or user?)"
+        return f"the server refused the login ({primary}; check PGPASSWORD or ~/.pgpass)"
     if state == "3D000":
         return f"no such database ({primary})"
     if state == "55P03":
@@ -207,7 +208,16 @@ def database_reason(exc: psycopg.Error) -> str:
         return "the server's disk is full; nothing was changed"
     if state.startswith("57P") or state.startswith("08") or (
             isinstance(exc, psycopg.OperationalError) and not state):
-        if "connect" in primary or "No such file" in primary or "refused" in primary:
+        # libpq's own text: the server's FATAL line, if it answered, is the last part.
+        said = primary.rsplit("FATAL:", 1)[-1].strip()
+        if "password authentication failed" in said or "no password supplied" in said:
+            return f"the server refused the login ({said}; check PGPASSWORD or ~/.pgpass)"
+        if "does not exist" in said:
+            return said
+        if "closed the connection" in primary or "terminating connection" in primary or (
+                "consuming input failed" in primary) or "sending query failed" in primary:
+            return _LOST
+        if "connection to server" in primary or "could not" in primary or state == "08001":
             return f"cannot reach the PostgreSQL server ({primary})"
         return _LOST
     return f"{primary} (SQLSTATE {state})" if state else primary
@@ -218,6 +228,10 @@ def _database_error(exc: psycopg.Error) -> LedgerDatabaseError:
 
 
 driver_errors(psycopg.Error, _database_error)
+# psycopg logs what it could not clean up after a lost connection ("error ignored
+# terminating Pipeline"); with no handler of the application's own, Python would print
+# that beside keyledger's one line. An application that configures logging still gets it.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 # -- the connection ----------------------------------------------------------------------
@@ -263,8 +277,11 @@ class PostgresRecorder(SQLRecorder):
     ``schema`` parameter (default :data:`DEFAULT_SCHEMA`); the password comes as libpq
     users expect (``PGPASSWORD``, ``~/.pgpass``, ``PGPASSFILE``), never from keyledger.
     ``create=True`` allows a schema that does not exist yet or holds nothing, for
-    :meth:`initialize`. ``read_only=True`` makes the session read-only (the server refuses
-    every write). ``lock_timeout`` bounds how long a writer waits for another.
+    :meth:`initialize`. ``durability`` as on SQLite: ``"full"`` (the default) makes each
+    commit wait for the server's WAL flush (``synchronous_commit = on`` for this session,
+    whatever the server's setting), ``"normal"`` does not. ``read_only=True`` makes the
+    session read-only (the server refuses every write). ``lock_timeout`` bounds how long a
+    writer waits for another.
     """
 
     conn: _Adapter
@@ -272,7 +289,10 @@ class PostgresRecorder(SQLRecorder):
     def __init__(
         self, target: str, *, create: bool = False, projector: Projector | None = None,
         lock_timeout: float = LOCK_RETRY_SECONDS, read_only: bool = False,
+        durability: str = "full",
     ) -> None:
+        if durability not in ("full", "normal"):
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
         self.conninfo, self.schema = split_target(target)
         self.projector = projector
         self.lock_timeout = lock_timeout
@@ -288,14 +308,19 @@ class PostgresRecorder(SQLRecorder):
             raise _database_error(exc) from None
         self.conn = _Adapter(raw)
         try:
-            encoding = raw.execute("SHOW server_encoding").fetchone()
+            # One round trip: the schema, and "full" durability as a commit reported once
+            # the server flushed it (whatever the server's default; "normal" may lose the
+            # last commits if the server crashes), and, for a reader, no writes at all.
+            encoding = raw.execute(
+                "SELECT current_setting('server_encoding'), set_config('search_path', %s, false), "
+                "set_config('synchronous_commit', %s, false), "
+                "set_config('default_transaction_read_only', %s, false)",
+                (self.schema, "on" if durability == "full" else "off",
+                 "on" if read_only else "off")).fetchone()
             if encoding is None or encoding[0] != "UTF8":
                 raise LedgerFormatError(
                     f"{self._location}: the database's encoding is {encoding and encoding[0]}, "
                     "not UTF8; keyledger needs a UTF8 database")
-            raw.execute("SELECT set_config('search_path', %s, false)", (self.schema,))
-            if read_only:
-                raw.execute("SET default_transaction_read_only = on")
             self._check_format(allow_empty=create)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -458,11 +483,11 @@ class PostgresRecorder(SQLRecorder):
         """
         raw = self.conn.raw
         try:
-            raw.execute("BEGIN")
             try:
-                if not self._creating:
-                    self._take_write_lock()
-                raw.execute(f"SELECT set_config('{WRITER_SETTING}', 'on', true)")
+                if self._creating:
+                    raw.execute(f"BEGIN; SELECT set_config('{WRITER_SETTING}', 'on', true)")
+                else:
+                    self._take_write_lock(begin=True)
                 yield self.conn
             except BaseException:
                 self._rollback()
@@ -478,17 +503,22 @@ class PostgresRecorder(SQLRecorder):
             raise LedgerStorageError("the PostgreSQL server's disk is full",
                                      "this change was not written") from None
 
-    def _take_write_lock(self) -> None:
-        raw = self.conn.raw
-        raw.execute("SELECT set_config('lock_timeout', %s, true)",
-                    (f"{max(1, int(self.lock_timeout * 1000))}ms",))
+    def _take_write_lock(self, *, begin: bool = False) -> None:
+        """The writers' lock, waited for up to ``lock_timeout``, and the mark the read
+        models' guards look for; with ``begin``, the transaction's BEGIN too: one round
+        trip (the simple query protocol runs the statements in order, and stops at the
+        first that fails)."""
+        wait_ms = max(1, int(self.lock_timeout * 1000))
         try:
-            raw.execute(f"LOCK TABLE {LOCK_TABLE} IN EXCLUSIVE MODE")
+            self.conn.raw.execute(
+                ("BEGIN; " if begin else "")
+                + f"SET LOCAL lock_timeout = {wait_ms}; "
+                f"LOCK TABLE {LOCK_TABLE} IN EXCLUSIVE MODE; SET LOCAL lock_timeout = 0; "
+                f"SELECT set_config('{WRITER_SETTING}', 'on', true)")
         except pg_errors.LockNotAvailable:
             raise LedgerBusyError(
                 f"{self._location} stayed locked by another writer for "
                 f"{self.lock_timeout:g}s; try again") from None
-        raw.execute("SELECT set_config('lock_timeout', '0', true)")
 
     def _rollback(self) -> None:
         if not self.conn.raw.closed and self.conn.in_transaction:

@@ -13,14 +13,13 @@ the real ``keyledger init`` (600,000 PBKDF2 iterations) runs in only a few tests
 from __future__ import annotations
 
 import json
-import sqlite3
 import stat
 from collections.abc import Mapping
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from click.testing import Result
+from tamper_support import plain_rows
 from typer.testing import CliRunner
 
 from cli.app import app
@@ -71,20 +70,17 @@ def error_line(result: Result) -> str:
     return lines[0]
 
 
-def head(db: Path) -> tuple[int, int, str | None]:
-    """(row count, last seq, last hash) of the events table, read straight from SQLite."""
-    with closing(sqlite3.connect(db)) as conn:
-        count, top = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM events").fetchone()
-        row = conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-    return count, top, None if row is None else row[0]
+def head(db: Path | str) -> tuple[int, int, str | None]:
+    """(row count, last seq, last hash) of the events table, read straight from the
+    database (a plain connection, not keyledger's)."""
+    count, top = plain_rows(db, "SELECT count(*), coalesce(max(seq), 0) FROM events")[0]
+    rows = plain_rows(db, "SELECT hash FROM events ORDER BY seq DESC LIMIT 1")
+    return count, top, rows[0][0] if rows else None
 
 
-def last_event(db: Path) -> tuple[str, str, str]:
+def last_event(db: Path | str) -> tuple[str, str, str]:
     """(type, actor, payload) of the newest event."""
-    with closing(sqlite3.connect(db)) as conn:
-        row = conn.execute(
-            "SELECT type, actor, payload FROM events ORDER BY seq DESC LIMIT 1"
-        ).fetchone()
+    row = plain_rows(db, "SELECT type, actor, payload FROM events ORDER BY seq DESC LIMIT 1")[0]
     return row[0], row[1], row[2]
 
 

@@ -151,11 +151,11 @@ def views(ledger: Ledger) -> ReadModels:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    """An empty ledger (key version 1 current) at ``tmp_path/keyledger.db``."""
-    path = tmp_path / "keyledger.db"
-    create_test_ledger(path, CLI_PASSWORD).close()
-    return path
+def db(backend: Backend) -> Path | str:
+    """An empty ledger (key version 1 current): the file ``tmp_path/keyledger.db``, or a
+    fresh schema's URL, for ``--db``."""
+    create_test_ledger(backend.target, CLI_PASSWORD).close()
+    return backend.db_path if backend.name == "sqlite" else backend.target
 
 
 @pytest.fixture

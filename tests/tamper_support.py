@@ -132,3 +132,22 @@ def rewrite_rows(target: Path | str, *statements: str) -> None:
         for sql in statements:
             conn.execute(sql)
         conn.commit()
+
+
+@contextmanager
+def holding_write_lock(target: Path | str) -> Iterator[None]:
+    """Hold the ledger's write lock from another connection, as a long write elsewhere
+    would: SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's lock on ``append_lock``."""
+    if is_server(str(target)):
+        with server_connection(str(target)) as conn:
+            conn.execute("LOCK TABLE append_lock IN EXCLUSIVE MODE")
+            yield
+            conn.rollback()
+        return
+    holder = sqlite3.connect(target, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -15,6 +15,8 @@ from conftest import PASSWORD as LEDGER_PASSWORD
 from ledger import Ledger, UnknownSecretError
 from ledger import events as ev
 from ledger.backup import take_backup, verify_backup
+from ledger.locations import is_server, open_recorder
+from ledger.store import SQLRecorder
 from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import ledger_files
 from projections.reports.history import secret_history
@@ -84,7 +86,7 @@ def test_history_lists_every_kind_of_change_with_its_versions_in_seq_order(
 
 def test_history_of_a_name_never_written_fails_with_one_line(filled: Path) -> None:
     """An unknown secret is an UnknownSecretError in Python and exit 1 with one line in the CLI."""
-    with SQLiteRecorder(filled) as recorder, pytest.raises(UnknownSecretError):
+    with open_recorder(filled) as recorder, pytest.raises(UnknownSecretError):
         secret_history(recorder, "nope")
     result = invoke(filled, "secrets", "history", "nope", password=None)
     assert result.exit_code == 1
@@ -190,13 +192,17 @@ def test_cli_get_records_its_actor_and_fails_closed(filled: Path, monkeypatch: p
     assert invoke(filled, "audit", "reads", "on").exit_code == 0
     got = invoke(filled, "secrets", "get", "db_password", env={"KEYLEDGER_ACTOR": "alice@ops"})
     assert got.exit_code == 0 and got.stdout == VALUE + "\n"
-    with SQLiteRecorder(filled) as recorder:
+    with open_recorder(filled) as recorder:
         assert reads_of(recorder) == [("alice@ops", "db_password", 1)]
 
     def disk_full(*args: Any, **kwargs: Any) -> NoReturn:
+        if is_server(str(filled)):
+            import psycopg
+
+            raise psycopg.errors.DiskFull("could not extend file")
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(SQLiteRecorder, "_check_revisions", disk_full)  # inside the append
+    monkeypatch.setattr(SQLRecorder, "_check_revisions", disk_full)  # inside the append
     failed = invoke(filled, "secrets", "get", "db_password")
     assert failed.exit_code == 1 and failed.stdout == ""
     assert "disk is full" in error_line(failed)
@@ -215,7 +221,7 @@ def test_audit_reads_cli_shows_switches_and_refuses_a_stray_reason(filled: Path)
                                               "actor": "bob@ops", "reason": "audit"}
     again = invoke(filled, "audit", "reads", "on")
     assert again.exit_code == 0 and "already on" in again.stdout
-    with SQLiteRecorder(filled) as recorder:
+    with open_recorder(filled) as recorder:
         assert len(recorder.read_stream(ev.AUDIT_SETTINGS_STREAM)) == 1
     assert "on since" in invoke(filled, "audit", "reads", password=None).stdout
     assert invoke(filled, "audit", "reads", "--reason", "x").exit_code == 2
@@ -277,7 +283,7 @@ def test_metrics_for_a_killed_run_a_partial_run_and_the_run_that_resumed_it(db: 
     assert third["run_id"] == partial.run_id
     doc = document(invoke(db, "audit", "metrics", "--json", password=None))
     assert doc["runs"] == [first, second, third] and doc["as_of"]["seq"] > 0
-    with SQLiteRecorder(db) as recorder:
+    with open_recorder(db) as recorder:
         assert [m.to_json() for m in rotation_metrics(recorder)] == [first, second, third]
 
 

@@ -8,12 +8,11 @@ In-process through typer's CliRunner; helpers in ``cli_support``, fixtures in ``
 from __future__ import annotations
 
 import json
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from cli_support import NEW_PASSWORD, OTHER_VALUE, PASSWORD, VALUE, document, error_line, head, invoke, values
+from tamper_support import plain_rows
 
 from ledger.testing import seed_encrypt
 
@@ -119,16 +118,12 @@ def test_an_event_type_from_a_newer_keyledger_is_one_clear_line(db: Path) -> Non
     traceback; a write refuses it in one line too (no checkpoint signs it)."""
     from ledger.chain import event_hash
 
-    with closing(sqlite3.connect(db)) as conn:
-        seq, prev = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        fields = (seq + 1, prev, "future", 1, "FutureEvent", 1, "2030-01-01T00:00:00.000000Z",
-                  "x", "y", "{}")
-        conn.execute(
-            "INSERT INTO events (seq, prev_hash, stream, stream_rev, type, schema_version, "
-            "occurred_at, actor, origin, payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*fields, event_hash(*fields)),
-        )
-        conn.commit()
+    seq, prev = plain_rows(db, "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")[0]
+    fields = (seq + 1, prev, "future", 1, "FutureEvent", 1, "2030-01-01T00:00:00.000000Z",
+              "x", "y", "{}")
+    plain_rows(db, "INSERT INTO events (seq, prev_hash, stream, stream_rev, type, schema_version, "
+               "occurred_at, actor, origin, payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+               "RETURNING seq", (*fields, event_hash(*fields)))
     result = invoke(db, "info")
     assert result.exit_code == 1
     assert "upgrade keyledger" in error_line(result)

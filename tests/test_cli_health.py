@@ -11,6 +11,7 @@ import pytest
 from cli_support import NEW_PASSWORD, document, head, invoke, plant_undecryptable
 from tamper_support import edit_read_models
 
+from ledger.locations import is_server
 from ledger.store_sqlite import SQLiteRecorder
 from projections import ProjectionRunner, ReadModels
 
@@ -159,7 +160,8 @@ def test_a_forged_repair_note_is_shown_printable(filled: Path) -> None:
     """The note is the file's own text: one planted with terminal control bytes (tracks
     covered, so nothing else is wrong) fails the health check, shown without them."""
     assert invoke(filled, "info").exit_code == 0
-    edit_read_models(filled, "UPDATE proj_checkpoint SET unreported_repair = 'x' || char(27) "
+    escape = "chr(27)" if is_server(str(filled)) else "char(27)"
+    edit_read_models(filled, f"UPDATE proj_checkpoint SET unreported_repair = 'x' || {escape} "
                              "|| '[2Jy'", cover_tracks=True)
     human = invoke(filled, "health-check")
     assert human.exit_code == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import PASSWORD, VALUE, document, error_line, head, invoke, last_event
+from tamper_support import holding_write_lock, plain_rows
 
 from ledger.testing import create_test_ledger
 
@@ -25,6 +26,7 @@ def test_db_option_overrides_env(filled: Path, tmp_path: Path) -> None:
     assert from_option["total_secrets"] == 0
 
 
+@pytest.mark.sqlite_only
 def test_default_db_is_keyledger_db_in_working_directory(
     filled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,34 +112,28 @@ def test_every_command_has_help_with_json_option_and_example(db: Path, command: 
 def test_cli_records_its_origin(db: Path) -> None:
     """Events written by the CLI name the host and the program as their origin."""
     import socket
-    import sqlite3
-    from contextlib import closing
 
     assert invoke(db, "rotate", "--yes").exit_code == 0
-    with closing(sqlite3.connect(db)) as conn:
-        origin = conn.execute("SELECT origin FROM events ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    origin = plain_rows(db, "SELECT origin FROM events ORDER BY seq DESC LIMIT 1")[0][0]
     assert origin.startswith(f"{socket.gethostname()} keyledger-cli pid ")
 
 
 def test_lock_timeout_bounds_the_wait_for_another_writer(db: Path) -> None:
     """A writer held off by another process's lock gives up after --lock-timeout, with one line."""
-    import sqlite3
     import time
 
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    before = head(db)
+    with holding_write_lock(db):
         started = time.monotonic()
         result = invoke(db, "--lock-timeout", "0.5", "secrets", "set", "a", "--value", "v")
         waited = time.monotonic() - started
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+    assert head(db) == before
     assert result.exit_code == 1
     assert "stayed locked by another writer for 0.5s" in error_line(result)
     assert waited < 5  # SQLite's wait is capped by the budget too, not a fixed 2 s on top
 
 
+@pytest.mark.sqlite_only
 def test_durability_option_sets_synchronous(db: Path) -> None:
     """--durability normal trades the last commits on power loss for fewer fsyncs; full is default."""
     from ledger.store_sqlite import SQLiteRecorder

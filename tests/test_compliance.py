@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 from cli_support import OTHER_VALUE, VALUE, document, error_line, invoke, mode
+from tamper_support import plain_rows, rewrite_rows
 
 from ledger import events as ev
 from ledger.crypto import SCHEME_BOUND
 from ledger.errors import VersionError
 from ledger.events import NewEvent
+from ledger.locations import open_recorder
 from ledger.service import Ledger
 from ledger.signing import recorded_public_key
 from ledger.store_sqlite import SQLiteRecorder
@@ -247,7 +249,7 @@ def test_user_text_is_escaped_in_html_markdown_and_csv(tmp_path: Path) -> None:
     db = tmp_path / "hostile.db"
     with create_test_ledger(db, PASSWORD, actor="<b>eve</b>") as ledger:
         ledger.rotate(reason=HOSTILE)
-    with SQLiteRecorder(db) as recorder:
+    with open_recorder(db) as recorder:
         built = build_compliance_report(recorder, now=REPORT_TIME)
     page, markdown = render(built, "html"), render(built, "md")
     assert "<script>" not in page and "<b>eve</b>" not in page
@@ -272,7 +274,7 @@ def test_lists_keep_the_most_recent_entries_and_count_all(
     with create_test_ledger(db, PASSWORD) as ledger:
         for n in range(5):
             ledger.rotate(reason=f"rotation {n}")
-    with SQLiteRecorder(db) as recorder:
+    with open_recorder(db) as recorder:
         built = build_compliance_report(recorder, now=REPORT_TIME)
     assert built.rotations_total == 5
     assert [r.reason for r in built.rotations] == ["rotation 3", "rotation 4"]
@@ -283,7 +285,7 @@ def test_new_ledger_gives_a_report(tmp_path: Path) -> None:
     """A ledger holding only its first key still renders in every format."""
     db = tmp_path / "new.db"
     create_test_ledger(db, PASSWORD).close()
-    with SQLiteRecorder(db) as recorder:
+    with open_recorder(db) as recorder:
         built = build_compliance_report(recorder, now=REPORT_TIME)
     assert [k.status for k in built.inventory] == ["active"]
     assert built.rotations_total == 0 and built.migrations == () and built.failures == ()
@@ -342,7 +344,7 @@ def test_export_json_summary_and_format_from_suffix(filled: Path, tmp_path: Path
     result = invoke(filled, "audit", "export", "--out", str(out), "--json", password=None)
     assert result.exit_code == 0
     summary = document(result)
-    with SQLiteRecorder(filled) as recorder:
+    with open_recorder(filled) as recorder:
         seq, head = recorder.head()
     assert summary["path"] == str(out) and summary["format"] == "md"
     assert (summary["seq"], summary["head"], summary["ok"]) == (seq, head, True)
@@ -354,10 +356,7 @@ def test_export_json_summary_and_format_from_suffix(filled: Path, tmp_path: Path
 def test_export_of_a_tampered_ledger_writes_the_report_and_exits_1(filled: Path, tmp_path: Path) -> None:
     """A ledger that does not verify still gets its report, which records the failure,
     and the command exits 1 so that a cron job notices."""
-    with closing(sqlite3.connect(filled)) as conn:
-        conn.execute("DROP TRIGGER events_no_update")
-        conn.execute("UPDATE events SET actor = 'mallory' WHERE seq = 3")
-        conn.commit()
+    rewrite_rows(filled, "UPDATE events SET actor = 'mallory' WHERE seq = 3")
     out = tmp_path / "report.json"
     result = invoke(filled, "audit", "export", "--out", str(out), "--json", password=None)
     assert result.exit_code == 1
@@ -392,12 +391,9 @@ def test_scenario_ledger_still_opens(scenario: Path) -> None:
 def test_unreadable_event_is_reported_not_fatal(filled: Path, tmp_path: Path) -> None:
     """An event whose payload no longer parses is counted and listed as a failure, and the
     rest of the report is still built (marked as not verified)."""
-    with closing(sqlite3.connect(filled)) as conn:
-        conn.execute("DROP TRIGGER events_no_update")
-        seq = conn.execute("SELECT max(seq) FROM events WHERE type = 'SecretWritten'").fetchone()[0]
-        conn.execute("UPDATE events SET payload = '{' WHERE seq = ?", (seq,))
-        conn.commit()
-    with SQLiteRecorder(filled) as recorder:
+    seq = plain_rows(filled, "SELECT max(seq) FROM events WHERE type = 'SecretWritten'")[0][0]
+    rewrite_rows(filled, f"UPDATE events SET payload = '{{' WHERE seq = {seq}")
+    with open_recorder(filled) as recorder:
         built = build_compliance_report(recorder, now=REPORT_TIME)
     assert not built.integrity.ok and built.integrity.unreadable_events == 1
     assert [(f.kind, f.seq) for f in built.failures] == [("unreadable-event", seq)]

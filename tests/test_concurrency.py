@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-from pathlib import Path
+
+from conftest import Backend
 
 from ledger import Ledger
 from ledger import events as ev
 from ledger.chain import first_broken_link
+from ledger.integrity import verify_ledger
 from ledger.testing import create_test_ledger, read_all
 from projections import ReadModels, projector
 
@@ -32,9 +34,11 @@ def migrator(path: str) -> None:
             ledger.migrate(batch_size=3)
 
 
-def test_writers_beside_a_migrating_process_lose_nothing(tmp_path: Path) -> None:
-    """Four writer processes and a rotating, migrating one: every final value is the last write."""
-    path = tmp_path / "race.db"
+def test_writers_beside_a_migrating_process_lose_nothing(backend: Backend) -> None:
+    """Four writer processes (each its own connection and actor) and a rotating, migrating
+    one: every final value is the last write, seq has no gap, the chain and every
+    checkpoint verify, and the read models equal a rebuild."""
+    path = backend.target
     with create_test_ledger(path, PASSWORD, projector=projector()) as ledger:
         for w in range(WRITERS):
             for n in range(NAMES_PER_WRITER):
@@ -63,6 +67,8 @@ def test_writers_beside_a_migrating_process_lose_nothing(tmp_path: Path) -> None
         rows = list(ledger.recorder.read_events())
         assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
         assert first_broken_link(ledger.recorder.chain_rows()) is None
+        assert verify_ledger(ledger.recorder, all_signatures=True).ok
+        assert {e.actor for e in rows} >= {f"writer-{w}" for w in range(WRITERS)} | {"migrator"}
         assert ledger.keyring().current == 4
         views = ReadModels(ledger.recorder, runner)
         incremental = (views.report(), views.secrets())
@@ -70,14 +76,14 @@ def test_writers_beside_a_migrating_process_lose_nothing(tmp_path: Path) -> None
         assert (views.report(), views.secrets()) == incremental
 
 
-def test_opening_the_read_models_beside_a_writer_finds_nothing_to_repair(tmp_path: Path) -> None:
+def test_opening_the_read_models_beside_a_writer_finds_nothing_to_repair(backend: Backend) -> None:
     """The open-time checks read the events, then the read models: a rotation committed
     between the two read as a disagreement, and a genuine ledger was "repaired" and failed
     its next health-check (attack pass 4, F3). Each look is now one snapshot."""
     import subprocess
     import sys
 
-    db = tmp_path / "k.db"
+    db = backend.target
     with create_test_ledger(db, "pw", projector=projector()) as ledger:
         ledger.set("x", "1")
     script = (

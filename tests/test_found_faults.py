@@ -33,6 +33,7 @@ from cli_support import OTHER_VALUE, PASSWORD, VALUE, error_line, invoke
 from ledger import InvalidInputError, Ledger
 from ledger.domain import MAX_VALUE_BYTES, validate_name
 from ledger.import_formats import MAX_ENTRY_CHARS, MAX_PIPED_BYTES
+from ledger.locations import is_server
 from ledger.testing import create_test_ledger, keyledger_command, ledger_files
 
 # Address space for a child keyledger that must not read an endless input into memory:
@@ -130,18 +131,20 @@ def test_an_absurd_key_version_in_a_payload_is_one_clear_line(db: Path) -> None:
     """A payload edited to key_version 10**30 was an OverflowError traceback from list,
     info, report, health-check and set; now it is a damaged event (or the tampering that
     it is), one line, for each."""
-    import sqlite3
-    from contextlib import closing
+    from tamper_support import rewrite_rows
 
     assert invoke(db, "secrets", "set", "a", "--value", "x").exit_code == 0
-    with closing(sqlite3.connect(db)) as conn:
-        conn.execute("DROP TRIGGER events_no_update")
-        conn.execute("UPDATE events SET payload = replace(payload, '\"key_version\":1', "
+    rewrite_rows(db, "UPDATE events SET payload = replace(payload, '\"key_version\":1', "
                      "'\"key_version\":1000000000000000000000000000000') WHERE stream = 'secret:a'")
-        conn.commit()
+    # On SQLite, dropping the trigger moves the schema cookie, so even the metadata
+    # commands compare every row with its event; PostgreSQL's superuser edit leaves no such
+    # trace, and those two serve their (unproven) rows as the documented quick checks allow.
+    metadata_checked = not is_server(str(db))
     for args in (("info",), ("report",), ("secrets", "list"), ("health-check",),
                  ("secrets", "set", "b", "--value", "y")):
         result = invoke(db, *args)
+        if args in (("info",), ("secrets", "list")) and not metadata_checked:
+            continue
         assert result.exit_code != 0, args
         if args[0] != "health-check":
             assert error_line(result), args

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +441,5 @@ def test_cli_import_of_many_chunks_reports_counts(db: Path, tmp_path: Path) -> N
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert (doc["imported"], doc["skipped"]) == (len(entries), [])
-    with closing(sqlite3.connect(db)) as conn:
-        assert conn.execute("SELECT count(*) FROM proj_secrets").fetchone()[0] == len(entries)
+    assert plain_rows(db, "SELECT count(*) FROM proj_secrets")[0][0] == len(entries)
 

@@ -6,31 +6,28 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from cli_support import PASSWORD, VALUE, document, error_line, invoke
+from tamper_support import plain_rows
 
 from ledger import crypto
+from ledger.copying import copy_ledger
 from ledger.keyring import unlock_kek
+from ledger.locations import open_recorder
 from ledger.signing import SigningKey
-from ledger.store_sqlite import SQLiteRecorder
 
 
 def set_wrapped_key(db: Path, wrapped: bytes) -> None:
-    with closing(sqlite3.connect(db)) as conn:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'signing_key'",
-                     (base64.b64encode(wrapped).decode("ascii"),))
-        conn.commit()
+    plain_rows(db, "UPDATE meta SET value = ? WHERE key = 'signing_key' RETURNING key",
+               (base64.b64encode(wrapped).decode("ascii"),))
 
 
 def another_keys_private_half(db: Path) -> bytes:
     """A fresh Ed25519 key wrapped exactly as keyledger wraps its own, under the real KEK:
     what someone who holds the master password could put in meta."""
-    with SQLiteRecorder(db) as recorder:
+    with open_recorder(db) as recorder:
         meta = recorder.read_meta()
     return crypto.wrap_signing_key(unlock_kek(meta, PASSWORD), SigningKey.generate().private_bytes(),
                                    meta.ledger_id)
@@ -81,7 +78,7 @@ def test_another_keys_private_half_is_named_by_every_command_that_unlocks(
     assert get.exit_code == 1 and expected in error_line(get)
     assert VALUE not in get.stdout + get.stderr
     copy = tmp_path / "copy.db"
-    shutil.copy(filled, copy)
+    copy_ledger(filled, copy)
     backup = invoke(filled, "verify-backup", str(copy))
     assert backup.exit_code == 1 and expected in error_line(backup)
 
@@ -89,7 +86,7 @@ def test_another_keys_private_half_is_named_by_every_command_that_unlocks(
 def test_a_wrapped_key_that_opens_to_no_ed25519_key_is_one_line(filled: Path) -> None:
     """31 bytes wrapped under the real KEK open, but are no Ed25519 key: health-check names
     it (no traceback), and audit verify already tells by the size."""
-    with SQLiteRecorder(filled) as recorder:
+    with open_recorder(filled) as recorder:
         meta = recorder.read_meta()
     set_wrapped_key(filled, crypto.wrap_signing_key(unlock_kek(meta, PASSWORD), os.urandom(31),
                                                     meta.ledger_id))

@@ -16,6 +16,8 @@ from ledger.store_sqlite import APPEND_ONLY_TRIGGERS
 from projections import ReadModels
 
 LEDGER_TRIGGERS = sorted(APPEND_ONLY_TRIGGERS)
+# SQLite's triggers and their SQL; PostgreSQL's are checked in test_postgres.py.
+pytestmark = pytest.mark.sqlite_only
 
 
 def run(db: Path, *statements: str) -> None:

@@ -1,0 +1,377 @@
+"""What is PostgreSQL's own: naming a ledger, the append-only triggers, the server's
+faults (refused, wrong password, missing or foreign schema, a restart, a killed client),
+copying between backends, and what reaches the server's files.
+
+The shared contract (the recorder, the read models, the CLI) runs on both backends
+through the ``backend`` fixture; these tests are about the server itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pg_support
+import pytest
+from cli_support import PASSWORD as CLI_PASSWORD
+from cli_support import document, error_line, invoke
+from tamper_support import plain_rows, plain_sql
+
+from ledger import Ledger, LedgerFormatError
+from ledger.integrity import verify_ledger
+from ledger.store_postgres import POSTGRES_LAYOUT, PostgresRecorder, split_target
+from ledger.store_read_models import read_model_tables
+from ledger.testing import child_environment, create_test_ledger, keyledger_command
+from projections import projector
+from projections.read_models.runner import layout_fingerprint
+
+VALUE = "pg-plaintext-never-on-the-server-7c1e"
+
+
+@pytest.fixture
+def url(pg_cluster: pg_support.Cluster) -> str:
+    """A ledger (key version 1, one secret) in a fresh schema, for the CLI."""
+    target = pg_cluster.url()
+    with create_test_ledger(target, CLI_PASSWORD, projector=projector()) as ledger:
+        ledger.set("db_password", VALUE)
+    return target
+
+
+def run_cli(target: str, *args: str, password: str | None = CLI_PASSWORD,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    environment = child_environment(KEYLEDGER_DB=target, **env)
+    if password is not None:
+        environment["ENCRYPTION_MASTER_PASSWORD"] = password
+    return subprocess.run([*keyledger_command(), *args], env=environment, capture_output=True,
+                          text=True, timeout=120)
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+# -- naming a ledger -------------------------------------------------------------------
+
+
+def test_the_schema_is_keyledgers_own_parameter() -> None:
+    """``schema`` is taken out of what libpq sees, from a URL and a keyword string alike;
+    anything but a plain lower-case name is refused."""
+    assert split_target("postgresql://app@db/secrets?schema=prod&sslmode=require") == (
+        "postgresql://app@db/secrets?sslmode=require", "prod")
+    assert split_target("host=db dbname=secrets schema=prod user=app") == (
+        "host=db dbname=secrets  user=app", "prod")
+    assert split_target("postgresql://app@db/secrets")[1] == "keyledger"
+    for bad in ("Prod", "a;drop", "x y", "", "1abc"):
+        with pytest.raises(LedgerFormatError, match="plain lower-case name"):
+            split_target(f"postgresql://app@db/secrets?schema={bad}")
+
+
+def test_one_database_holds_several_ledgers(pg_cluster: pg_support.Cluster) -> None:
+    """Two schemas of one database are two ledgers, each with its own keys and events."""
+    first, second = pg_cluster.url(), pg_cluster.url()
+    with create_test_ledger(first, "one") as a, create_test_ledger(second, "two") as b:
+        a.set("x", "from a")
+        b.set("x", "from b")
+    with Ledger.open(first, "one") as a, Ledger.open(second, "two") as b:
+        assert (a.get("x").value, b.get("x").value) == ("from a", "from b")
+        assert a.session.meta.ledger_id != b.session.meta.ledger_id
+
+
+def test_init_creates_the_schema_and_again_changes_nothing(pg_cluster: pg_support.Cluster) -> None:
+    """``init`` on a URL whose schema does not exist creates it; a second ``init`` says so
+    and appends nothing."""
+    target = pg_cluster.url()
+    created = run_cli(target, "init", "--json")
+    assert created.returncode == 0, created.stderr
+    again = run_cli(target, "init", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["created"] is False
+    assert plain_rows(target, "SELECT count(*) FROM events")[0][0] == 4
+
+
+# -- faults, each one line -------------------------------------------------------------
+
+
+def test_a_refused_connection_is_one_line(tmp_path: Path) -> None:
+    """No server at the socket: one line naming the server, exit 1."""
+    result = run_cli(f"postgresql://nobody@/db?host={tmp_path}&schema=x", "info")
+    assert result.returncode == 1
+    assert "cannot reach the PostgreSQL server" in one_line(result)
+
+
+def test_a_wrong_database_password_is_one_line(pg_cluster: pg_support.Cluster, url: str) -> None:
+    """A login role with a password: the wrong one (PGPASSWORD) is one line, the right one
+    works; neither password is ever printed."""
+    pg_cluster.admin_sql("DROP ROLE IF EXISTS kl_login")
+    pg_cluster.admin_sql("CREATE ROLE kl_login LOGIN SUPERUSER PASSWORD 'right-pg-pass'")
+    as_login = url.replace("keyledger_admin@", "kl_login@")
+    wrong = run_cli(as_login, "info", PGPASSWORD="wrong-pg-pass")
+    assert wrong.returncode == 1
+    assert "refused the login" in one_line(wrong)
+    assert "wrong-pg-pass" not in wrong.stderr + wrong.stdout
+    right = run_cli(as_login, "secrets", "get", "db_password", PGPASSWORD="right-pg-pass")
+    assert right.returncode == 0 and right.stdout.strip() == VALUE
+
+
+def test_a_missing_or_foreign_schema_is_one_line(pg_cluster: pg_support.Cluster) -> None:
+    """A schema that does not exist says to run init; one that holds other tables is
+    refused, by ``init`` too, and left as it was."""
+    missing = run_cli(pg_cluster.url(), "info")
+    assert missing.returncode == 1 and "does not exist" in one_line(missing)
+    foreign = pg_cluster.url()
+    schema = split_target(foreign)[1]
+    pg_cluster.admin_sql(f"CREATE SCHEMA {schema}")
+    pg_cluster.admin_sql(f"CREATE TABLE {schema}.orders (id int)")
+    for args in (("info",), ("init",)):
+        result = run_cli(foreign, *args)
+        assert result.returncode == 1 and "not a keyledger ledger" in one_line(result), args
+    assert pg_cluster.admin_sql(
+        f"SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}'"
+    ) == [(1,)]
+
+
+def test_a_wrong_master_password_changes_nothing(url: str) -> None:
+    before = plain_rows(url, "SELECT count(*), max(seq) FROM events")
+    result = run_cli(url, "secrets", "set", "x", "--value", "v", password="not it")
+    assert result.returncode == 1 and "password" in one_line(result)
+    assert plain_rows(url, "SELECT count(*), max(seq) FROM events") == before
+
+
+def test_a_client_killed_mid_transaction_leaves_no_partial_rows(url: str, tmp_path: Path) -> None:
+    """SIGKILL while an import's one transaction is open: the server rolls it back, the
+    ledger verifies as before, and the next writer does not wait for a lock."""
+    entries = {f"k{i:05}": f"value {i}" for i in range(30_000)}
+    source = tmp_path / "many.json"
+    source.write_text(json.dumps(entries), encoding="utf-8")
+    before = plain_rows(url, "SELECT count(*), max(seq) FROM events")
+    environment = child_environment(KEYLEDGER_DB=url, ENCRYPTION_MASTER_PASSWORD=CLI_PASSWORD)
+    child = subprocess.Popen([*keyledger_command(), "secrets", "import", str(source)],
+                             env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    schema = split_target(url)[1]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        holding = plain_rows(url, "SELECT count(*) FROM pg_locks l JOIN pg_class c "
+                                  "ON c.oid = l.relation JOIN pg_namespace n "
+                                  "ON n.oid = c.relnamespace WHERE c.relname = 'append_lock' "
+                                  "AND n.nspname = ? AND l.granted", (schema,))
+        if holding[0][0]:
+            time.sleep(0.3)  # inside the transaction, some chunks sent
+            break
+        time.sleep(0.01)
+    assert child.poll() is None, "the import ended before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    time.sleep(0.2)  # the server notices the closed socket and rolls back
+    assert plain_rows(url, "SELECT count(*), max(seq) FROM events") == before
+    assert plain_rows(url, "SELECT count(*) FROM proj_secrets")[0][0] == 1
+    started = time.monotonic()
+    assert invoke(url, "--lock-timeout", "5", "secrets", "set", "after", "--value", "v").exit_code == 0
+    assert time.monotonic() - started < 5
+    with PostgresRecorder(url, read_only=True) as recorder:
+        assert verify_ledger(recorder).ok
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[pg_support.Cluster]:
+    """A cluster of the test's own, which it may restart."""
+    why = pg_support.why_unavailable()
+    if why is not None:
+        pytest.fail(why) if os.environ.get("CI") == "true" else pytest.skip(why)
+    with pg_support.running_cluster() as cluster:
+        yield cluster
+
+
+def test_a_server_restart_during_migrate_fails_in_one_line_and_a_rerun_completes(
+    own_cluster: pg_support.Cluster, tmp_path: Path
+) -> None:
+    """``pg_ctl restart -m immediate`` while migrate runs: the command fails with one clear
+    line, whatever committed stays, and running it again migrates the rest, nothing lost."""
+    target = own_cluster.url()
+    entries = {f"k{i:05}": f"value {i}" for i in range(20_000)}
+    source = tmp_path / "many.json"
+    source.write_text(json.dumps(entries), encoding="utf-8")
+    with create_test_ledger(target, CLI_PASSWORD, projector=projector()):
+        pass
+    assert run_cli(target, "secrets", "import", str(source)).returncode == 0
+    assert run_cli(target, "rotate", "--yes").returncode == 0
+    environment = child_environment(KEYLEDGER_DB=target, ENCRYPTION_MASTER_PASSWORD=CLI_PASSWORD)
+    start = plain_rows(target, "SELECT max(seq) FROM events")[0][0]
+    child = subprocess.Popen([*keyledger_command(), "migrate", "--yes", "--batch-size", "100"],
+                             env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if plain_rows(target, "SELECT max(seq) FROM events")[0][0] > start + 300:
+            break
+        time.sleep(0.005)
+    assert child.poll() is None, "migrate ended before the restart"
+    own_cluster.restart_immediately()
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "PostgreSQL" in lines[0] and ("lost" in lines[0] or "restart" in lines[0]), lines[0]
+    rerun = run_cli(target, "migrate", "--yes", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    done = json.loads(rerun.stdout)
+    assert done["migrated"] > 0 and done["failed"] == 0
+    with Ledger.open(target, CLI_PASSWORD, seen=None) as ledger:
+        assert ledger.report().needing_migration == 0
+        for name in ("k00000", "k09999", "k19999"):
+            assert ledger.get(name).value == entries[name]
+        assert len(ledger.secrets()) == len(entries)
+        assert verify_ledger(ledger.recorder).ok
+
+
+# -- append-only, by trigger -----------------------------------------------------------
+
+
+def verify_json(target: str) -> dict[str, object]:
+    result = invoke(target, "audit", "verify", "--json", password=None)
+    assert result.exit_code == (0 if document(result)["ok"] else 1)
+    return dict(document(result))
+
+
+def test_truncate_update_and_delete_are_refused(url: str) -> None:
+    """Even the schema's owner, using SQL normally, cannot rewrite events or checkpoints."""
+    for table in ("events", "checkpoints"):
+        for sql in (f"TRUNCATE {table}", f"UPDATE {table} SET seq = seq",
+                    f"DELETE FROM {table}"):
+            with pytest.raises(Exception, match="append-only"):
+                plain_sql(url, sql)
+    assert verify_json(url)["ok"] is True
+
+
+@pytest.mark.parametrize("tamper, fault", [
+    ("DROP TRIGGER events_no_update ON events", "missing"),
+    ("ALTER TABLE events DISABLE TRIGGER events_no_update", "altered"),
+    ("CREATE OR REPLACE FUNCTION keyledger_append_only() RETURNS trigger LANGUAGE plpgsql "
+     "AS $$ BEGIN RETURN NEW; END $$", "altered"),
+])
+def test_audit_verify_names_an_append_only_trigger_dropped_disabled_or_emptied(
+    url: str, tamper: str, fault: str
+) -> None:
+    """The events still verify, but audit verify exits 1 naming the trigger."""
+    plain_sql(url, tamper)
+    doc = verify_json(url)
+    assert doc["ok"] is False
+    faults = {(f["name"], f["fault"]) for f in doc["trigger_faults"]}  # type: ignore[attr-defined]
+    assert ("events_no_update", fault) in faults
+
+
+def test_a_foreign_trigger_on_a_ledger_table_is_reported(url: str) -> None:
+    plain_sql(url, "CREATE FUNCTION spy() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RETURN NEW; END $$",
+              "CREATE TRIGGER copy_keys AFTER UPDATE ON keys FOR EACH ROW EXECUTE FUNCTION spy()")
+    doc = verify_json(url)
+    assert {"name": "copy_keys", "table": "keys", "fault": "foreign"} in doc["trigger_faults"]  # type: ignore[operator]
+
+
+def test_the_read_models_layout_is_known(url: str) -> None:
+    """A change to the read models' tables on PostgreSQL fails here until
+    POSTGRES_LAYOUT is updated."""
+    with PostgresRecorder(url) as recorder:
+        assert layout_fingerprint(read_model_tables(recorder).schema()) == POSTGRES_LAYOUT
+
+
+# -- copies between backends -----------------------------------------------------------
+
+
+def test_sqlite_to_postgresql_and_back_verifies_with_the_same_head(
+    pg_cluster: pg_support.Cluster, tmp_path: Path
+) -> None:
+    """A ledger moved SQLite -> PostgreSQL -> SQLite: the same head, and ``audit verify
+    --pubkey`` passes on all three; the values open on each."""
+    first = tmp_path / "first.db"
+    with create_test_ledger(first, CLI_PASSWORD, projector=projector()) as ledger:
+        for i in range(30):
+            ledger.set(f"s{i}", f"v{i}")
+        ledger.rotate()
+        ledger.migrate(batch_size=7)
+        ledger.delete("s3")
+    pubkey = document(invoke(first, "audit", "pubkey", "--json", password=None))["public_key"]
+    server = pg_cluster.url()
+    last = tmp_path / "last.db"
+    for source, dest in ((str(first), server), (server, str(last))):
+        copied = run_cli("", "copy", source, dest, "--pubkey", pubkey, "--json", password=None)
+        assert copied.returncode == 0, copied.stderr
+    heads = []
+    for target in (str(first), server, str(last)):
+        doc = document(invoke(target, "audit", "verify", "--pubkey", pubkey, "--json", password=None))
+        assert doc["ok"] is True, (target, doc["problems"])
+        heads.append((doc["events"], doc["head"]))
+        with Ledger.open(target, CLI_PASSWORD, seen=None) as ledger:
+            assert ledger.get("s29").value == "v29" and ledger.report().needing_migration == 0
+    assert heads[0] == heads[1] == heads[2]
+
+
+def test_copy_refuses_a_destination_that_holds_something(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "copy.db"
+    assert run_cli("", "copy", url, str(out), password=None).returncode == 0
+    again = run_cli("", "copy", url, str(out), password=None)
+    assert again.returncode == 1 and "already holds a ledger" in one_line(again)
+    back = run_cli("", "copy", str(out), url, password=None)
+    assert back.returncode == 1 and "already holds a ledger" in one_line(back)
+
+
+def test_copy_refuses_a_source_that_does_not_verify(url: str, tmp_path: Path) -> None:
+    """Nothing unchecked is carried: a rewritten event stops the copy, and nothing is
+    written at the destination."""
+    from tamper_support import rewrite_rows
+
+    rewrite_rows(url, "UPDATE events SET actor = 'mallory' WHERE seq = 2")
+    out = tmp_path / "copy.db"
+    result = run_cli("", "copy", url, str(out), password=None)
+    assert result.returncode == 1 and "nothing was copied" in one_line(result)
+    assert not out.exists()
+
+
+def test_a_backup_of_a_server_ledger_is_the_portable_file(url: str, tmp_path: Path) -> None:
+    """``backup`` of a PostgreSQL ledger writes a SQLite file that verify-backup checks
+    (values included), recorded in the server's ledger."""
+    out = tmp_path / "backup.db"
+    taken = invoke(url, "backup", "--out", str(out), "--json")
+    assert taken.exit_code == 0, taken.stderr
+    checked = invoke(out, "verify-backup", str(out), "--json")
+    assert checked.exit_code == 0 and document(checked)["decrypted"] == 1
+    assert plain_rows(url, "SELECT type FROM events ORDER BY seq DESC LIMIT 1")[0][0] == "BackupTaken"
+    assert (os.stat(out).st_mode & 0o777) == 0o600
+
+
+def test_restore_onto_a_server_says_how(url: str, tmp_path: Path) -> None:
+    out = tmp_path / "backup.db"
+    assert invoke(url, "backup", "--out", str(out)).exit_code == 0
+    result = invoke(url, "restore", str(out), "--yes")
+    assert result.exit_code == 2 and "keyledger copy" in error_line(result)
+
+
+# -- what reaches the server -----------------------------------------------------------
+
+
+def test_no_value_or_master_password_reaches_the_servers_files(
+    own_cluster: pg_support.Cluster
+) -> None:
+    """Values are encrypted before they leave the process: after writes, a rotation, a
+    migration and a checkpoint, neither a value nor the master password is in any file
+    of the cluster (tables, WAL, logs)."""
+    target = own_cluster.url()
+    master = "master-password-never-on-the-server-51b"
+    with create_test_ledger(target, master, projector=projector()) as ledger:
+        ledger.set("db_password", VALUE)
+        ledger.rotate()
+        ledger.migrate()
+        assert ledger.get("db_password").value == VALUE
+    own_cluster.admin_sql("CHECKPOINT")
+    found = []
+    for path in own_cluster.root.rglob("*"):
+        if path.is_file() and not path.is_socket():
+            data = path.read_bytes()
+            found += [str(path) for secret in (VALUE, master) if secret.encode() in data]
+    assert found == []
