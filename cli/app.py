@@ -10,7 +10,7 @@ import typer
 # typer >= 0.29 carries its own copy of click; its exceptions live there.
 from typer._click.exceptions import ClickException
 
-from cli import audit, backup, health, keyring, keys, migrate, policy, secrets
+from cli import audit, backup, health, keyring, keys, migrate, policy, roles, secrets
 from cli.context import Settings
 from cli.env import DB_ENV, DEFAULT_DB
 from cli.output import EXIT_FAILED, usage_error
@@ -79,6 +79,7 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(keys.app, name="keys")
 app.add_typer(policy.app, name="policy")
 app.add_typer(audit.app, name="audit")
+app.add_typer(roles.app, name="roles")
 
 
 def main() -> None:

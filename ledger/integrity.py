@@ -210,10 +210,10 @@ def verify_ledger(
     for problem in chain.problems:
         report.fault(problem, chain.first_bad_seq)
     top = recorder.head()[0]
-    meta = recorder.read_meta()
-    ledger_id = meta.ledger_id
+    ledger_id = recorder.ledger_id()
     report.public_key = _recorded_key(recorder, report.fault)
-    wrapped = wrapped_key_problem(meta.signing_key)
+    signing_key = recorder.wrapped_signing_key()  # None: hidden from this role (an auditor)
+    wrapped = None if signing_key is None else wrapped_key_problem(signing_key)
     if wrapped is not None:
         report.fault(wrapped, None)
     key = None if report.public_key is None else parse_public_key(report.public_key)
@@ -361,7 +361,7 @@ def head_signature_problems(recorder: Recorder) -> list[str]:
     if latest.seq != top or latest.head_hash != head:
         problems.append(f"the latest signed checkpoint (seq {latest.seq}) does not cover the "
                         f"last event (seq {top})")
-    checkpoint = _checkpoint(recorder.read_meta().ledger_id, latest)
+    checkpoint = _checkpoint(recorder.ledger_id(), latest)
     if recorded is not None and not signature_holds(parse_public_key(recorded), checkpoint):
         problems.append(f"the latest checkpoint (seq {latest.seq}) has a bad signature")
     return problems

@@ -200,7 +200,7 @@ def recorded_verifier(recorder: Recorder) -> CheckpointVerifier | None:
     public_key = recorded_public_key(recorder)
     if public_key is None:
         return None
-    return CheckpointVerifier(parse_public_key(public_key), recorder.read_meta().ledger_id)
+    return CheckpointVerifier(parse_public_key(public_key), recorder.ledger_id())
 
 
 def recorded_signing_keys(recorder: Recorder) -> list[tuple[int, str]]:

@@ -166,6 +166,10 @@ class Recorder(Protocol):
 
     def read_wrapped_keys(self) -> dict[int, bytes | None]: ...
 
+    def ledger_id(self) -> str: ...
+
+    def wrapped_signing_key(self) -> bytes | None: ...
+
     def append(
         self, events: Sequence[NewEvent], *, actor: str, occurred_at: str, origin: str = "",
         keys: Mapping[int, bytes | None] | None = None, kdf: KdfRecord | None = None,
@@ -641,6 +645,32 @@ class SQLRecorder:
             raise LedgerFormatError(
                 f"{self.location}: ledger metadata is incomplete or damaged") from None
 
+    def ledger_id(self) -> str:
+        """The ledger's id (the one ``meta`` row every role may read)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'ledger_id'").fetchone()
+        if row is None or not isinstance(row[0], str):
+            raise LedgerFormatError(f"{self.location}: ledger metadata is incomplete or damaged")
+        return row[0]
+
+    def wrapped_signing_key(self) -> bytes | None:
+        """The wrapped signing key as ``meta`` holds it; None where this database role is
+        not shown it (PostgreSQL's auditor role).
+
+        :raises LedgerFormatError: it is missing or not base64 where nothing hides it.
+        """
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'signing_key'").fetchone()
+        if row is None and self._hides_key_material():
+            return None
+        try:
+            return base64.b64decode(row[0])  # as read_meta decodes it
+        except (ValueError, TypeError):
+            raise LedgerFormatError(
+                f"{self.location}: ledger metadata is incomplete or damaged") from None
+
+    def _hides_key_material(self) -> bool:
+        """Whether this connection's role may be refused the key rows (by grants)."""
+        return False
+
     def read_wrapped_keys(self) -> dict[int, bytes | None]:
         return {v: w for v, w in self.conn.execute("SELECT version, wrapped FROM keys")}
 
@@ -738,7 +768,7 @@ class SQLRecorder:
         ``stream`` and ``named`` select rows about one subject: rows of ``stream``, or
         whose payload has a ``name`` member (at any depth) equal to ``named``.
         """
-        where: list[str] = ["1"]
+        where: list[str] = ["1 = 1"]
         params: list[object] = []
         if types:
             where.append(f"type IN ({', '.join('?' * len(types))})")

@@ -374,6 +374,11 @@ class PostgresRecorder(SQLRecorder):
     def is_initialized(self) -> bool:
         return self._has_table("meta")
 
+    def _hides_key_material(self) -> bool:
+        """Whether row-level security applies to this role on ``meta`` (the auditor's)."""
+        row = self.conn.raw.execute("SELECT row_security_active('meta')").fetchone()
+        return bool(row and row[0])
+
     @property
     def location(self) -> str:
         return self._location
@@ -534,6 +539,19 @@ class PostgresRecorder(SQLRecorder):
         finally:
             self._rollback()
 
+    # -- roles -----------------------------------------------------------------------------
+
+    def create_roles(self, prefix: str) -> list[str]:
+        """Create the app, operator and auditor group roles (where missing) and grant them
+        their rights on this ledger's schema, in one transaction; the role names. Needs a
+        role that may create roles and owns the schema's tables (the one that ran init)."""
+        from ledger.store_postgres_roles import role_names, roles_sql
+
+        with self.write_transaction():
+            for statement in roles_sql(self.schema, prefix):
+                self.conn.raw.execute(statement)
+        return list(role_names(prefix).values())
+
     # -- erasure ---------------------------------------------------------------------------
 
     def shred(self, *, wait: bool = True) -> bool:
@@ -665,6 +683,14 @@ class PostgresReadModelTables(ReadModelTables):
 
     def _ddl(self, statement: str) -> str:
         return _ddl(statement)
+
+    def _create_table(self, statement: str) -> None:
+        """Only where the table is missing: PostgreSQL checks the right to create in the
+        schema (the owner's) before it looks whether the table exists, and the operator
+        role has no such right."""
+        found = re.match(r"\s*CREATE TABLE IF NOT EXISTS (\w+)", statement)
+        if found is None or not self._exists(found.group(1)):
+            self._pg.execute(_ddl(statement))
 
     def _exists(self, table: str) -> bool:
         row = self._pg.raw.execute(

@@ -84,6 +84,10 @@ class ReadModelTables:
         """A table statement as this database speaks it (SQLite: as written)."""
         return statement
 
+    def _create_table(self, statement: str) -> None:
+        """Run a ``CREATE TABLE IF NOT EXISTS``."""
+        self._conn.execute(self._ddl(statement))
+
     def expected_layout(self, sqlite_schema: Mapping[str, str]) -> str | None:
         """The fingerprint (:func:`projections.read_models.runner.layout_fingerprint`) the
         read models' :meth:`schema` must have, given the one they have on SQLite (None:
@@ -91,7 +95,7 @@ class ReadModelTables:
         return None
 
     def create_checkpoint(self) -> None:
-        self._conn.execute(self._ddl(_CHECKPOINT_DDL))
+        self._create_table(_CHECKPOINT_DDL)
 
     def create_guards(self, table: str) -> None:
         """The triggers that refuse every write to ``table`` but keyledger's own: a
@@ -190,19 +194,19 @@ class ReadModelTables:
     # -- keys -------------------------------------------------------------------------------
 
     def create_key_tables(self) -> None:
-        self._conn.execute(self._ddl(
+        self._create_table(
             """CREATE TABLE IF NOT EXISTS proj_key_versions (
                 version INTEGER PRIMARY KEY, created_at TEXT NOT NULL, rotated_at TEXT,
                 status TEXT NOT NULL, origin TEXT NOT NULL, fingerprint TEXT NOT NULL,
                 algorithm TEXT NOT NULL, encryptions INTEGER NOT NULL DEFAULT 0,
                 destroy_after TEXT, destroyed_at TEXT)"""
-        ))
-        self._conn.execute(self._ddl(
+        )
+        self._create_table(
             """CREATE TABLE IF NOT EXISTS proj_keyring (
                 id INTEGER PRIMARY KEY CHECK (id = 1), current_version INTEGER,
                 kdf_iterations INTEGER, rotations INTEGER NOT NULL DEFAULT 0,
                 rejections INTEGER NOT NULL DEFAULT 0)"""
-        ))
+        )
         self._conn.execute("INSERT INTO proj_keyring (id) VALUES (1) ON CONFLICT DO NOTHING")
 
     def set_kdf_iterations(self, iterations: int) -> None:
@@ -260,17 +264,17 @@ class ReadModelTables:
     # -- secrets ----------------------------------------------------------------------------
 
     def create_secret_tables(self) -> None:
-        self._conn.execute(self._ddl(
+        self._create_table(
             """CREATE TABLE IF NOT EXISTS proj_secrets (
                 name TEXT PRIMARY KEY, key_version INTEGER, revision INTEGER NOT NULL,
                 scheme TEXT, updated_at TEXT NOT NULL, updated_seq INTEGER NOT NULL,
                 deleted INTEGER NOT NULL DEFAULT 0)"""
-        ))
-        self._conn.execute(self._ddl(
+        )
+        self._create_table(
             """CREATE TABLE IF NOT EXISTS proj_secret_counts (
                 key_version INTEGER NOT NULL, scheme TEXT NOT NULL, live INTEGER NOT NULL,
                 PRIMARY KEY (key_version, scheme))"""
-        ))
+        )
 
     def secret_states(self, names: Collection[str]) -> dict[str, tuple[int, str] | None]:
         """``name -> (key_version, scheme)`` of those of ``names`` that have a row: None
@@ -353,7 +357,7 @@ class ReadModelTables:
     # -- migration runs ---------------------------------------------------------------------
 
     def create_migration_table(self) -> None:
-        self._conn.execute(self._ddl(
+        self._create_table(
             """CREATE TABLE IF NOT EXISTS proj_migration_runs (
                 run_id TEXT PRIMARY KEY, target_version INTEGER NOT NULL,
                 started_at TEXT NOT NULL, completed_at TEXT, actor TEXT NOT NULL,
@@ -361,7 +365,7 @@ class ReadModelTables:
                 from_versions TEXT NOT NULL DEFAULT '',
                 migrated INTEGER NOT NULL DEFAULT 0, already_current INTEGER,
                 failed INTEGER, duration_seconds REAL)"""
-        ))
+        )
 
     def set_run_status(self, run_id: str, status: str) -> None:
         self._conn.execute("UPDATE proj_migration_runs SET status = ? WHERE run_id = ?",

@@ -17,7 +17,8 @@ PACKAGES = ("ledger", "projections", "cli")
 #: The modules that may speak SQL and import ``sqlite3``: the storage layer. The header
 #: reader is apart so that the executable can read the KDF record before the rest loads;
 #: the read models' tables are apart from the event store they sit beside.
-STORE = {"ledger.store", "ledger.store_sqlite", "ledger.store_postgres", "ledger.store_header",
+STORE = {"ledger.store", "ledger.store_sqlite", "ledger.store_postgres", "ledger.store_postgres_roles",
+         "ledger.store_header",
          "ledger.store_read_models"}
 
 def _modules() -> dict[str, Path]:

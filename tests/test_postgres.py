@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pg_support
 import pytest
@@ -375,3 +376,113 @@ def test_no_value_or_master_password_reaches_the_servers_files(
             data = path.read_bytes()
             found += [str(path) for secret in (VALUE, master) if secret.encode() in data]
     assert found == []
+
+
+# -- roles -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def roles(pg_cluster: pg_support.Cluster, url: str) -> dict[str, str]:
+    """The three group roles on the ``url`` ledger, each granted to a login role of its
+    own: kind -> that login's URL (its password is ``pass-KIND``, in PGPASSWORD)."""
+    created = invoke(url, "roles", "create", "--json", password=None)
+    assert created.exit_code == 0, created.stderr
+    logins = {}
+    for kind in ("app", "operator", "auditor"):
+        login = f"login_{kind}"
+        pg_cluster.admin_sql(f"""DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{login}') THEN
+                CREATE ROLE {login} LOGIN PASSWORD 'pass-{kind}'; END IF; END $$""")
+        pg_cluster.admin_sql(f"GRANT keyledger_{kind} TO {login}")
+        logins[kind] = url.replace("keyledger_admin@", f"{login}@")
+    return logins
+
+
+def as_role(kind: str, target: str, *args: str, password: str | None = CLI_PASSWORD) -> Any:
+    return invoke(target, *args, password=password, env={"PGPASSWORD": f"pass-{kind}"})
+
+
+def refused_as(kind: str, target: str, sql: str) -> str:
+    import psycopg
+
+    conninfo, schema = split_target(target)
+    with psycopg.connect(conninfo, password=f"pass-{kind}", autocommit=True) as conn:
+        conn.execute("SELECT set_config('search_path', %s, false)", (schema,))
+        try:
+            conn.execute(sql)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            return str(exc)
+    raise AssertionError(f"{kind} was allowed {sql!r}")
+
+
+def test_roles_create_is_idempotent_and_prints_its_sql_without_a_server(
+    url: str, roles: dict[str, str], tmp_path: Path
+) -> None:
+    again = invoke(url, "roles", "create", "--json", password=None)
+    assert again.exit_code == 0
+    assert document(again)["roles"] == {"app": "keyledger_app", "operator": "keyledger_operator",
+                                        "auditor": "keyledger_auditor"}
+    printed = invoke(f"postgresql://x@/db?host={tmp_path}&schema=prod", "roles", "create",
+                     "--print", "--prefix", "kl_", password=None)
+    assert printed.exit_code == 0
+    assert "CREATE ROLE kl_auditor NOLOGIN" in printed.stdout and "prod.events" in printed.stdout
+    grants = [line for line in printed.stdout.splitlines() if line.startswith("GRANT")]
+    assert grants and not [line for line in grants if "prod.events" in line
+                           and ("UPDATE" in line or "DELETE" in line)]
+    not_a_server = invoke(tmp_path / "x.db", "roles", "create", password=None)
+    assert not_a_server.exit_code == 2 and "PostgreSQL" in error_line(not_a_server)
+
+
+def test_the_app_role_reads_and_cannot_append(roles: dict[str, str]) -> None:
+    app = roles["app"]
+    got = as_role("app", app, "secrets", "get", "db_password")
+    assert got.exit_code == 0 and got.stdout.strip() == VALUE
+    for args in (("secrets", "set", "x", "--value", "v"), ("rotate", "--yes")):
+        refused = as_role("app", app, *args)
+        assert refused.exit_code == 1 and "permission denied" in error_line(refused), args
+    for sql in ("INSERT INTO events (seq) VALUES (99)", "UPDATE keys SET wrapped = NULL",
+                "DELETE FROM proj_secrets"):
+        assert "permission denied" in refused_as("app", app, sql)
+
+
+def test_the_app_role_fails_closed_when_reads_are_audited(url: str, roles: dict[str, str]) -> None:
+    """With read auditing on every read is an event, which the app role may not append:
+    its read serves nothing, in one line."""
+    assert invoke(url, "audit", "reads", "on", "--reason", "pci").exit_code == 0
+    got = as_role("app", roles["app"], "secrets", "get", "db_password")
+    assert got.exit_code == 1 and got.stdout == "" and "permission denied" in error_line(got)
+
+
+def test_the_operator_role_runs_every_command_and_rewrites_nothing(roles: dict[str, str]) -> None:
+    operator = roles["operator"]
+    for args in (("secrets", "set", "x", "--value", "v"), ("rotate", "--yes"),
+                 ("migrate", "--yes"), ("rebuild-projections",), ("health-check",),
+                 ("keys", "retire", "1"), ("audit", "verify")):
+        result = as_role("operator", operator, *args)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    for table in ("events", "checkpoints"):
+        for sql in (f"UPDATE {table} SET seq = seq", f"DELETE FROM {table}", f"TRUNCATE {table}"):
+            assert "permission denied" in refused_as("operator", operator, sql)
+    assert "must be owner" in refused_as("operator", operator, "DROP TRIGGER events_no_update ON events")
+
+
+def test_the_auditor_role_audits_without_a_password_or_the_keys(
+    roles: dict[str, str], tmp_path: Path
+) -> None:
+    auditor = roles["auditor"]
+    for args in (("audit", "verify", "--json"), ("audit", "log", "--json"), ("info", "--json"),
+                 ("report", "--json"), ("audit", "replay", "--seq", "5", "--json"),
+                 ("audit", "incident", "--version", "1", "--json"),
+                 ("audit", "export", "--out", str(tmp_path / "r.json"), "--json")):
+        result = as_role("auditor", auditor, *args, password=None)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+    assert document(as_role("auditor", auditor, "audit", "verify", "--json", password=None))["ok"]
+    assert "permission denied" in refused_as("auditor", auditor, "SELECT * FROM keys")
+    import psycopg
+
+    conninfo, schema = split_target(auditor)
+    with psycopg.connect(conninfo, password="pass-auditor") as conn:
+        seen = {key for (key,) in conn.execute(f"SELECT key FROM {schema}.meta")}
+    assert "ledger_id" in seen and not seen & {"signing_key", "kek_check"}
+    denied = as_role("auditor", auditor, "secrets", "get", "db_password")
+    assert denied.exit_code == 1 and VALUE not in denied.stdout + denied.stderr

@@ -460,7 +460,7 @@ def build_compliance_report(
         for stored in recorder.read_events():
             fold.apply(stored)
         held, deleted = _live_secrets(recorder)
-        ledger_id = fold.ledger_id or recorder.read_meta().ledger_id
+        ledger_id = fold.ledger_id or recorder.ledger_id()
     for run in fold.runs.values():
         if run.status == "incomplete":
             fold.failures_total += 1
