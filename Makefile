@@ -41,9 +41,15 @@ crash-soak: $(STAMP)
 
 # Ledgers of BENCH_SIZES secrets (default 10000,100000,1000000; BENCH_SIZES=10000 for a quick
 # run), one table with targets; BENCH_JSON=path also writes JSON. Results go in docs/benchmarks.md.
+# BENCH_BACKENDS=sqlite,postgresql instead times both backends side by side in one table
+# (tests/benchmarks/backends.py; BENCH_SIZES default 10000,100000).
 bench: $(STAMP)
 	$(BIN)/python -m compileall -q ledger projections cli >/dev/null  # as an installed package would be
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py
+	if [ -n "$(BENCH_BACKENDS)" ]; then \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/backends.py; \
+	else \
+		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py; \
+	fi
 
 # This checkout against an older one, in the same minutes (the machine's speed drifts):
 #   git worktree add /tmp/old COMMIT && make bench-compare OLD=/tmp/old [SIZE=1000000] [READS=--reads]

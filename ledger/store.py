@@ -896,14 +896,7 @@ class SQLRecorder:
                 )
             )
             prev_hash = digest
-        self.conn.executemany(
-            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (s.seq, s.stream, s.stream_rev, s.type, s.schema_version, s.payload,
-                 s.occurred_at, s.actor, s.origin, s.prev_hash, s.hash)
-                for s in stored
-            ],
-        )
+        self._insert_events(stored)
         new_root, previous = self._advance_heads(stored, base.root, also, checks)
         new_base = _Base(new_root, None if base.tally is None
                          else self._advance_tally(base.tally, events, stored, previous))
@@ -958,6 +951,16 @@ class SQLRecorder:
                  if v is not None])
         except ValueError:
             raise _tally_error() from None
+
+    def _insert_events(self, stored: Sequence[StoredEvent]) -> None:
+        self.conn.executemany(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (s.seq, s.stream, s.stream_rev, s.type, s.schema_version, s.payload,
+                 s.occurred_at, s.actor, s.origin, s.prev_hash, s.hash)
+                for s in stored
+            ],
+        )
 
     def _rows_in(self, select: str, keys: Iterable[object]) -> Iterator[tuple[Any, ...]]:
         """The rows of ``select ... IN (?)`` for every one of ``keys``, asked 500 at a time

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -237,6 +238,56 @@ logging.getLogger("psycopg").addHandler(logging.NullHandler())
 # -- the connection ----------------------------------------------------------------------
 
 
+#: Fewer rows than this go row by row (pipelined): the bulk form's arrays cost more.
+_BULK_ROWS = 16
+_INSERT = re.compile(r"\s*INSERT INTO (\w+) \(([\w, ]+)\) VALUES \(([?, ]+)\)(.*)", re.S)
+_UPDATE = re.compile(r"\s*UPDATE (\w+) SET (.+) WHERE (\w+) = \?\s*", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class _Bulk:
+    """A statement rewritten to take one array per placeholder; ``key``: the positions of
+    the row values that must not repeat within one batch."""
+
+    text: str
+    key: tuple[int, ...]
+
+
+def _bulk_form(sql: str, types_of: Callable[[str], dict[str, str]]) -> _Bulk | None:
+    """``sql`` taking one array per column through ``unnest``, for the two shapes the store
+    writes in bulk; None for any other statement."""
+    found = _INSERT.fullmatch(sql)
+    if found is not None:
+        table, columns, marks, rest = found.groups()
+        names = [c.strip() for c in columns.split(",")]
+        types = types_of(table)
+        if marks.count("?") != len(names) or any(n not in types for n in names):
+            return None
+        conflict = re.match(r"\s*ON CONFLICT \(([\w, ]+)\)", rest)
+        key_names = [c.strip() for c in conflict.group(1).split(",")] if conflict else names
+        if rest.strip() and conflict is None:
+            return None
+        arrays = ", ".join(f"%b::{types[n]}[]" for n in names)
+        return _Bulk(f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+                     + rest.replace("%", "%%"),
+                     tuple(names.index(k) for k in key_names if k in names))
+    found = _UPDATE.fullmatch(sql)
+    if found is None:
+        return None
+    table, assignments, key = found.groups()
+    types = types_of(table)
+    targets = re.findall(r"(\w+) = (?:\w+ \+ )?\?", assignments)
+    if assignments.count("?") != len(targets) or any(t not in types for t in (*targets, key)):
+        return None
+    count = iter(range(1, len(targets) + 1))
+    rewritten = re.sub(r"\?", lambda _: f"v.c{next(count)}", assignments)
+    placeholders = [*targets, key]
+    arrays = ", ".join(f"%b::{types[n]}[]" for n in placeholders)
+    aliases = ", ".join(f"c{i}" for i in range(1, len(placeholders) + 1))
+    return _Bulk(f"UPDATE {table} SET {rewritten} FROM unnest({arrays}) AS v({aliases}) "
+                 f"WHERE {table}.{key} = v.c{len(placeholders)}", (len(placeholders) - 1,))
+
+
 class _Adapter:
     """A psycopg connection (autocommit; transactions begun by the recorder) with the
     part of ``sqlite3.Connection``'s interface the shared code uses: ``?`` placeholders
@@ -245,6 +296,8 @@ class _Adapter:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.raw = conn
         self._texts: dict[str, str] = {}
+        self._bulks: dict[str, _Bulk | None] = {}
+        self._types: dict[str, dict[str, str]] = {}
 
     def _text(self, sql: str) -> str:
         text = self._texts.get(sql)
@@ -256,10 +309,35 @@ class _Adapter:
         return self.raw.execute(self._text(sql), tuple(parameters))
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> None:
+        """Many rows in one statement where the statement has the shape of the store's
+        bulk writes (an INSERT of values, an upsert, an UPDATE by key): the rows go as one
+        array per column through ``unnest``. Any other statement, a handful of rows, or a
+        batch that names one key twice (one statement would apply them in no set order)
+        goes row by row, pipelined."""
         rows = [tuple(row) for row in parameters]
-        if rows:
-            with self.raw.cursor() as cursor:
-                cursor.executemany(self._text(sql), rows)
+        if not rows:
+            return
+        if len(rows) >= _BULK_ROWS:
+            bulk = self._bulk(sql)
+            if bulk is not None and len({tuple(r[i] for i in bulk.key) for r in rows}) == len(rows):
+                columns = list(zip(*rows, strict=True))
+                self.raw.execute(bulk.text, [list(c) for c in columns])
+                return
+        with self.raw.cursor() as cursor:
+            cursor.executemany(self._text(sql), rows)
+
+    def _bulk(self, sql: str) -> _Bulk | None:
+        if sql not in self._bulks:
+            self._bulks[sql] = _bulk_form(sql, self._column_types)
+        return self._bulks[sql]
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        if table not in self._types:
+            self._types[table] = dict(self.raw.execute(
+                """SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                   WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped""",
+                (table,)).fetchall())
+        return self._types[table]
 
     @property
     def in_transaction(self) -> bool:
@@ -392,6 +470,23 @@ class PostgresRecorder(SQLRecorder):
         cursor = self.conn.raw.cursor(name=f"keyledger_{self._cursors}")
         cursor.itersize = 5000
         return cursor.execute(self.conn._text(sql), tuple(parameters))
+
+    def _insert_events(self, stored: Sequence[StoredEvent]) -> None:
+        """COPY, not a statement per row: one stream of rows to the server."""
+        if not stored:
+            return
+        with self.conn.raw.cursor() as cursor, cursor.copy(
+                f"COPY events ({_EVENT_COLUMNS}) FROM STDIN") as copy:
+            for s in stored:
+                copy.write_row((s.seq, s.stream, s.stream_rev, s.type, s.schema_version,
+                                s.payload, s.occurred_at, s.actor, s.origin, s.prev_hash, s.hash))
+
+    def _rows_in(self, select: str, keys: Iterable[object]) -> Iterator[tuple[Any, ...]]:
+        """One statement with an array (``= ANY``), not 500-value IN lists, whose long
+        texts would each be parsed and planned afresh."""
+        pending = list(keys)
+        if pending:
+            yield from self.conn.execute(select.replace(" IN (?)", " = ANY(?)"), (pending,))
 
     def initialize(self, *args: Any, **kwargs: Any) -> list[StoredEvent]:
         self._creating = True

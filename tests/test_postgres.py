@@ -486,3 +486,33 @@ def test_the_auditor_role_audits_without_a_password_or_the_keys(
     assert "ledger_id" in seen and not seen & {"signing_key", "kek_check"}
     denied = as_role("auditor", auditor, "secrets", "get", "db_password")
     assert denied.exit_code == 1 and VALUE not in denied.stdout + denied.stderr
+
+
+# -- bulk writes ------------------------------------------------------------------------
+
+
+def test_bulk_writes_equal_row_by_row_writes(url: str) -> None:
+    """The adapter's one-statement form of an executemany (upsert, UPDATE with an
+    expression) leaves the same rows as the statements run one by one; a batch naming a
+    key twice is run row by row, so the last write wins as it would."""
+    from ledger.store_postgres import _BULK_ROWS
+
+    with PostgresRecorder(url) as recorder, recorder.write_transaction():
+        conn = recorder.conn
+        conn.raw.execute("CREATE TEMP TABLE t (k text PRIMARY KEY, n bigint NOT NULL, b bytea)")
+        rows = [(f"k{i}", i, bytes([i % 256])) for i in range(_BULK_ROWS * 3)]
+        upsert = ("INSERT INTO t (k, n, b) VALUES (?, ?, ?) "
+                  "ON CONFLICT (k) DO UPDATE SET n = excluded.n, b = excluded.b")
+        assert conn._bulk(upsert) is not None
+        conn.executemany(upsert, rows)
+        conn.executemany(upsert, [(k, n * 10, b) for k, n, b in rows[::2]])
+        update = "UPDATE t SET n = n + ?, b = ? WHERE k = ?"
+        assert conn._bulk(update) is not None
+        conn.executemany(update, [(1, b"x", k) for k, _, _ in rows[1::2]])
+        twice = [("k1", 500, b"a")] * _BULK_ROWS + [("k1", 7, b"z")]
+        conn.executemany(upsert, twice)
+        found = dict((k, (n, bytes(b))) for k, n, b in conn.execute("SELECT k, n, b FROM t"))
+        conn.raw.execute("DROP TABLE t")
+    expected = {k: (n * 10, b) if i % 2 == 0 else (n + 1, b"x") for i, (k, n, b) in enumerate(rows)}
+    expected["k1"] = (7, b"z")
+    assert found == expected

@@ -121,15 +121,15 @@ def write_values(path: Path, size: int) -> None:
         out.write("}")
 
 
-def run_cli(db: Path, *args: str, command: list[str] | None = None) -> tuple[float, float, str]:
+def run_cli(db: Path | str, *args: str, command: list[str] | None = None) -> tuple[float, float, str]:
     """Run one CLI command in a fresh process: (wall seconds, peak RSS MB, stdout).
     ``command`` replaces the installed ``keyledger`` (another checkout's, say)."""
     env = {**os.environ, "KEYLEDGER_DB": str(db), "ENCRYPTION_MASTER_PASSWORD": PASSWORD,
            "NO_COLOR": "1",
            # The host's memory of checkpoints (ledger.seen) is on, as for a user, but
            # kept beside the benchmark's ledgers rather than in the user's own.
-           "KEYLEDGER_STATE_DIR": os.environ.get("KEYLEDGER_STATE_DIR",
-                                                 str(db.parent / "host-state"))}
+           "KEYLEDGER_STATE_DIR": os.environ.get("KEYLEDGER_STATE_DIR")
+                                  or str(Path(db).parent / "host-state")}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen([*(command or keyledger_command()), *args], env=env,
