@@ -91,6 +91,15 @@ def pg_cluster() -> Iterator[pg_support.Cluster]:
         yield cluster
 
 
+@pytest.fixture(autouse=True)
+def _drop_test_schemas(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used the cluster, its schemas are dropped (see
+    :meth:`pg_support.Cluster.drop_handed_out`)."""
+    yield
+    if "pg_cluster" in request.fixturenames:
+        request.getfixturevalue("pg_cluster").drop_handed_out()
+
+
 @dataclass(frozen=True)
 class Backend:
     """Where a test's ledgers live: ``name`` picks the recorder; ``target`` is the file

@@ -70,6 +70,7 @@ class Cluster:
     root: Path
     bin: Path
     as_owner: list[str] = field(default_factory=list)
+    handed_out: list[str] = field(default_factory=list)
 
     @property
     def data(self) -> Path:
@@ -139,7 +140,22 @@ class Cluster:
     def url(self, schema: str | None = None, *, user: str = ADMIN) -> str:
         """A ``postgresql://`` URL of a ledger in a fresh (or the given) schema."""
         schema = schema or f"t_{uuid.uuid4().hex[:12]}"
+        self.handed_out.append(schema)
         return (f"postgresql://{user}@/{DATABASE}?host={self.socket_dir}&schema={schema}")
+
+    def drop_handed_out(self) -> None:
+        """Drop every schema :meth:`url` named since the last call: a test's ledgers go
+        with it, so the catalog (which keyledger's checks read) stays small all run long."""
+        import psycopg
+
+        schemas, self.handed_out = self.handed_out, []
+        if not schemas:
+            return
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            for schema in schemas:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]
 
     def admin_sql(self, statement: str, *, database: str = DATABASE) -> list[tuple[object, ...]]:
         import psycopg
