@@ -496,14 +496,15 @@ class PostgresRecorder(SQLRecorder):
             self._creating = False
 
     def _create_schema(self) -> None:
-        self.conn.raw.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
-        for statement in (*_LEDGER_SCHEMA, *_HEADS_SCHEMA, *_TALLY_SCHEMA):
-            self.conn.raw.execute(_ddl(statement))
-        self.conn.raw.execute(f"CREATE TABLE {LOCK_TABLE} (id BIGINT PRIMARY KEY)")
-        for function in _FUNCTIONS:
-            self.conn.raw.execute(function)
-        for _, trigger in APPEND_ONLY_TRIGGERS.values():
-            self.conn.raw.execute(trigger)
+        statements = [
+            f"CREATE SCHEMA IF NOT EXISTS {self.schema}",
+            *(_ddl(s) for s in (*_LEDGER_SCHEMA, *_HEADS_SCHEMA, *_TALLY_SCHEMA)),
+            f"CREATE TABLE {LOCK_TABLE} (id BIGINT PRIMARY KEY)",
+            *_FUNCTIONS,
+            *(trigger for _, trigger in APPEND_ONLY_TRIGGERS.values()),
+        ]
+        # One round trip (the simple query protocol runs them in order, in this transaction).
+        self.conn.raw.execute(";\n".join(statements))
         self._take_write_lock()
 
     def _stored_format_version(self) -> int:
@@ -798,12 +799,16 @@ class PostgresReadModelTables(ReadModelTables):
         once they are back, so a guard put back also marks the stored cookie as moved:
         that it had been gone stays for :meth:`cookies` to show (SQLite's cookie only
         ever counts up, which does the same)."""
-        for action in self.guard_actions():
-            name = guard_name(table, action)
-            if not self._trigger_on(name, table):
-                self._pg.raw.execute(self.expected_guard(table, action, ""))
-                if self._exists("proj_checkpoint"):
-                    self._pg.execute(f"UPDATE proj_checkpoint SET schema_cookie = {MOVED}")
+        present = {name for (name,) in self._pg.raw.execute(
+            """SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %s AND c.relname = %s""", (self._schema, table))}
+        missing = [self.expected_guard(table, action, "") for action in self.guard_actions()
+                   if guard_name(table, action) not in present]
+        if missing:
+            self._pg.raw.execute(";\n".join(missing))
+            if self._exists("proj_checkpoint"):
+                self._pg.execute(f"UPDATE proj_checkpoint SET schema_cookie = {MOVED}")
 
     def guard_actions(self) -> tuple[str, ...]:
         return (*GUARDED_ACTIONS, "TRUNCATE")
