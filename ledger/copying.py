@@ -35,7 +35,9 @@ def copy_ledger(source: Target, destination: Target, *, projector: Projector | N
         does not (it is left for inspection, and the message says where).
     :raises LedgerFormatError: the destination already holds something.
     """
-    with open_recorder(source, read_only=True) as src:
+    with open_recorder(source, read_only=True) as src, src.snapshot():
+        # One snapshot for the check and the copy: a write landing between them would
+        # otherwise be copied unchecked (and the heads would differ).
         checked = verify_ledger(src, pinned_key=pinned_key)
         if not checked.ok:
             raise IntegrityError(f"{src.location} does not verify "

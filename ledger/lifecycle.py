@@ -121,6 +121,7 @@ def destroy(
     if state.destroy_after is not None and format_time(now) < state.destroy_after:
         raise VersionError(f"key version {version} is scheduled for destruction after "
                            f"{state.destroy_after}; not before")
+    session.refuse_if_triggers_altered(f"destroy key version {version}")
     _append_keyring(session, keyring, ev.KeyVersionDestroyed(version=version, reason=reason),
                     keys={version: None})
     erased = session.finish_erasure(f"key version {version}'s wrapped data key")

@@ -31,8 +31,9 @@ def is_server(target: Target) -> bool:
     if not isinstance(target, str):
         return False
     text = target.strip()
-    return text.startswith(("postgresql://", "postgres://")) or re.match(
-        r"(host|hostaddr|dbname|service|user|port)\s*=", text) is not None
+    # Any libpq keyword string: "word=..." (a file whose name looks so is ./word=...).
+    return text.lower().startswith(("postgresql://", "postgres://")) or re.match(
+        r"[a-z_]+\s*=", text) is not None
 
 
 def open_recorder(

@@ -429,7 +429,8 @@ class Ledger:
         if iterations < crypto.KEK_ITERATIONS and not _allow_weak_kdf:
             raise ValueError(f"kdf_iterations must be at least {crypto.KEK_ITERATIONS}")
         keyring = self.keyring()
-        if not self.recorder.shred():
+        self.session.refuse_if_triggers_altered("change the master password")
+        if not self.recorder.ready_to_erase():
             # Before anything changes: a reader of an older snapshot would keep the old
             # wraps in the database file, and a copy of it would open with the old password.
             raise LedgerBusyError(

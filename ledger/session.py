@@ -35,7 +35,14 @@ from ledger.domain import (
     require_scheme_allowed,
     secret_state,
 )
-from ledger.errors import ConcurrencyError, LedgerBusyError, RollbackError, WrongPasswordError
+from ledger.errors import (
+    ConcurrencyError,
+    IntegrityError,
+    LedgerBusyError,
+    RollbackError,
+    WrongPasswordError,
+    printable_ascii,
+)
 from ledger.events import NewEvent, StoredEvent
 from ledger.keyring import KeyMaterial
 from ledger.seen import Seen, SeenCheckpoints, memory_key
@@ -457,6 +464,19 @@ class Session:
         self.recorder.prove_decided(decided, self.signer())
 
     # -- erasing from the file ------------------------------------------------------------
+
+    def refuse_if_triggers_altered(self, what: str) -> None:
+        """Before a change that cannot be undone (a destroy, a rekey): a trigger on the
+        ledger's tables that keyledger did not create (or one of its own altered) runs
+        inside that very write, and could keep a copy of the key being erased.
+
+        :raises IntegrityError: the triggers are not keyledger's own, as created.
+        """
+        faults = self.recorder.trigger_faults()
+        if faults:
+            named = ", ".join(f"{printable_ascii(f.name, 60)} ({f.fault})" for f in faults[:3])
+            raise IntegrityError(f"refusing to {what}: the ledger's triggers are not as "
+                                 f"keyledger made them ({named}); run `keyledger audit verify`")
 
     def finish_erasure(self, what: str) -> bool:
         """After a change that must leave no old copy in the file (destroy, rekey): copy

@@ -187,6 +187,8 @@ class Recorder(Protocol):
 
     def shred(self, *, wait: bool = True) -> bool: ...
 
+    def ready_to_erase(self) -> bool: ...
+
     def erase_pending(self) -> str | None: ...
 
     def set_erase_pending(self, what: str | None) -> None: ...
@@ -1556,11 +1558,20 @@ class SQLRecorder:
         finally:
             self._creating = False
 
+    def ready_to_erase(self) -> bool:
+        """Whether a change that must leave no old copy behind (a rekey) can be erased
+        once made: SQLite first checkpoints its WAL (:meth:`shred`), which another
+        process's older snapshot can keep from finishing."""
+        return self.shred()
+
     # -- what a backend provides ----------------------------------------------------------
 
     _creating = False  # inside initialize or load_copy: the tables are being made
 
     def is_initialized(self) -> bool:
+        raise NotImplementedError
+
+    def shred(self, *, wait: bool = True) -> bool:
         raise NotImplementedError
 
     def _stream(self, sql: str, parameters: Sequence[object] = ()) -> Cursor:

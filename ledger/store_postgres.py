@@ -11,7 +11,7 @@ What is PostgreSQL's own lives here:
   write transaction (``lock_timeout`` bounds the wait), so ``seq`` is gapless in commit
   order without a sequence; reads take REPEATABLE READ snapshots and never block;
 - ``events`` and ``checkpoints`` are append-only by trigger (UPDATE, DELETE, TRUNCATE) and
-  by the grants of :mod:`ledger.roles`;
+  by the grants of :mod:`ledger.store_postgres_roles`;
 - payloads are stored as ``text``, never ``jsonb``: the hash covers their exact bytes.
 
 Imported only when a ledger is named by a ``postgresql://`` URL or a libpq keyword string
@@ -39,6 +39,7 @@ from psycopg.pq import TransactionStatus
 
 from ledger.chain import first_broken_link
 from ledger.errors import (
+    IntegrityError,
     LedgerBusyError,
     LedgerDatabaseError,
     LedgerFormatError,
@@ -92,6 +93,8 @@ GUARD_FUNCTION = "keyledger_read_model_guard"
 _GUARDED = ("events", "checkpoints")
 #: A stored read-model cookie no catalog digest equals (digests are 56-bit, not negative).
 MOVED = -1
+#: How long an erasure's VACUUM FULL waits for its lock before the erasure stays pending.
+SHRED_WAIT = 2.0
 _GUARD_ACTIONS = ("UPDATE", "DELETE", "TRUNCATE")
 
 
@@ -104,12 +107,16 @@ def split_target(target: str) -> tuple[str, str]:
     """
     text = target.strip()
     schema = DEFAULT_SCHEMA
-    if text.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(text)
+    if text.lower().startswith(("postgresql://", "postgres://")):
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            raise LedgerFormatError("the postgresql:// URL is malformed (urllib cannot "
+                                    "split it); nothing was opened") from None
         query = parse_qsl(parts.query, keep_blank_values=True)
         kept = [(k, v) for k, v in query if k != "schema"]
         schema = next((v for k, v in query if k == "schema"), schema)
-        conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+        conninfo = urlunsplit(parts._replace(scheme=parts.scheme.lower(), query=urlencode(kept)))
     else:
         found = re.search(r"(?:^|\s)schema\s*=\s*(\S*)", text)
         if found is not None:
@@ -171,14 +178,14 @@ _GUARD_BODY = (
     f" BEGIN IF current_setting('{WRITER_SETTING}', true) IS DISTINCT FROM 'on' THEN "
     "RAISE EXCEPTION 'keyledger read models are written by keyledger only' "
     "USING ERRCODE = 'insufficient_privilege'; END IF; RETURN NULL; END ")
+_JSON_BODY = " BEGIN RETURN payload::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END "
 _FUNCTIONS = [
     f"""CREATE FUNCTION {APPEND_ONLY_FUNCTION}() RETURNS trigger LANGUAGE plpgsql
         AS $body${_APPEND_ONLY_BODY}$body$""",
     f"""CREATE FUNCTION {GUARD_FUNCTION}() RETURNS trigger LANGUAGE plpgsql
         AS $body${_GUARD_BODY}$body$""",
     f"""CREATE FUNCTION {JSON_FUNCTION}(payload text) RETURNS jsonb LANGUAGE plpgsql
-        IMMUTABLE STRICT AS $body$ BEGIN RETURN payload::jsonb;
-        EXCEPTION WHEN others THEN RETURN NULL; END $body$""",
+        IMMUTABLE STRICT AS $body${_JSON_BODY}$body$""",
 ]
 
 
@@ -381,16 +388,24 @@ class PostgresRecorder(SQLRecorder):
         self._location = public_location(self.conninfo, self.schema)
         try:
             raw = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10,
-                                  application_name="keyledger")
+                                  application_name="keyledger", client_encoding="UTF8")
+        except psycopg.ProgrammingError:
+            # libpq's complaint about the string quotes the string, password and all.
+            raise LedgerFormatError(
+                f"{self._location}: libpq cannot parse this connection string") from None
         except psycopg.Error as exc:
-            raise _database_error(exc) from None
+            reason = database_reason(exc)
+            if reason == _LOST:
+                reason = f"cannot connect to the PostgreSQL server at {self._location}"
+            raise LedgerDatabaseError(f"PostgreSQL: {reason}") from None
         self.conn = _Adapter(raw)
         try:
             # One round trip: the schema, and "full" durability as a commit reported once
             # the server flushed it (whatever the server's default; "normal" may lose the
             # last commits if the server crashes), and, for a reader, no writes at all.
             encoding = raw.execute(
-                "SELECT current_setting('server_encoding'), set_config('search_path', %s, false), "
+                "SELECT current_setting('server_encoding'), "
+                "set_config('search_path', %s || ', pg_catalog', false), "
                 "set_config('synchronous_commit', %s, false), "
                 "set_config('default_transaction_read_only', %s, false)",
                 (self.schema, "on" if durability == "full" else "off",
@@ -419,6 +434,22 @@ class PostgresRecorder(SQLRecorder):
                 f"{self._location} is not a keyledger ledger (the schema {self.schema!r} "
                 "holds other tables)" if self._schema_tables() else
                 f"{self._location} holds no keyledger ledger (run 'keyledger init' first)")
+        altered = self.conn.raw.execute(
+            """SELECT c.relname || '.' || a.attname, coalesce(k.collname, 'the default')
+               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               LEFT JOIN pg_collation k ON k.oid = a.attcollation
+               WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attnum > 0
+               AND NOT a.attisdropped AND a.atttypid = 'text'::regtype
+               AND k.collname IS DISTINCT FROM 'C' LIMIT 1""",
+            (self.schema, list(LEDGER_TABLES))).fetchone()
+        if altered is not None:
+            # Every paging query and the heads map order names by code point: under another
+            # collation a range of names can come back empty (migrate would skip them all).
+            raise IntegrityError(
+                f"{self._location}: column {printable_ascii(altered[0], 80)} has collation "
+                f"{printable_ascii(altered[1], 40)}, not \"C\" (altered behind keyledger's "
+                "back?); refusing to use this ledger")
         rows = dict(self.conn.execute(
             "SELECT key, value FROM meta WHERE key IN ('format_version', 'ledger_id')").fetchall())
         if "ledger_id" not in rows:
@@ -528,8 +559,16 @@ class PostgresRecorder(SQLRecorder):
     def trigger_faults(self) -> list[TriggerFault]:
         """How the triggers on the ledger's tables differ from keyledger's: an append-only
         one missing, disabled or altered (its function too), or any other trigger."""
-        return trigger_faults(self.conn, self.schema, APPEND_ONLY_TRIGGERS, LEDGER_TABLES,
-                              APPEND_ONLY_FUNCTION, _APPEND_ONLY_BODY)
+        faults = trigger_faults(self.conn, self.schema, APPEND_ONLY_TRIGGERS, LEDGER_TABLES,
+                                APPEND_ONLY_FUNCTION, _APPEND_ONLY_BODY)
+        # The payload reader the history and log queries call: one that hides rows would
+        # hide recorded reads from them.
+        bodies = self.conn.raw.execute(
+            """SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+               WHERE n.nspname = %s AND p.proname = %s""", (self.schema, JSON_FUNCTION)).fetchall()
+        if [b for (b,) in bodies] != [_JSON_BODY]:
+            faults.append(TriggerFault(JSON_FUNCTION, "events", "altered"))
+        return sorted(faults, key=lambda f: f.name)
 
     def read_stream_naming(self, stream: str, name: str) -> list[StoredEvent]:
         """The events of ``stream`` whose payload's ``name`` field is ``name``, in order."""
@@ -655,17 +694,35 @@ class PostgresRecorder(SQLRecorder):
         replaced leave the tables' files; whether it ran. Needs the tables' owner: another
         role leaves the erasure pending for the owner's next command. What the server keeps
         elsewhere (WAL, replicas, base backups) is in ``docs/security.md``."""
-        if self.conn.in_transaction:
+        if self.conn.in_transaction or not self._owns("keys", "meta"):
+            # VACUUM by another role only warns that it skipped the table: nothing erased.
             return False
         try:
+            # VACUUM FULL queues for an exclusive lock, and every new reader of keys and
+            # meta queues behind it: a short wait, then pending, rather than a stall.
             self.conn.raw.execute(
                 "SELECT set_config('lock_timeout', %s, false)",
-                (f"{max(1, int(self.lock_timeout * 1000)) if wait else 1}ms",))
+                (f"{max(1, int(min(self.lock_timeout, SHRED_WAIT) * 1000)) if wait else 1}ms",))
             self.conn.raw.execute("VACUUM (FULL) keys, meta")
         except (pg_errors.InsufficientPrivilege, pg_errors.LockNotAvailable):
             return False
         finally:
             self.conn.raw.execute("SELECT set_config('lock_timeout', '0', false)")
+        return True
+
+    def _owns(self, *tables: str) -> bool:
+        """Whether this role may VACUUM ``tables`` (it owns them, or is a superuser)."""
+        row = self.conn.raw.execute(
+            """SELECT bool_and(pg_has_role(current_user, c.relowner, 'USAGE')
+                               OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user))
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = %s AND c.relname = ANY(%s)""", (self.schema, list(tables))
+        ).fetchone()
+        return bool(row and row[0])
+
+    def ready_to_erase(self) -> bool:
+        """Always: the VACUUM FULL after the change erases it, or leaves it pending for the
+        tables' owner (a reader's snapshot never keeps old rows in the tables' files)."""
         return True
 
     def finish_pending_erasure(self) -> bool:
@@ -703,8 +760,8 @@ class PostgresRecorder(SQLRecorder):
 def _own_connection(conninfo: str, schema: str) -> Iterator[_Adapter]:
     """A connection of its own to the ledger's schema (a forked worker's), read-only."""
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10,
-                         application_name="keyledger-worker") as raw:
-        raw.execute("SELECT set_config('search_path', %s, false)", (schema,))
+                         application_name="keyledger-worker", client_encoding="UTF8") as raw:
+        raw.execute("SELECT set_config('search_path', %s || ', pg_catalog', false)", (schema,))
         raw.execute("SET default_transaction_read_only = on")
         yield _Adapter(raw)
 
@@ -747,7 +804,7 @@ def trigger_faults(conn: _Adapter, schema: str, expected: Mapping[str, tuple[str
     for name, (table, definition) in expected.items():
         if name not in found:
             faults.append(TriggerFault(name, table, "missing"))
-        elif (found[name][1] != definition or found[name][2] == "D" or not function_intact):
+        elif (found[name][1] != definition or found[name][2] != "O" or not function_intact):
             faults.append(TriggerFault(name, table, "altered"))
     faults += [TriggerFault(name, table, "foreign")
                for name, (table, _, _) in found.items() if name not in expected]

@@ -44,12 +44,12 @@ def url(pg_cluster: pg_support.Cluster) -> str:
 
 
 def run_cli(target: str, *args: str, password: str | None = CLI_PASSWORD,
-            **env: str) -> subprocess.CompletedProcess[str]:
+            cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     environment = child_environment(KEYLEDGER_DB=target, **env)
     if password is not None:
         environment["ENCRYPTION_MASTER_PASSWORD"] = password
     return subprocess.run([*keyledger_command(), *args], env=environment, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=cwd)
 
 
 def one_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -516,3 +516,116 @@ def test_bulk_writes_equal_row_by_row_writes(url: str) -> None:
     expected = {k: (n * 10, b) if i % 2 == 0 else (n + 1, b"x") for i, (k, n, b) in enumerate(rows)}
     expected["k1"] = (7, b"z")
     assert found == expected
+
+
+# -- found by the attack on this backend ---------------------------------------------------
+
+
+def test_an_erasure_by_a_role_that_does_not_own_the_keys_stays_pending(
+    url: str, roles: dict[str, str]
+) -> None:
+    """VACUUM run by another role only warns and skips the table: the destroy must not
+    call the key erased. It stays pending until the owner's next command finishes it."""
+    operator = roles["operator"]
+    for args in (("rotate", "--yes"), ("migrate", "--yes"), ("keys", "retire", "1")):
+        assert as_role("operator", operator, *args).exit_code == 0, args
+    destroyed = as_role("operator", operator, "keys", "destroy", "1", "--confirm-version", "1",
+                        "--yes", "--json")
+    assert destroyed.exit_code == 0, destroyed.stderr
+    assert document(destroyed)["erase_pending"] is True
+    assert plain_rows(url, "SELECT value FROM meta WHERE key = 'erase_pending'")
+    assert invoke(url, "health-check").exit_code in (0, 1)  # the owner's command finishes it
+    assert plain_rows(url, "SELECT value FROM meta WHERE key = 'erase_pending'") == []
+
+
+@pytest.mark.parametrize("tamper, name", [
+    ("ALTER TABLE events ENABLE REPLICA TRIGGER events_no_update", "events_no_update"),
+    ("ALTER TABLE events ENABLE ALWAYS TRIGGER events_no_delete", "events_no_delete"),
+    ("CREATE OR REPLACE FUNCTION keyledger_json(payload text) RETURNS jsonb LANGUAGE plpgsql "
+     "IMMUTABLE STRICT AS $$ BEGIN RETURN NULL; END $$", "keyledger_json"),
+])
+def test_a_trigger_or_function_changed_to_fire_elsewhere_or_hide_rows_is_named(
+    url: str, tamper: str, name: str
+) -> None:
+    plain_sql(url, tamper)
+    doc = verify_json(url)
+    assert doc["ok"] is False
+    assert (name, "altered") in {(f["name"], f["fault"]) for f in doc["trigger_faults"]}  # type: ignore[attr-defined]
+
+
+def test_a_ledger_column_under_another_collation_is_refused(url: str) -> None:
+    """Paging by name relies on code-point order: under another collation a range of
+    names came back empty and migrate skipped every secret, reporting success."""
+    plain_sql(url, 'ALTER TABLE streams ALTER COLUMN stream TYPE text COLLATE "POSIX"')
+    for args in (("migrate", "--yes"), ("audit", "verify"), ("secrets", "get", "db_password")):
+        result = invoke(url, *args)
+        assert result.exit_code == 1 and "collation" in error_line(result), args
+
+
+def test_connection_strings_are_never_echoed_and_always_taken_for_a_server(tmp_path: Path) -> None:
+    """libpq's parse errors quote the string, password and all; a keyword string that
+    starts with any keyword (password=, sslmode=) names a server, not a file."""
+    for target in ("postgresql://u:s3cr%ZZet@/db?schema=x", "POSTGRESQL://u:s3cr%ZZet@/db",
+                   "host=/nowhere password=hun ter2secret", "postgresql://u:pw@[::1/db"):
+        result = run_cli(target, "info", password=None)
+        assert result.returncode != 0
+        line = one_line(result)
+        assert "s3cr" not in line and "ter2secret" not in line and "pw@" not in line, line
+    keyword = f"password=hunter2 host={tmp_path} dbname=x user=y"
+    result = run_cli(keyword, "init", cwd=tmp_path)
+    assert result.returncode == 1 and "hunter2" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_audit_log_filters_on_the_server(url: str) -> None:
+    assert invoke(url, "--actor", "mallory", "secrets", "set", "other", "--value", "v").exit_code == 0
+    for args, expected in ((("--secret", "other"), {"SecretWritten"}),
+                           (("--actor", "mallory"), {"SecretWritten"}),
+                           (("--type", "KeyRotated"), {"KeyRotated"})):
+        result = invoke(url, "audit", "log", *args, "--json", password=None)
+        assert result.exit_code == 0, result.stderr
+        assert {e["type"] for e in document(result)} == expected, args
+
+
+def test_a_copy_beside_a_writer_is_the_snapshot_it_verified(url: str, tmp_path: Path) -> None:
+    """Writes landing during a copy are not in it, and the copy still verifies with the
+    head the source had when it was read."""
+    import threading
+
+    stop = threading.Event()
+
+    def write() -> None:
+        with Ledger.open(url, CLI_PASSWORD, seen=None) as ledger:
+            k = 0
+            while not stop.is_set():
+                ledger.set(f"busy{k % 5}", str(k))
+                k += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for i in range(3):
+            copied = run_cli("", "copy", url, str(tmp_path / f"c{i}.db"), password=None)
+            assert copied.returncode == 0, copied.stderr
+    finally:
+        stop.set()
+        writer.join()
+
+
+def test_destroy_and_rekey_refuse_while_a_foreign_trigger_is_on_the_keys(
+    url: str, pg_cluster: pg_support.Cluster
+) -> None:
+    """A trigger keyledger did not make runs inside the destroy's own write and could keep
+    the key being erased: the irreversible change is refused, nothing is destroyed."""
+    plain_sql(url, "CREATE TABLE loot (wrapped bytea)",
+              "CREATE FUNCTION spy() RETURNS trigger LANGUAGE plpgsql AS "
+              "$$ BEGIN INSERT INTO loot VALUES (OLD.wrapped); RETURN NEW; END $$",
+              "CREATE TRIGGER copy_keys AFTER UPDATE ON keys FOR EACH ROW EXECUTE FUNCTION spy()")
+    for args in (("rotate", "--yes"), ("migrate", "--yes"), ("keys", "retire", "1")):
+        assert invoke(url, *args).exit_code == 0, args
+    destroyed = invoke(url, "keys", "destroy", "1", "--confirm-version", "1", "--yes")
+    assert destroyed.exit_code == 1 and "copy_keys" in error_line(destroyed)
+    rekey = invoke(url, "rekey-master", "--yes", env={"ENCRYPTION_NEW_MASTER_PASSWORD": "new one!"})
+    assert rekey.exit_code == 1 and "copy_keys" in error_line(rekey)
+    assert plain_rows(url, "SELECT count(*) FROM loot") == [(0,)]
+    assert plain_rows(url, "SELECT wrapped IS NOT NULL FROM keys WHERE version = 1") == [(True,)]
