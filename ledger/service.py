@@ -208,7 +208,7 @@ class Ledger:
             if not password:
                 raise InvalidInputError("the master password must not be empty")
             if recorder.is_initialized():
-                raise LedgerFormatError("that file already holds a ledger")
+                raise LedgerFormatError(f"{recorder.location} already holds a ledger")
             kdf, kek = new_kdf(password, kdf_iterations)
             ledger_id = uuid.uuid4().hex
             signing = SigningKey.generate()
