@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 from ledger import crypto, pipeline
 from ledger import events as ev
@@ -62,7 +62,13 @@ def import_values(
     ``overwrite``: re-running an import never silently reverts a newer value.
 
     :raises InvalidInputError: a name or value is invalid (named); nothing was written.
+    :raises ValueError: ``source`` is not one of the import formats.
     """
+    if source not in get_args(ImportFormat):
+        # Caught here, not by the event's validation later (inside the import worker
+        # that is only "the worker failed").
+        raise ValueError(f"source must be one of {', '.join(get_args(ImportFormat))}, "
+                         f"not {source!r}")
     checked = [(name, checked_entry(name, value)) for name, value in values.items()]
     return _record(session, lambda: iter(checked), len(checked), source, overwrite, chunk_size)
 

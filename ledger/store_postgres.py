@@ -425,6 +425,7 @@ class PostgresRecorder(SQLRecorder):
     def _check_format(self, *, allow_empty: bool) -> None:
         if not self._has_table("meta"):
             if allow_empty and not self._schema_tables():
+                self._refuse_a_schema_of_another_role()
                 return
             if not self._schema_exists():
                 raise LedgerNotFoundError(
@@ -464,6 +465,23 @@ class PostgresRecorder(SQLRecorder):
                 f"{self._location} has ledger format {version}; this keyledger reads "
                 f"{FORMAT_VERSION}" + (": upgrade keyledger" if version > FORMAT_VERSION else ""))
         self.format_version = version
+
+    def _refuse_a_schema_of_another_role(self) -> None:
+        """A schema's owner may drop anything in it: a ledger is made only in a schema
+        this role owns (or one ``init`` creates), never in one someone else prepared."""
+        # A superuser "has" every role, so membership alone is not enough: the owner must be
+        # this role, a superuser, or (for an ordinary role) a role it belongs to.
+        row = self.conn.raw.execute(
+            """SELECT o.rolname, o.oid = me.oid OR o.rolsuper
+                      OR (NOT me.rolsuper AND pg_has_role(me.oid, o.oid, 'USAGE'))
+               FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner
+               JOIN pg_roles me ON me.rolname = current_user WHERE n.nspname = %s""",
+            (self.schema,)).fetchone()
+        if row is not None and not row[1]:
+            raise LedgerFormatError(
+                f"the schema {self.schema!r} belongs to the role {printable_ascii(row[0], 60)!r}, "
+                "which could drop the ledger's tables; create the ledger in a schema this role "
+                "owns (or let `keyledger init` create it)")
 
     def _has_table(self, table: str) -> bool:
         row = self.conn.raw.execute(

@@ -443,3 +443,12 @@ def test_cli_import_of_many_chunks_reports_counts(db: Path, tmp_path: Path) -> N
     assert (doc["imported"], doc["skipped"]) == (len(entries), [])
     assert plain_rows(db, "SELECT count(*) FROM proj_secrets")[0][0] == len(entries)
 
+
+
+def test_an_unknown_import_source_is_refused_at_the_call(ledger: Ledger) -> None:
+    """A ``source`` that is no import format is a ValueError before anything runs, not a
+    validation error from inside the import worker."""
+    head = ledger.recorder.head()
+    with pytest.raises(ValueError, match="source must be one of json, dotenv"):
+        ledger.import_values({"a": "1"}, source="bench.json")  # type: ignore[arg-type]
+    assert ledger.recorder.head() == head

@@ -629,3 +629,33 @@ def test_destroy_and_rekey_refuse_while_a_foreign_trigger_is_on_the_keys(
     assert rekey.exit_code == 1 and "copy_keys" in error_line(rekey)
     assert plain_rows(url, "SELECT count(*) FROM loot") == [(0,)]
     assert plain_rows(url, "SELECT wrapped IS NOT NULL FROM keys WHERE version = 1") == [(True,)]
+
+
+def test_a_ledger_is_never_made_in_a_schema_another_role_owns(
+    pg_cluster: pg_support.Cluster, tmp_path: Path
+) -> None:
+    """The owner of a schema can drop anything in it: init and copy refuse one prepared by
+    another role, and write nothing there."""
+    target = pg_cluster.url()
+    schema = split_target(target)[1]
+    pg_cluster.admin_sql("DROP ROLE IF EXISTS mallory")
+    pg_cluster.admin_sql("CREATE ROLE mallory NOLOGIN")
+    pg_cluster.admin_sql("CREATE ROLE kl_owner LOGIN PASSWORD 'owner-pass'")
+    pg_cluster.admin_sql(f"GRANT CREATE ON DATABASE {pg_support.DATABASE} TO kl_owner")
+    try:
+        pg_cluster.admin_sql(f"CREATE SCHEMA {schema} AUTHORIZATION mallory")
+        pg_cluster.admin_sql(f"GRANT ALL ON SCHEMA {schema} TO kl_owner")
+        as_owner = target.replace("keyledger_admin@", "kl_owner@")
+        source = tmp_path / "src.db"
+        create_test_ledger(source, CLI_PASSWORD).close()
+        for where, args in ((as_owner, ("init",)), (as_owner, ("copy", str(source), as_owner)),
+                            (target, ("init",))):  # a superuser too
+            result = run_cli(where, *args, PGPASSWORD="owner-pass")
+            assert result.returncode == 1 and "belongs to the role 'mallory'" in one_line(result)
+        assert pg_cluster.admin_sql(
+            f"SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}'") == [(0,)]
+    finally:
+        pg_cluster.admin_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        pg_cluster.admin_sql(f"REVOKE CREATE ON DATABASE {pg_support.DATABASE} FROM kl_owner")
+        pg_cluster.admin_sql("DROP ROLE kl_owner")
+        pg_cluster.admin_sql("DROP ROLE mallory")
