@@ -612,7 +612,7 @@ class SQLRecorder:
         actor: str, occurred_at: str, origin: str = "", signer: Signer | None = None,
     ) -> list[StoredEvent]:
         """Create the schema and append the first events, all in one transaction."""
-        with self.write_transaction():
+        with self._creating_tables():
             self._create_schema()
             self.conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -1539,22 +1539,29 @@ class SQLRecorder:
             raise LedgerFormatError(
                 f"{source.location} has ledger format {source.format_version}; open it once "
                 "with the master password (which upgrades it) before copying it")
+        with source._reading(), self._creating_tables():
+            self._create_schema()
+            for table, columns in COPY_TABLES.items():
+                marks = ", ".join("?" * len(columns.split(",")))
+                rows = source.copy_rows(table)
+                while batch := list(itertools.islice(rows, 5000)):
+                    self.conn.executemany(
+                        f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch)
+            self._store_format_version(FORMAT_VERSION)
+            self.format_version = FORMAT_VERSION
+            if self.projector is not None:
+                self.projector.setup(cast(Recorder, self))
+                self.projector.catch_up(cast(Recorder, self))
+            return self.event_count()
+
+    @contextlib.contextmanager
+    def _creating_tables(self) -> Iterator[None]:
+        """A write transaction that creates the ledger's tables (``_creating`` tells the
+        backend that what a writer locks first does not exist yet)."""
         self._creating = True
         try:
-            with source._reading(), self.write_transaction():
-                self._create_schema()
-                for table, columns in COPY_TABLES.items():
-                    marks = ", ".join("?" * len(columns.split(",")))
-                    rows = source.copy_rows(table)
-                    while batch := list(itertools.islice(rows, 5000)):
-                        self.conn.executemany(
-                            f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch)
-                self._store_format_version(FORMAT_VERSION)
-                self.format_version = FORMAT_VERSION
-                if self.projector is not None:
-                    self.projector.setup(cast(Recorder, self))
-                    self.projector.catch_up(cast(Recorder, self))
-                return self.event_count()
+            with self.write_transaction():
+                yield
         finally:
             self._creating = False
 

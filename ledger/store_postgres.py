@@ -99,7 +99,7 @@ _GUARD_ACTIONS = ("UPDATE", "DELETE", "TRUNCATE")
 
 
 def split_target(target: str) -> tuple[str, str]:
-    """``(conninfo for libpq, schema)`` of a target :func:`is_postgres_target` accepts: the
+    """``(conninfo for libpq, schema)`` of a target :func:`ledger.locations.is_server` accepts: the
     ``schema`` parameter is keyledger's own (libpq would refuse it), default
     :data:`DEFAULT_SCHEMA`.
 
@@ -400,19 +400,11 @@ class PostgresRecorder(SQLRecorder):
             raise LedgerDatabaseError(f"PostgreSQL: {reason}") from None
         self.conn = _Adapter(raw)
         try:
-            # One round trip: the schema, and "full" durability as a commit reported once
-            # the server flushed it (whatever the server's default; "normal" may lose the
-            # last commits if the server crashes), and, for a reader, no writes at all.
-            encoding = raw.execute(
-                "SELECT current_setting('server_encoding'), "
-                "set_config('search_path', %s || ', pg_catalog', false), "
-                "set_config('synchronous_commit', %s, false), "
-                "set_config('default_transaction_read_only', %s, false)",
-                (self.schema, "on" if durability == "full" else "off",
-                 "on" if read_only else "off")).fetchone()
-            if encoding is None or encoding[0] != "UTF8":
+            encoding = _set_up_session(raw, self.schema, durability=durability,
+                                       read_only=read_only)
+            if encoding != "UTF8":
                 raise LedgerFormatError(
-                    f"{self._location}: the database's encoding is {encoding and encoding[0]}, "
+                    f"{self._location}: the database's encoding is {encoding}, "
                     "not UTF8; keyledger needs a UTF8 database")
             self._check_format(allow_empty=create)
         except BaseException:
@@ -484,10 +476,7 @@ class PostgresRecorder(SQLRecorder):
                 "owns (or let `keyledger init` create it)")
 
     def _has_table(self, table: str) -> bool:
-        row = self.conn.raw.execute(
-            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-            (self.schema, table)).fetchone()
-        return bool(row and row[0])
+        return _table_exists(self.conn, self.schema, table)
 
     def _schema_exists(self) -> bool:
         return self.conn.raw.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
@@ -537,13 +526,6 @@ class PostgresRecorder(SQLRecorder):
         if pending:
             yield from self.conn.execute(select.replace(" IN (?)", " = ANY(?)"), (pending,))
 
-    def initialize(self, *args: Any, **kwargs: Any) -> list[StoredEvent]:
-        self._creating = True
-        try:
-            return super().initialize(*args, **kwargs)
-        finally:
-            self._creating = False
-
     def _create_schema(self) -> None:
         statements = [
             f"CREATE SCHEMA IF NOT EXISTS {self.schema}",
@@ -581,10 +563,7 @@ class PostgresRecorder(SQLRecorder):
                                 APPEND_ONLY_FUNCTION, _APPEND_ONLY_BODY)
         # The payload reader the history and log queries call: one that hides rows would
         # hide recorded reads from them.
-        bodies = self.conn.raw.execute(
-            """SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-               WHERE n.nspname = %s AND p.proname = %s""", (self.schema, JSON_FUNCTION)).fetchall()
-        if [b for (b,) in bodies] != [_JSON_BODY]:
+        if _function_bodies(self.conn, self.schema, JSON_FUNCTION) != [_JSON_BODY]:
             faults.append(TriggerFault(JSON_FUNCTION, "events", "altered"))
         return sorted(faults, key=lambda f: f.name)
 
@@ -779,9 +758,25 @@ def _own_connection(conninfo: str, schema: str) -> Iterator[_Adapter]:
     """A connection of its own to the ledger's schema (a forked worker's), read-only."""
     with psycopg.connect(conninfo, autocommit=True, connect_timeout=10,
                          application_name="keyledger-worker", client_encoding="UTF8") as raw:
-        raw.execute("SELECT set_config('search_path', %s || ', pg_catalog', false)", (schema,))
-        raw.execute("SET default_transaction_read_only = on")
+        _set_up_session(raw, schema, durability="full", read_only=True)
         yield _Adapter(raw)
+
+
+def _set_up_session(raw: psycopg.Connection[Any], schema: str, *, durability: str,
+                    read_only: bool) -> str:
+    """Set a new connection's session, in one round trip: the ledger's schema before
+    pg_catalog on the search path, ``"full"`` durability as a commit reported once the
+    server flushed it (whatever the server's default; ``"normal"`` may lose the last
+    commits if the server crashes), and, for a reader, no writes at all. The server's
+    encoding."""
+    row = raw.execute(
+        "SELECT current_setting('server_encoding'), "
+        "set_config('search_path', %s || ', pg_catalog', false), "
+        "set_config('synchronous_commit', %s, false), "
+        "set_config('default_transaction_read_only', %s, false)",
+        (schema, "on" if durability == "full" else "off", "on" if read_only else "off"),
+    ).fetchone()
+    return str(row[0]) if row else ""
 
 
 def _head_pages(conninfo: str, schema: str, prefix: str, size: int) -> Iterator[list[HeadRow]]:
@@ -806,18 +801,9 @@ def trigger_faults(conn: _Adapter, schema: str, expected: Mapping[str, tuple[str
     """How the triggers on ``tables`` of ``schema`` differ from ``expected`` (name to the
     table and the definition): missing, disabled, with another definition (or the body of
     ``function``, which they call, no longer ``body``), and every other trigger there."""
-    rows = conn.raw.execute(
-        """SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid), t.tgenabled
-           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = %s AND NOT t.tgisinternal AND c.relname = ANY(%s)""",
-        (schema, list(tables))).fetchall()
-    found_bodies = conn.raw.execute(
-        """SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-           WHERE n.nspname = %s AND p.proname = %s""", (schema, function)).fetchall()
-    function_intact = [b for (b,) in found_bodies] == [body]
+    function_intact = _function_bodies(conn, schema, function) == [body]
     found = {name: (table, _unqualified(definition, schema), enabled)
-             for name, table, definition, enabled in rows}
+             for name, table, definition, enabled in _triggers_on(conn, schema, tables)}
     faults = []
     for name, (table, definition) in expected.items():
         if name not in found:
@@ -827,6 +813,32 @@ def trigger_faults(conn: _Adapter, schema: str, expected: Mapping[str, tuple[str
     faults += [TriggerFault(name, table, "foreign")
                for name, (table, _, _) in found.items() if name not in expected]
     return sorted(faults, key=lambda f: f.name)
+
+
+def _table_exists(conn: _Adapter, schema: str, table: str) -> bool:
+    row = conn.raw.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
+        (schema, table)).fetchone()
+    return bool(row and row[0])
+
+
+def _triggers_on(conn: _Adapter, schema: str, tables: Collection[str]
+                 ) -> list[tuple[str, str, str, str]]:
+    """``(name, table, definition, enabled)`` of every trigger not PostgreSQL's own on
+    ``tables`` of ``schema``."""
+    return list(conn.raw.execute(
+        """SELECT t.tgname, c.relname, pg_get_triggerdef(t.oid), t.tgenabled
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = %s AND NOT t.tgisinternal AND c.relname = ANY(%s)""",
+        (schema, list(tables))).fetchall())
+
+
+def _function_bodies(conn: _Adapter, schema: str, function: str) -> list[str]:
+    """The source of each function of that name in ``schema`` (one, as keyledger makes it)."""
+    return [body for (body,) in conn.raw.execute(
+        """SELECT p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = %s AND p.proname = %s""", (schema, function))]
 
 
 def _quoted(name: str) -> str:
@@ -864,20 +876,14 @@ class PostgresReadModelTables(ReadModelTables):
             self._pg.execute(_ddl(statement))
 
     def _exists(self, table: str) -> bool:
-        row = self._pg.raw.execute(
-            "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL",
-            (self._schema, table)).fetchone()
-        return bool(row and row[0])
+        return _table_exists(self._pg, self._schema, table)
 
     def create_guards(self, table: str) -> None:
         """Create the missing guards of ``table``. The catalog's digest would be as before
         once they are back, so a guard put back also marks the stored cookie as moved:
         that it had been gone stays for :meth:`cookies` to show (SQLite's cookie only
         ever counts up, which does the same)."""
-        present = {name for (name,) in self._pg.raw.execute(
-            """SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = %s AND c.relname = %s""", (self._schema, table))}
+        present = {name for name, _, _, _ in _triggers_on(self._pg, self._schema, [table])}
         missing = [self.expected_guard(table, action, "") for action in self.guard_actions()
                    if guard_name(table, action) not in present]
         if missing:
@@ -965,11 +971,7 @@ class PostgresReadModelTables(ReadModelTables):
         for table in known:
             if self._exists(table):
                 self._pg.execute(f"DELETE FROM {table}")
-        for name, table in self._pg.raw.execute(
-                """SELECT t.tgname, c.relname FROM pg_trigger t JOIN pg_class c
-                   ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                   WHERE n.nspname = %s AND NOT t.tgisinternal AND c.relname = ANY(%s)""",
-                (self._schema, known)).fetchall():
+        for name, table, _, _ in _triggers_on(self._pg, self._schema, known):
             if name not in ours:
                 self._pg.raw.execute(f"DROP TRIGGER IF EXISTS {_quoted(name)} ON {table}")
         for (name,) in self._pg.raw.execute(
@@ -980,13 +982,6 @@ class PostgresReadModelTables(ReadModelTables):
                                    WHERE n.nspname = i.schemaname AND c.conname = i.indexname)""",
                 (self._schema,)).fetchall():
             self._pg.raw.execute(f"DROP INDEX IF EXISTS {_quoted(name)}")
-
-    def _trigger_on(self, trigger: str, table: str) -> bool:
-        return self._pg.raw.execute(
-            """SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE n.nspname = %s AND t.tgname = %s AND c.relname = %s""",
-            (self._schema, trigger, table)).fetchone() is not None
 
     def position(self) -> tuple[int, str]:
         if not self._exists("proj_checkpoint"):
