@@ -10,7 +10,7 @@ import typer
 
 from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
-from ledger import InvalidInputError, Ledger
+from ledger import Ledger
 
 BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
 
@@ -99,19 +99,16 @@ def restore_command(
     Example:  keyledger restore /backup/keyledger-2026-11-28.db --yes
     """
     s = settings(ctx)
-    target = s.file
-    if target is None:
-        raise InvalidInputError(
-            "restore replaces a ledger file; for a PostgreSQL ledger, copy the backup into "
-            "an empty schema with `keyledger copy BACKUP URL` (docs/postgresql.md)")
     password = master_password()
     # Checked before asking: the password must open the backup (restore checks the
     # ledger it replaces too).
     Ledger.open(file, password, upgrade=False, seen=None).close()
     confirm(f"Replace {s.db} with {file}?", yes)
     from ledger.backup import restore
+    from projections import projector
 
-    done = restore(file, target, password, force=force, actor=s.actor, origin=CLI_ORIGIN)
+    done = restore(file, s.file or s.db, password, force=force, actor=s.actor,
+                   origin=CLI_ORIGIN, projector=projector())
     if as_json:
         emit_json({"restored_from": str(file), "events_before": done.events_before,
                    "events_restored": done.events_restored, "forced": force,

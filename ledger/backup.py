@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +30,10 @@ from ledger.errors import (
     WrongPasswordError,
 )
 from ledger.integrity import VerifyReport, verify_ledger
-from ledger.seen import SeenCheckpoints, memory_key
+from ledger.locations import is_server, open_recorder
+from ledger.seen import Seen, SeenCheckpoints, memory_key
 from ledger.signing import recorded_public_key
+from ledger.store import Projector, Recorder
 from ledger.store_sqlite import SQLiteRecorder
 
 if TYPE_CHECKING:
@@ -116,7 +119,7 @@ def verify_backup(path: Path, password: str | None) -> BackupReport:
     return report
 
 
-def _history_is_kept(live: SQLiteRecorder, backup: SQLiteRecorder, backup_events: int) -> bool:
+def _history_is_kept(live: Recorder, backup: SQLiteRecorder, backup_events: int) -> bool:
     """Whether restoring ``backup`` over ``live`` loses nothing but the record of backups.
 
     True when the live history is a prefix of the backup's, or when the backup's history
@@ -144,16 +147,17 @@ class Restored:
 
 
 def restore(
-    backup_path: Path, target: Path, password: str, *, force: bool = False,
-    actor: str | None = None, origin: str | None = None,
+    backup_path: Path, target: Path | str, password: str, *, force: bool = False,
+    actor: str | None = None, origin: str | None = None, projector: Projector | None = None,
 ) -> Restored:
-    """Replace the ledger at ``target`` with the backup and record ``LedgerRestored`` in
-    it, as one step.
+    """Replace the ledger at ``target`` (a file, or a PostgreSQL ledger's URL) with the
+    backup and record ``LedgerRestored`` in it, as one step.
 
-    The backup is verified, copied to a private staging file beside ``target``, opened
-    there with ``password`` and given its ``LedgerRestored`` event; only then does one
-    SQLite transaction replace ``target``'s content with the staging file's. A crash
-    leaves the old ledger, or the new one with its record, never the new one without.
+    The backup is verified, copied to a private staging file (beside ``target``, or in a
+    private temporary folder for a server), opened there with ``password`` and given its
+    ``LedgerRestored`` event; only then does one transaction replace ``target``'s content
+    with the staging file's. A crash leaves the old ledger, or the new one with its record,
+    never the new one without. On a server the read models are built by ``projector``.
 
     :raises IntegrityError: the backup does not verify, or claims this ledger's id under
         another signing key (even with ``force``).
@@ -162,78 +166,155 @@ def restore(
         history is not a prefix of the backup's (it has events the backup lacks), unless
         ``force``.
     """
-    from ledger.service import Ledger
-
     source = SQLiteRecorder(backup_path)
     try:
         chain = verify_ledger(source)
         if not chain.ok:
             raise IntegrityError(f"the backup does not verify: {'; '.join(chain.problems)}")
-        before, replacing = 0, None
-        _refuse_special_target(target)
-        present = target.exists() and target.stat().st_size > 0
-        # A file that does not read as a ledger has no history to compare: with --force
-        # a copy of it is kept beside the restored one.
-        damage = _damage_of(target, password, force) if present else None
-        if damage is not None and damage.head is not None:
-            replacing = damage.head  # SQLite still opens it: replaced in place, under its lock
-            before = replacing[0]
-        if present and damage is None:
-            live = SQLiteRecorder(target)
-            try:
-                replacing = live.head()
-                before = replacing[0]
-                is_prefix = _history_is_kept(live, source, chain.events)
-                live_id, live_key = live.read_meta().ledger_id, recorded_public_key(live)
-                same_ledger = (live_id == source.read_meta().ledger_id
-                               and live_key == chain.public_key)
-            finally:
-                live.close()
-            if (not same_ledger and live_id == source.read_meta().ledger_id
-                    and live_key is not None):
-                # One ledger id, two signing keys: a ledger has one key for life, so the
-                # copy is a forgery, whatever --force says.
-                raise IntegrityError(
-                    "the backup claims this ledger's id but is signed with another key: a "
-                    "forgery, refused even with --force"
-                )
-            if not same_ledger and not force:
-                raise LedgerFormatError(
-                    "the backup is of another ledger (its id or signing key differs from "
-                    "this one's); --force to replace it anyway"
-                )
-            if not is_prefix and not force:
-                raise LedgerFormatError(
-                    f"the ledger's history (to seq {before}) is not a prefix of the backup's "
-                    f"(to seq {chain.events}); restoring would lose or rewrite events. "
-                    "--force to replace it anyway"
-                )
-        _remove_stale_staging(target)
-        staging = target.with_name(f".{target.name}.restoring-{os.getpid()}")
-        _remove_database(staging)
-        try:
-            source.backup_to(staging)
-            with Ledger.open(staging, password, actor=actor, origin=origin, seen=None) as new:
-                new.session.append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
-                    file_name=backup_path.name, events_before=before,
-                    events_restored=chain.events, forced=force,
-                ))
-                ledger_id, tip = new.ledger_id, new.signed_tip()
-            key = memory_key(ledger_id, os.path.abspath(target))  # as SQLiteRecorder.location
-            kept = None if damage is None else _keep_aside(target)
-            if damage is not None and damage.head is None:
-                _move_in(staging, target)
-            else:
-                _swap_in(staging, target, replacing, before)
-        finally:
-            _remove_database(staging)
-        memory = SeenCheckpoints.from_environment()
-        if memory is not None:
-            # A restore goes back on purpose: what this host saw before is replaced.
-            memory.record(key, tip, replace=True)
-        return Restored(before, chain.events, kept)
+        if is_server(target):
+            return _restore_onto_server(source, chain, backup_path, str(target), password,
+                                        force, actor, origin, projector)
+        return _restore_file(source, chain, backup_path, Path(target), password, force,
+                             actor, origin)
     finally:
         source.close()
+
+
+def _restore_file(source: SQLiteRecorder, chain: VerifyReport, backup_path: Path, target: Path,
+                  password: str, force: bool, actor: str | None, origin: str | None) -> Restored:
+    before, replacing = 0, None
+    _refuse_special_target(target)
+    present = target.exists() and target.stat().st_size > 0
+    # A file that does not read as a ledger has no history to compare: with --force
+    # a copy of it is kept beside the restored one.
+    damage = _damage_of(target, password, force) if present else None
+    if damage is not None and damage.head is not None:
+        replacing = damage.head  # SQLite still opens it: replaced in place, under its lock
+        before = replacing[0]
+    if present and damage is None:
+        with SQLiteRecorder(target) as live:
+            replacing = _replaceable_head(live, source, chain, force)
+        before = replacing[0]
+    _remove_stale_staging(target)
+    staging = target.with_name(f".{target.name}.restoring-{os.getpid()}")
+    _remove_database(staging)
+    try:
+        ledger_id, tip = _staged(source, chain, staging, backup_path, password, before, force,
+                                 actor, origin)
+        key = memory_key(ledger_id, os.path.abspath(target))  # as SQLiteRecorder.location
+        kept = None if damage is None else _keep_aside(target)
+        if damage is not None and damage.head is None:
+            _move_in(staging, target)
+        else:
+            _swap_in(staging, target, replacing, before)
+    finally:
+        _remove_database(staging)
+    _remember(key, tip)
+    return Restored(before, chain.events, kept)
+
+
+def _restore_onto_server(source: SQLiteRecorder, chain: VerifyReport, backup_path: Path,
+                         target: str, password: str, force: bool, actor: str | None,
+                         origin: str | None, projector: Projector | None) -> Restored:
+    """A restore onto a PostgreSQL ledger: the same checks as for a file; the staged copy
+    then replaces the schema's rows in one transaction (:meth:`PostgresRecorder.replace_with`),
+    or fills an empty schema. A ledger there that does not open is replaced only with
+    ``force``; nothing is kept aside (the server's own backups hold what it was)."""
+    from ledger.service import Ledger
+    from ledger.store_postgres import PostgresRecorder
+
+    with open_recorder(target, create=True, projector=projector) as live:
+        assert isinstance(live, PostgresRecorder)
+        replacing = None
+        if live.is_initialized():
+            try:
+                Ledger.open(target, password).close()
+            except (WrongPasswordError, LedgerDatabaseError):
+                raise
+            except KeyledgerError:
+                if not force:
+                    raise  # tampered, rolled back: what --force overrides
+                replacing = live.head()
+            else:
+                replacing = _replaceable_head(live, source, chain, force)
+        before = 0 if replacing is None else replacing[0]
+        with tempfile.TemporaryDirectory(prefix="keyledger-restore-") as private:
+            staging = Path(private) / "staging.db"
+            ledger_id, tip = _staged(source, chain, staging, backup_path, password, before,
+                                     force, actor, origin)
+            with SQLiteRecorder(staging) as staged:
+                if replacing is None:
+                    live.load_copy(staged)
+                else:
+                    try:
+                        live.replace_with(staged, replacing)
+                    except ConcurrencyError:
+                        raise _written_meanwhile(live.location, before) from None
+        key = memory_key(ledger_id, live.location)
+    _remember(key, tip)
+    return Restored(before, chain.events)
+
+
+def _replaceable_head(live: Recorder, source: SQLiteRecorder, chain: VerifyReport,
+                      force: bool) -> tuple[int, str]:
+    """The head of the ledger a restore replaces, once it is known that replacing it loses
+    nothing (same ledger, history a prefix of the backup's) or ``force`` says so.
+
+    :raises IntegrityError: the backup claims this ledger's id under another signing key.
+    :raises LedgerFormatError: another ledger, or history lost, without ``force``.
+    """
+    replacing = live.head()
+    is_prefix = _history_is_kept(live, source, chain.events)
+    live_id, live_key = live.read_meta().ledger_id, recorded_public_key(live)
+    same_ledger = live_id == source.read_meta().ledger_id and live_key == chain.public_key
+    if not same_ledger and live_id == source.read_meta().ledger_id and live_key is not None:
+        # One ledger id, two signing keys: a ledger has one key for life, so the
+        # copy is a forgery, whatever --force says.
+        raise IntegrityError(
+            "the backup claims this ledger's id but is signed with another key: a "
+            "forgery, refused even with --force"
+        )
+    if not same_ledger and not force:
+        raise LedgerFormatError(
+            "the backup is of another ledger (its id or signing key differs from "
+            "this one's); --force to replace it anyway"
+        )
+    if not is_prefix and not force:
+        raise LedgerFormatError(
+            f"the ledger's history (to seq {replacing[0]}) is not a prefix of the backup's "
+            f"(to seq {chain.events}); restoring would lose or rewrite events. "
+            "--force to replace it anyway"
+        )
+    return replacing
+
+
+def _staged(source: SQLiteRecorder, chain: VerifyReport, staging: Path, backup_path: Path,
+            password: str, before: int, force: bool, actor: str | None,
+            origin: str | None) -> tuple[str, Seen]:
+    """The backup copied to ``staging`` and its ``LedgerRestored`` appended there; the
+    ledger's id and the staged copy's signed tip."""
+    from ledger.service import Ledger
+
+    source.backup_to(staging)
+    with Ledger.open(staging, password, actor=actor, origin=origin, seen=None) as new:
+        new.session.append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
+            file_name=backup_path.name, events_before=before,
+            events_restored=chain.events, forced=force,
+        ))
+        return new.ledger_id, new.signed_tip()
+
+
+def _remember(key: str, tip: Seen) -> None:
+    memory = SeenCheckpoints.from_environment()
+    if memory is not None:
+        # A restore goes back on purpose: what this host saw before is replaced.
+        memory.record(key, tip, replace=True)
+
+
+def _written_meanwhile(where: object, before: int) -> LedgerFormatError:
+    return LedgerFormatError(
+        f"{where} was written to while restoring (it no longer ends at seq "
+        f"{before}); nothing was restored: check it, then restore again")
 
 
 def _swap_in(staging: Path, target: Path, replacing: tuple[int, str] | None, before: int) -> None:
@@ -245,10 +326,7 @@ def _swap_in(staging: Path, target: Path, replacing: tuple[int, str] | None, bef
         try:
             staged.backup_to(target, overwrite=target.exists(), replacing=replacing)
         except ConcurrencyError:
-            raise LedgerFormatError(
-                f"{target} was written to while restoring (it no longer ends at seq "
-                f"{before}); nothing was restored: check it, then restore again"
-            ) from None
+            raise _written_meanwhile(target, before) from None
 
 
 @dataclass(frozen=True)

@@ -1541,18 +1541,23 @@ class SQLRecorder:
                 "with the master password (which upgrades it) before copying it")
         with source._reading(), self._creating_tables():
             self._create_schema()
-            for table, columns in COPY_TABLES.items():
-                marks = ", ".join("?" * len(columns.split(",")))
-                rows = source.copy_rows(table)
-                while batch := list(itertools.islice(rows, 5000)):
-                    self.conn.executemany(
-                        f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch)
-            self._store_format_version(FORMAT_VERSION)
-            self.format_version = FORMAT_VERSION
-            if self.projector is not None:
-                self.projector.setup(cast(Recorder, self))
-                self.projector.catch_up(cast(Recorder, self))
-            return self.event_count()
+            return self._fill_from(source)
+
+    def _fill_from(self, source: SQLRecorder) -> int:
+        """Inside a write transaction on empty tables: ``source``'s rows of every one of
+        :data:`COPY_TABLES`, then the read models built from the events; the events'
+        number."""
+        for table, columns in COPY_TABLES.items():
+            marks = ", ".join("?" * len(columns.split(",")))
+            rows = source.copy_rows(table)
+            while batch := list(itertools.islice(rows, 5000)):
+                self.conn.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", batch)
+        self._store_format_version(FORMAT_VERSION)
+        self.format_version = FORMAT_VERSION
+        if self.projector is not None:
+            self.projector.setup(cast(Recorder, self))
+            self.projector.catch_up(cast(Recorder, self))
+        return self.event_count()
 
     @contextlib.contextmanager
     def _creating_tables(self) -> Iterator[None]:

@@ -39,6 +39,7 @@ from psycopg.pq import TransactionStatus
 
 from ledger.chain import first_broken_link
 from ledger.errors import (
+    ConcurrencyError,
     IntegrityError,
     LedgerBusyError,
     LedgerDatabaseError,
@@ -53,6 +54,7 @@ from ledger.store import (
     _HEADS_SCHEMA,
     _LEDGER_SCHEMA,
     _TALLY_SCHEMA,
+    COPY_TABLES,
     FORMAT_VERSION,
     LEDGER_TABLES,
     LOCK_RETRY_SECONDS,
@@ -751,6 +753,40 @@ class PostgresRecorder(SQLRecorder):
                 with contextlib.suppress(OSError):
                     os.unlink(f"{path}{suffix}")
             raise
+
+
+    def replace_with(self, source: SQLRecorder, replacing: tuple[int, str]) -> int:
+        """Replace this ledger's content with ``source``'s (a restore's staged copy, its
+        ``LedgerRestored`` already appended) in one transaction under the writers' lock,
+        only if it still ends at ``replacing``: a write committed meanwhile is kept and
+        nothing is replaced. The tables, their triggers and grants stay as they are; the
+        append-only triggers are switched off for this transaction alone (no other session
+        ever sees them off), which needs the tables' owner. The events' number.
+
+        :raises ConcurrencyError: the ledger moved on from ``replacing``.
+        :raises LedgerDatabaseError: this role does not own the ledger's tables.
+        """
+        if not self._owns(*LEDGER_TABLES):
+            raise LedgerDatabaseError(
+                f"restoring {self._location} needs the role that owns its tables (the one "
+                "that ran init); nothing was restored")
+        with source._reading(), self.write_transaction():
+            if self.head() != replacing:
+                raise ConcurrencyError(["the ledger being replaced"])
+            raw = self.conn.raw
+            for table in _GUARDED:
+                raw.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            for table in (*COPY_TABLES, *_read_model_tables(self.conn, self.schema)):
+                raw.execute(f"DELETE FROM {table}")
+            for table in _GUARDED:
+                raw.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+            return self._fill_from(source)
+
+
+def _read_model_tables(conn: _Adapter, schema: str) -> list[str]:
+    return [name for (name,) in conn.raw.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'proj\\_%%' "
+        "ORDER BY tablename", (schema,))]
 
 
 @contextlib.contextmanager

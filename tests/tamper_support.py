@@ -115,6 +115,26 @@ def plain_rows(target: Path | str, sql: str, params: tuple[object, ...] = ()) ->
         return rows
 
 
+def contents(target: Path | str) -> object:
+    """What a ledger holds, to compare before and after a refused change: the file's bytes,
+    or every row of every table in the schema."""
+    if not is_server(str(target)):
+        return Path(target).read_bytes()
+    with server_connection(str(target)) as conn:
+        _, schema = _split(str(target))
+        tables = [name for (name,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename",
+            (schema,)).fetchall()]
+        return {table: sorted(map(repr, conn.execute(f"SELECT * FROM {table}").fetchall()))
+                for table in tables}
+
+
+def _split(url: str) -> tuple[str, str]:
+    from ledger.store_postgres import split_target
+
+    return split_target(url)
+
+
 def rewrite_rows(target: Path | str, *statements: str) -> None:
     """Run ``statements`` past the append-only triggers, as someone with write access to
     the file (or the server's superuser, whose ``session_replication_role`` skips them)

@@ -11,10 +11,12 @@ import pytest
 from cli_support import PASSWORD as CLI_PASSWORD
 from cli_support import document, error_line, invoke
 from conftest import PASSWORD, Backend
-from tamper_support import plain_rows
+from tamper_support import contents, plain_rows
 
 from ledger import Ledger, LedgerFormatError, VersionError
+from ledger import events as ev
 from ledger.backup import restore, take_backup, verify_backup
+from ledger.integrity import verify_ledger
 from ledger.testing import create_test_ledger, read_all
 from projections import ReadModels, projector
 
@@ -65,8 +67,8 @@ def test_a_backup_taken_during_a_migration_restores_and_reads_everything(tmp_pat
             assert back.report().needing_migration == 0
 
 
-@pytest.mark.sqlite_only  # restore replaces a file (PostgreSQL: docs/postgresql.md)
-def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, db_path: Path, tmp_path: Path) -> None:
+def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, backend: Backend,
+                                                     tmp_path: Path) -> None:
     """Restoring an older backup over a ledger that moved on is refused; --force does it."""
     ledger.set("a", "old")
     out = tmp_path / "b.db"
@@ -74,12 +76,15 @@ def test_restore_refuses_to_lose_events_unless_forced(ledger: Ledger, db_path: P
     ledger.set("a", "new")
     ledger.close()
     with pytest.raises(LedgerFormatError, match="not a prefix"):
-        restore(out, db_path, PASSWORD)
-    with Ledger.open(db_path, PASSWORD) as still:
+        restore(out, backend.target, PASSWORD, projector=projector())
+    with Ledger.open(backend.target, PASSWORD) as still:
         assert still.get("a").value == "new"
-    restore(out, db_path, PASSWORD, force=True)
-    with Ledger.open(db_path, PASSWORD) as back:
+    restore(out, backend.target, PASSWORD, force=True, projector=projector())
+    with Ledger.open(backend.target, PASSWORD, projector=projector()) as back:
         assert back.get("a").value == "old"
+        assert back.recorder.stream_head(ev.BACKUP_STREAM).type == "LedgerRestored"  # type: ignore[union-attr]
+        assert ReadModels(back.recorder).problems(deep=True) == []
+        assert verify_ledger(back.recorder).ok
 
 
 def test_a_later_backup_cannot_decrypt_a_destroyed_version(
@@ -178,15 +183,15 @@ def test_secrets_reset_and_restore_through_the_cli(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "zzz" in error_line(missing)
 
 
-@pytest.mark.sqlite_only  # restore replaces a file (PostgreSQL: docs/postgresql.md)
-def test_a_fresh_backup_restores_without_force(ledger: Ledger, db_path: Path, tmp_path: Path) -> None:
+def test_a_fresh_backup_restores_without_force(ledger: Ledger, backend: Backend,
+                                              tmp_path: Path) -> None:
     """Only BackupTaken events past the copy: restoring loses nothing and is allowed."""
     ledger.set("a", "1")
     out = tmp_path / "b.db"
     take_backup(ledger.session, out)
     take_backup(ledger.session, tmp_path / "b2.db")
     ledger.close()
-    done = restore(out, db_path, PASSWORD)
+    done = restore(out, backend.target, PASSWORD, projector=projector())
     assert (done.events_before, done.events_restored, done.kept_aside) == (7, 5, None)
 
 
@@ -408,9 +413,8 @@ def test_secrets_restore_refuses_another_ledgers_backup(ledger: Ledger, tmp_path
     assert ledger.get("db_password").value == "mine"
 
 
-@pytest.mark.sqlite_only  # restore replaces a file (PostgreSQL: docs/postgresql.md)
 def test_a_backup_claiming_this_ledgers_id_under_another_key_is_refused_even_forced(
-        ledger: Ledger, db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ledger: Ledger, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A ledger keeps one signing key for life: a copy built from scratch under this
     ledger's id, with its own key and a password the forger chose, is a forgery, which
     --force does not let through, and the live file is untouched."""
@@ -426,11 +430,12 @@ def test_a_backup_claiming_this_ledgers_id_under_another_key_is_refused_even_for
         other.set("a", "planted")
     monkeypatch.undo()
     assert verify_backup(forged, None).chain.ok  # a well-formed ledger in every other way
-    ledger.recorder.shred()
-    before = db_path.read_bytes()
+    if backend.name == "sqlite":
+        ledger.recorder.shred()
+    before = contents(backend.target)
     with pytest.raises(IntegrityError, match="forgery"):
-        restore(forged, db_path, PASSWORD, force=True)
-    assert db_path.read_bytes() == before
+        restore(forged, backend.target, PASSWORD, force=True, projector=projector())
+    assert contents(backend.target) == before
 
 
 def test_a_backup_whose_signing_key_is_not_its_recorded_one_does_not_open(

@@ -346,11 +346,61 @@ def test_a_backup_of_a_server_ledger_is_the_portable_file(url: str, tmp_path: Pa
     assert (os.stat(out).st_mode & 0o777) == 0o600
 
 
-def test_restore_onto_a_server_says_how(url: str, tmp_path: Path) -> None:
+def test_restore_onto_a_server_replaces_its_rows_in_one_step(url: str, tmp_path: Path) -> None:
+    """A backup restored onto the schema it came from: refused while it would lose an
+    event, then with --force the schema holds the backup's events and its LedgerRestored,
+    verifies, and its read models agree; the tables' triggers are as keyledger made them."""
     out = tmp_path / "backup.db"
     assert invoke(url, "backup", "--out", str(out)).exit_code == 0
-    result = invoke(url, "restore", str(out), "--yes")
-    assert result.exit_code == 2 and "keyledger copy" in error_line(result)
+    assert invoke(url, "secrets", "set", "db_password", "--value", "newer").exit_code == 0
+    refused = invoke(url, "restore", str(out), "--yes")
+    assert refused.exit_code == 1 and "not a prefix" in error_line(refused)
+    done = invoke(url, "restore", str(out), "--yes", "--force", "--json")
+    assert done.exit_code == 0, done.stderr
+    assert document(done)["events_restored"] < document(done)["events_before"]
+    assert invoke(url, "secrets", "get", "db_password").stdout.strip() == VALUE
+    assert invoke(url, "audit", "verify", password=None).exit_code == 0
+    assert invoke(url, "health-check", "--deep").exit_code == 0
+    assert plain_rows(url, "SELECT type FROM events ORDER BY seq DESC LIMIT 1")[0][0] == "LedgerRestored"
+    with PostgresRecorder(url) as recorder:
+        assert recorder.trigger_faults() == []
+
+
+def test_a_write_while_restoring_onto_a_server_is_kept(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replacement checks, under the writers' lock, that the ledger still ends where
+    the restore checked it: a write landing meanwhile is kept and nothing is restored."""
+    from ledger import backup
+
+    out = tmp_path / "backup.db"
+    assert invoke(url, "backup", "--out", str(out)).exit_code == 0
+    staged = backup._staged
+
+    def and_a_write_lands(*args: Any) -> Any:
+        result = staged(*args)
+        with Ledger.open(url, CLI_PASSWORD) as other:
+            other.set("db_password", "written meanwhile")
+        return result
+
+    monkeypatch.setattr(backup, "_staged", and_a_write_lands)
+    with pytest.raises(LedgerFormatError, match="written to while restoring"):
+        backup.restore(out, url, CLI_PASSWORD, projector=projector())
+    with Ledger.open(url, CLI_PASSWORD) as ledger:
+        assert ledger.get("db_password").value == "written meanwhile"
+        assert ledger.recorder.stream_head("backups").type == "BackupTaken"  # type: ignore[union-attr]
+
+
+def test_restore_into_an_empty_schema_creates_the_ledger(url: str, pg_cluster: pg_support.Cluster,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "backup.db"
+    assert invoke(url, "backup", "--out", str(out)).exit_code == 0
+    fresh = pg_cluster.url()
+    done = invoke(fresh, "restore", str(out), "--yes", "--json")
+    assert done.exit_code == 0, done.stderr
+    assert document(done)["events_before"] == 0
+    assert invoke(fresh, "secrets", "get", "db_password").stdout.strip() == VALUE
+    assert invoke(fresh, "audit", "verify", password=None).exit_code == 0
 
 
 # -- what reaches the server -----------------------------------------------------------
@@ -453,7 +503,9 @@ def test_the_app_role_fails_closed_when_reads_are_audited(url: str, roles: dict[
     assert got.exit_code == 1 and got.stdout == "" and "permission denied" in error_line(got)
 
 
-def test_the_operator_role_runs_every_command_and_rewrites_nothing(roles: dict[str, str]) -> None:
+def test_the_operator_role_runs_every_command_and_rewrites_nothing(
+    roles: dict[str, str], tmp_path: Path
+) -> None:
     operator = roles["operator"]
     for args in (("secrets", "set", "x", "--value", "v"), ("rotate", "--yes"),
                  ("migrate", "--yes"), ("rebuild-projections",), ("health-check",),
@@ -464,6 +516,15 @@ def test_the_operator_role_runs_every_command_and_rewrites_nothing(roles: dict[s
         for sql in (f"UPDATE {table} SET seq = seq", f"DELETE FROM {table}", f"TRUNCATE {table}"):
             assert "permission denied" in refused_as("operator", operator, sql)
     assert "must be owner" in refused_as("operator", operator, "DROP TRIGGER events_no_update ON events")
+    # A restore deletes events, which no role but the tables' owner may make happen.
+    out = tmp_path / "backup.db"
+    assert as_role("operator", operator, "backup", "--out", str(out)).exit_code == 0
+    before = plain_rows(operator.replace("login_operator@", "keyledger_admin@"),
+                        "SELECT count(*) FROM events")
+    restored = as_role("operator", operator, "restore", str(out), "--yes")
+    assert restored.exit_code == 1 and "owns its tables" in error_line(restored)
+    assert plain_rows(operator.replace("login_operator@", "keyledger_admin@"),
+                      "SELECT count(*) FROM events") == before
 
 
 def test_the_auditor_role_audits_without_a_password_or_the_keys(
