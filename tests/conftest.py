@@ -114,6 +114,13 @@ class Backend:
         assert self.name == "sqlite", "a file only on SQLite"
         return Path(self.target)
 
+    def fresh(self, name: str) -> str:
+        """Another place for a ledger on this backend: ``name`` beside the test's file, or
+        a fresh schema."""
+        if self.cluster is not None:
+            return self.cluster.url()
+        return str(Path(self.target).with_name(name))
+
     def create(self, password: str = PASSWORD, *, projector: Projector | None = None) -> Ledger:
         """A new ledger (weak, fast KDF) on this backend."""
         return create_test_ledger(self.target, password, projector=projector)
