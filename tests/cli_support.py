@@ -37,7 +37,7 @@ OTHER_VALUE = "another-hidden-value-51ea"
 runner = CliRunner()
 
 def invoke(
-    db: Path | None, *args: str, stdin: str | bytes | None = None,
+    db: Path | str | None, *args: str, stdin: str | bytes | None = None,
     password: str | None = PASSWORD, env: Mapping[str, str | None] | None = None,
 ) -> Result:
     """Run the CLI with a clean environment; never lets a traceback or a crash through."""

@@ -135,7 +135,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, dropped = [], []
     for item in items:
         params = getattr(item, "callspec", None)
-        on_server = params is not None and params.params.get("backend") == "postgresql"
+        on_server = params is not None and "postgresql" in params.params.values()
         (dropped if on_server and item.get_closest_marker("sqlite_only") else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)

@@ -115,6 +115,18 @@ def plain_rows(target: Path | str, sql: str, params: tuple[object, ...] = ()) ->
         return rows
 
 
+def ledger_exists(target: Path | str) -> bool:
+    """Whether anything was made at ``target``: the file, or the schema."""
+    if not is_server(str(target)):
+        return Path(target).exists()
+    conninfo, schema = _split(str(target))
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                            (schema,)).fetchone() is not None
+
+
 def contents(target: Path | str) -> object:
     """What a ledger holds, to compare before and after a refused change: the file's bytes,
     or every row of every table in the schema."""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from cli_support import NEW_PASSWORD, document, head, invoke, plant_undecryptable
-from tamper_support import edit_read_models
+from conftest import Backend
+from tamper_support import edit_read_models, ledger_exists
 
 from ledger.locations import is_server
 from ledger.store_sqlite import SQLiteRecorder
@@ -69,13 +70,12 @@ def test_health_check_undecryptable_secret_is_unhealthy(filled: Path) -> None:
     assert statuses["round_trip"] == "fail"
 
 
-def test_health_check_missing_ledger_is_unhealthy(tmp_path: Path) -> None:
-    """health-check on a path with no ledger is unhealthy (exit 1) and creates no file."""
-    path = tmp_path / "absent.db"
-    result = invoke(path, "health-check", "--json")
+def test_health_check_missing_ledger_is_unhealthy(backend: Backend) -> None:
+    """health-check where no ledger is is unhealthy (exit 1) and creates nothing."""
+    result = invoke(backend.target, "health-check", "--json")
     assert result.exit_code == 1
     assert document(result)["healthy"] is False
-    assert not path.exists()
+    assert not ledger_exists(backend.target)
 
 
 def test_health_check_kdf_advice_is_actionable(db: Path) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from cli_support import NEW_PASSWORD, OTHER_VALUE, VALUE, document, error_line, head, invoke, mode, values
+from conftest import Backend
+from tamper_support import ledger_exists
 
 from ledger.crypto import KEK_ITERATIONS
 
@@ -68,26 +70,24 @@ def test_init_refuses_a_file_that_is_not_a_ledger(tmp_path: Path) -> None:
     assert path.read_bytes() == b"just some notes, not SQLite\n" * 10
 
 
-def test_init_without_password_creates_nothing(tmp_path: Path) -> None:
-    """init without a password and without a terminal fails and creates no file."""
-    path = tmp_path / "keyledger.db"
-    result = invoke(path, "init", password=None)
+def test_init_without_password_creates_nothing(backend: Backend) -> None:
+    """init without a password and without a terminal fails and creates no file (schema)."""
+    result = invoke(backend.target, "init", password=None)
     assert result.exit_code == 1
     assert "ENCRYPTION_MASTER_PASSWORD" in error_line(result)
-    assert not path.exists()
+    assert not ledger_exists(backend.target)
 
 
 def test_init_prompt_mismatch_creates_nothing(
-    tmp_path: Path, tty: None, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, tty: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a terminal, two different answers to the password prompt create nothing."""
     answers = iter(["first password 123", "second password 456"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
-    path = tmp_path / "keyledger.db"
-    result = invoke(path, "init", password=None)
+    result = invoke(backend.target, "init", password=None)
     assert result.exit_code == 1
     assert "differ" in error_line(result)
-    assert not path.exists()
+    assert not ledger_exists(backend.target)
 
 
 # -- info and report -------------------------------------------------------------------
@@ -116,13 +116,12 @@ def test_info_needs_no_password(filled: Path) -> None:
     assert "\x1b[" not in result.stdout
 
 
-def test_info_on_missing_ledger_points_at_init(tmp_path: Path) -> None:
-    """info on a path with no ledger exits 1 with one line suggesting init, creating nothing."""
-    path = tmp_path / "absent.db"
-    result = invoke(path, "info")
+def test_info_on_missing_ledger_points_at_init(backend: Backend) -> None:
+    """info where no ledger is exits 1 with one line suggesting init, creating nothing."""
+    result = invoke(backend.target, "info")
     assert result.exit_code == 1
     assert "init" in error_line(result)
-    assert not path.exists()
+    assert not ledger_exists(backend.target)
 
 
 def test_report_json_shape(filled: Path) -> None:

@@ -1,4 +1,5 @@
-"""The real ``keyledger`` executable in a child process: stdin closed, piped or a pty."""
+"""The real ``keyledger`` executable in a child process: stdin closed, piped or a pty, on
+both backends (what is about the file itself, its modes and bytes, on SQLite)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import BACKENDS, Backend
+from tamper_support import ledger_exists, plain_rows
 
 from ledger.testing import child_environment, create_test_ledger, keyledger_command, ledger_files
 
@@ -27,12 +29,12 @@ TIMEOUT = 60
 keyledger = keyledger_command
 
 
-def environment(db: Path, **extra: str) -> dict[str, str]:
+def environment(db: Path | str, **extra: str) -> dict[str, str]:
     return child_environment(KEYLEDGER_DB=str(db), ENCRYPTION_MASTER_PASSWORD=PASSWORD, **extra)
 
 
 def run(
-    db: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+    db: Path | str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run keyledger to completion with a private umask of 0, so only its own modes protect files."""
     result = subprocess.run(
@@ -54,27 +56,37 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def events_head(db: Path) -> tuple[int, str]:
-    with closing(sqlite3.connect(db)) as conn:
-        return conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+def events_head(db: Path | str) -> tuple[int, str]:
+    seq, digest = plain_rows(db, "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")[0]
+    return seq, digest
 
 
 @dataclass
 class Tour:
-    db: Path
+    db: Path | str
     results: dict[str, subprocess.CompletedProcess[str]] = field(default_factory=dict)
     modes: dict[str, int] = field(default_factory=dict)
     bytes_while_open: dict[str, bytes] = field(default_factory=dict)
     bytes_after: dict[str, bytes] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="module")
-def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def tour(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     """init -> set (stdin) -> rotate --yes -> migrate --yes -> get, through the real executable.
 
     A reader connection is held open after init so the WAL survives the writers' exits
     and can be inspected.
     """
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_cluster").url()
+        done = Tour(url)
+        done.results["init"] = run(url, "init")
+        done.results["set"] = run(url, "secrets", "set", "db_password", stdin=VALUE + "\n")
+        done.results["rotate"] = run(url, "rotate", "--yes")
+        done.results["migrate"] = run(url, "migrate", "--yes", "--json")
+        done.results["get"] = run(url, "secrets", "get", "db_password", "--json")
+        yield done
+        return
     db = tmp_path_factory.mktemp("tour") / "keyledger.db"
     done = Tour(db)
     done.results["init"] = run(db, "init")
@@ -109,15 +121,19 @@ def test_tour_init_set_rotate_migrate_get(tour: Tour) -> None:
         assert VALUE not in shown and PASSWORD not in shown
 
 
+@pytest.mark.sqlite_only
 def test_tour_ledger_file_and_wal_are_private(tour: Tour) -> None:
     """Even under umask 0 the ledger file and its -wal (and -shm) are mode 0600."""
+    assert isinstance(tour.db, Path)
     name = tour.db.name
     assert {name, name + "-wal"} <= set(tour.modes)
     assert all(m == 0o600 for m in tour.modes.values()), {k: oct(v) for k, v in tour.modes.items()}
 
 
+@pytest.mark.sqlite_only  # the server's files: test_postgres.py
 def test_tour_leaves_no_plaintext_or_password_in_ledger_bytes(tour: Tour) -> None:
     """Neither the secret value nor the master password appears in the ledger file or its WAL."""
+    assert isinstance(tour.db, Path)
     # The scan can see data: the secret's name (not secret) is there in clear.
     assert b"db_password" in tour.bytes_while_open[tour.db.name + "-wal"]
     assert b"db_password" in tour.bytes_after[tour.db.name]
@@ -160,9 +176,9 @@ def test_wal_made_by_keyledger_is_private_and_tty_confirmation_cancels(tmp_path:
     assert events_head(db) == before
 
 
-def test_missing_password_without_tty_fails_fast(tmp_path: Path) -> None:
+def test_missing_password_without_tty_fails_fast(backend: Backend) -> None:
     """No ENCRYPTION_MASTER_PASSWORD and stdin not a terminal: one line, exit 1, no hang."""
-    db = tmp_path / "keyledger.db"
+    db = backend.target
     create_test_ledger(db, PASSWORD).close()
     env = environment(db)
     del env["ENCRYPTION_MASTER_PASSWORD"]
@@ -172,20 +188,21 @@ def test_missing_password_without_tty_fails_fast(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-def test_init_without_password_creates_nothing(tmp_path: Path) -> None:
-    """keyledger init with no password and no terminal fails with one line and creates no file."""
-    db = tmp_path / "keyledger.db"
+def test_init_without_password_creates_nothing(backend: Backend) -> None:
+    """keyledger init with no password and no terminal fails with one line and creates no
+    file (or schema)."""
+    db = backend.target
     env = environment(db)
     del env["ENCRYPTION_MASTER_PASSWORD"]
     result = run(db, "init", env=env)
     assert result.returncode == 1
     assert "ENCRYPTION_MASTER_PASSWORD" in one_line(result.stderr)
-    assert not db.exists()
+    assert not ledger_exists(db)
 
 
-def test_confirmation_refused_with_stdin_left_open(tmp_path: Path) -> None:
+def test_confirmation_refused_with_stdin_left_open(backend: Backend) -> None:
     """rotate without --yes refuses at once even when stdin is a pipe nobody closes."""
-    db = tmp_path / "keyledger.db"
+    db = backend.target
     create_test_ledger(db, PASSWORD).close()
     before = events_head(db)
     child = subprocess.Popen(
@@ -216,9 +233,9 @@ def _wait_without_closing(child: subprocess.Popen[str]) -> tuple[str, str]:
     return child.stdout.read(), child.stderr.read()
 
 
-def test_set_with_stdin_closed_is_a_clear_error(tmp_path: Path) -> None:
+def test_set_with_stdin_closed_is_a_clear_error(backend: Backend) -> None:
     """secrets set without --value and with stdin closed fails with one line, not a traceback."""
-    db = tmp_path / "keyledger.db"
+    db = backend.target
     create_test_ledger(db, PASSWORD).close()
     before = events_head(db)
     result = subprocess.run(
@@ -232,9 +249,9 @@ def test_set_with_stdin_closed_is_a_clear_error(tmp_path: Path) -> None:
     assert events_head(db) == before
 
 
-def test_no_color_is_respected(tmp_path: Path) -> None:
+def test_no_color_is_respected(backend: Backend) -> None:
     """With FORCE_COLOR styling is on, and NO_COLOR then removes every colour code."""
-    db = tmp_path / "keyledger.db"
+    db = backend.target
     create_test_ledger(db, PASSWORD).close()
     styled = run(db, "info", env=environment(db, FORCE_COLOR="1"))
     assert styled.returncode == 0 and "\x1b[" in styled.stdout

@@ -4,7 +4,9 @@
 Someone who can write the ledger file but lacks the master password cannot forge a
 checkpoint; they can put back an older genuine copy. These tests do that, and fork the
 ledger, and check that every command that unlocks refuses in one line, while the ways an
-operator goes back on purpose (restore, audit seen --forget) keep working.
+operator goes back on purpose (restore, audit seen --forget) keep working. The first
+tests run on both backends: on PostgreSQL the older copy is put back into the schema by
+its owner (an old dump restored, say); the rest are about files.
 """
 
 from __future__ import annotations
@@ -15,21 +17,21 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from cli_support import PASSWORD as CLI_PASSWORD
 from cli_support import document, error_line, invoke
-from conftest import vector_copy
-from forgery_support import forge_everything, run_sql
+from conftest import Backend, vector_copy
+from forgery_support import Target, forge_everything, rows, run_sql
+from tamper_support import contents
 
 from ledger import IntegrityError, Ledger, LedgerFormatError, RollbackError
 from ledger import events as ev
 from ledger.backup import restore, take_backup
+from ledger.locations import is_server, open_recorder
 from ledger.seen import STATE_DIR_ENV
 from ledger.store_sqlite import SQLiteRecorder
 from ledger.testing import child_environment, create_test_ledger, keyledger_command, read_all
@@ -43,28 +45,47 @@ def copy_file(source: Path, target: Path) -> None:
             shutil.copyfile(f"{source}{suffix}", f"{target}{suffix}")
 
 
+def put_back(copy: Path, live: Target, *, in_place: bool = False) -> None:
+    """An older copy (a file) put in place of the live ledger: over the file (``in_place``:
+    into it, as a process that has it open then sees), or into the schema's tables by their
+    owner, the read models rebuilt from its events."""
+    if not is_server(str(live)):
+        if in_place:
+            with SQLiteRecorder(copy) as older:
+                older.backup_to(Path(live), overwrite=True)
+        else:
+            copy_file(copy, Path(live))
+        return
+    from ledger.store_postgres import PostgresRecorder
+    from projections import projector
+
+    with PostgresRecorder(str(live), projector=projector()) as recorder, \
+            SQLiteRecorder(copy) as older:
+        recorder.replace_with(older, recorder.head())
+
+
 @pytest.fixture
-def live(tmp_path: Path) -> Path:
-    db = tmp_path / "keyledger.db"
+def live(backend: Backend) -> Target:
+    db = backend.db_path if backend.name == "sqlite" else backend.target
     with create_test_ledger(db, CLI_PASSWORD) as ledger:
         ledger.set("db_password", "old")
     return db
 
 
-def snapshot(db: Path, tmp_path: Path, name: str) -> Path:
+def snapshot(db: Target, tmp_path: Path, name: str) -> Path:
     saved = tmp_path / name
-    with SQLiteRecorder(db) as recorder:
+    with open_recorder(db) as recorder:
         recorder.backup_to(saved)
     return saved
 
 
 def test_an_older_copy_put_back_is_refused_by_every_command_that_unlocks(
-        live: Path, tmp_path: Path) -> None:
+        live: Target, tmp_path: Path) -> None:
     """The value rotated away comes back with the old file: get, set, migrate refuse."""
     old = snapshot(live, tmp_path, "old.db")
     assert invoke(live, "secrets", "set", "db_password", "--value", "new").exit_code == 0
     assert invoke(live, "secrets", "get", "db_password").stdout.strip() == "new"
-    copy_file(old, live)
+    put_back(old, live)
     for args in (("secrets", "get", "db_password"), ("secrets", "set", "x", "--value", "1"),
                  ("migrate", "--yes"), ("rotate", "--yes")):
         refused = invoke(live, *args)
@@ -77,35 +98,35 @@ def test_an_older_copy_put_back_is_refused_by_every_command_that_unlocks(
         assert back.get("db_password").value == "old"
 
 
-def test_a_fork_at_the_same_seq_is_refused(live: Path, tmp_path: Path) -> None:
+def test_a_fork_at_the_same_seq_is_refused(live: Target, tmp_path: Path) -> None:
     """Two copies that each took one different write: the one not seen here is refused."""
     fork = snapshot(live, tmp_path, "fork.db")
     assert invoke(live, "secrets", "set", "db_password", "--value", "mine").exit_code == 0
     with Ledger.open(fork, CLI_PASSWORD, seen=None) as other:
         other.set("db_password", "theirs")
-    copy_file(fork, live)
+    put_back(fork, live)
     refused = invoke(live, "secrets", "get", "db_password")
     assert refused.exit_code == 1 and "history was replaced" in error_line(refused)
 
 
-def test_a_longer_fork_is_refused(live: Path, tmp_path: Path) -> None:
+def test_a_longer_fork_is_refused(live: Target, tmp_path: Path) -> None:
     """A copy that went on from an older point, past what this host saw, is refused too."""
     fork = snapshot(live, tmp_path, "fork.db")
     assert invoke(live, "secrets", "set", "db_password", "--value", "mine").exit_code == 0
     with Ledger.open(fork, CLI_PASSWORD, seen=None) as other:
         for n in range(5):
             other.set("db_password", f"theirs {n}")
-    copy_file(fork, live)
+    put_back(fork, live)
     refused = invoke(live, "secrets", "get", "db_password")
     assert refused.exit_code == 1 and "history was replaced" in error_line(refused)
 
 
-def test_audit_seen_shows_the_rollback_and_forget_accepts_it(live: Path, tmp_path: Path) -> None:
+def test_audit_seen_shows_the_rollback_and_forget_accepts_it(live: Target, tmp_path: Path) -> None:
     old = snapshot(live, tmp_path, "old.db")
     assert invoke(live, "secrets", "set", "db_password", "--value", "new").exit_code == 0
     seen = document(invoke(live, "audit", "seen", "--json"))
     assert seen["verdict"] == "current" and seen["remembered"] == seen["current"]
-    copy_file(old, live)
+    put_back(old, live)
     shown = document(invoke(live, "audit", "seen", "--json"))
     assert shown["verdict"] == "behind" and shown["forgotten"] is False
     assert shown["current"]["seq"] < shown["remembered"]["seq"]
@@ -115,7 +136,7 @@ def test_audit_seen_shows_the_rollback_and_forget_accepts_it(live: Path, tmp_pat
     assert invoke(live, "secrets", "get", "db_password").stdout.strip() == "old"
 
 
-def test_keyledger_restore_goes_back_without_a_refusal(live: Path, tmp_path: Path) -> None:
+def test_keyledger_restore_goes_back_without_a_refusal(live: Target, tmp_path: Path) -> None:
     backup = tmp_path / "b.db"
     assert invoke(live, "backup", "--out", str(backup)).exit_code == 0
     assert invoke(live, "secrets", "set", "db_password", "--value", "new").exit_code == 0
@@ -124,7 +145,7 @@ def test_keyledger_restore_goes_back_without_a_refusal(live: Path, tmp_path: Pat
     assert document(invoke(live, "audit", "seen", "--json"))["verdict"] == "current"
 
 
-def test_a_restore_signed_elsewhere_is_accepted_here(live: Path, tmp_path: Path) -> None:
+def test_a_restore_signed_elsewhere_is_accepted_here(live: Target, tmp_path: Path) -> None:
     """Another host restored the shared file: its signed LedgerRestored, newer than what
     this host saw, explains the shorter history."""
     backup = tmp_path / "b.db"
@@ -139,7 +160,7 @@ def test_a_restore_signed_elsewhere_is_accepted_here(live: Path, tmp_path: Path)
         assert back.get("db_password").value == "old"
 
 
-def test_the_old_copy_of_a_restored_ledger_is_still_refused(live: Path, tmp_path: Path) -> None:
+def test_the_old_copy_of_a_restored_ledger_is_still_refused(live: Target, tmp_path: Path) -> None:
     """A restore's record covers the restored file, not any older copy put back after it."""
     older = snapshot(live, tmp_path, "older.db")
     backup = tmp_path / "b.db"
@@ -148,12 +169,12 @@ def test_the_old_copy_of_a_restored_ledger_is_still_refused(live: Path, tmp_path
         take_backup(ledger.session, backup)
         ledger.set("db_password", "v3")
     restore(backup, live, CLI_PASSWORD, force=True)
-    copy_file(older, live)
+    put_back(older, live)
     with pytest.raises(RollbackError):
         Ledger.open(live, CLI_PASSWORD)
 
 
-def test_a_backup_elsewhere_opens_although_it_is_older(live: Path, tmp_path: Path) -> None:
+def test_a_backup_elsewhere_opens_although_it_is_older(live: Target, tmp_path: Path) -> None:
     """The memory is of the ledger at its place: a backup file is an older copy by design."""
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
@@ -163,10 +184,10 @@ def test_a_backup_elsewhere_opens_although_it_is_older(live: Path, tmp_path: Pat
         assert copy.get("db_password").value == "old"
 
 
-def test_memory_off_lets_the_copy_through_as_documented(live: Path, tmp_path: Path) -> None:
+def test_memory_off_lets_the_copy_through_as_documented(live: Target, tmp_path: Path) -> None:
     old = snapshot(live, tmp_path, "old.db")
     assert invoke(live, "secrets", "set", "db_password", "--value", "new").exit_code == 0
-    copy_file(old, live)
+    put_back(old, live)
     got = invoke(live, "secrets", "get", "db_password", env={STATE_DIR_ENV: "off"})
     assert got.exit_code == 0 and got.stdout.strip() == "old"
     assert document(invoke(live, "audit", "seen", "--json",
@@ -174,7 +195,7 @@ def test_memory_off_lets_the_copy_through_as_documented(live: Path, tmp_path: Pa
 
 
 def test_an_unusable_memory_is_a_warning_not_a_failure(
-        live: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        live: Target, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A state dir that cannot be made (its parent is a file) or a damaged memory file
     never stops a command: the memory narrows rollback, it does not guard values."""
     blocker = tmp_path / "a-file"
@@ -198,7 +219,7 @@ def test_an_unusable_memory_is_a_warning_not_a_failure(
     assert json.loads((state / "seen.json").read_text())
 
 
-def test_the_memory_holds_no_secret(live: Path) -> None:
+def test_the_memory_holds_no_secret(live: Target) -> None:
     assert invoke(live, "secrets", "set", "api_key", "--value", "sk-memory-probe").exit_code == 0
     state = Path(os.environ[STATE_DIR_ENV])
     body = (state / "seen.json").read_text()
@@ -209,11 +230,12 @@ def test_the_memory_holds_no_secret(live: Path) -> None:
 # -- restore as one step ----------------------------------------------------------------------
 
 
-def _events(db: Path) -> list[tuple[int, str]]:
-    with SQLiteRecorder(db) as recorder:
+def _events(db: Target) -> list[tuple[int, str]]:
+    with open_recorder(db) as recorder:
         return [(e.seq, e.hash) for e in recorder.read_events()]
 
 
+@pytest.mark.sqlite_only  # how a file is replaced
 def test_a_restore_that_fails_before_the_swap_leaves_the_ledger_exactly_as_it_was(
         live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backup = tmp_path / "b.db"
@@ -240,17 +262,18 @@ def test_a_restore_that_fails_before_the_swap_leaves_the_ledger_exactly_as_it_wa
         assert ledger.get("db_password").value == "new"
 
 
-def test_a_wrong_password_restores_nothing(live: Path, tmp_path: Path) -> None:
+def test_a_wrong_password_restores_nothing(live: Target, tmp_path: Path) -> None:
     backup = tmp_path / "b.db"
     with Ledger.open(live, CLI_PASSWORD) as ledger:
         take_backup(ledger.session, backup)
         ledger.set("db_password", "new")
-    before = live.read_bytes()
+    before = contents(live)
     refused = invoke(live, "restore", str(backup), "--force", "--yes", password="wrong")
     assert refused.exit_code == 1 and "password" in error_line(refused)
-    assert live.read_bytes() == before
+    assert contents(live) == before
 
 
+@pytest.mark.sqlite_only  # how a file is replaced
 def test_restore_killed_at_any_moment_leaves_the_old_ledger_or_the_new_one_with_its_record(
         live: Path, tmp_path: Path) -> None:
     """SIGKILL a real `keyledger restore --force` at moments spread over a clean run."""
@@ -299,15 +322,13 @@ def test_restore_killed_at_any_moment_leaves_the_old_ledger_or_the_new_one_with_
         run(clean * percent / 100, tmp_path / f"round-{n}")
 
 
-def test_a_forged_restore_record_cannot_explain_a_rollback(live: Path, tmp_path: Path) -> None:
+def test_a_forged_restore_record_cannot_explain_a_rollback(live: Target, tmp_path: Path) -> None:
     """LedgerRestored counts only when proven: one inserted without the key is tampering."""
     old = snapshot(live, tmp_path, "old.db")
     assert invoke(live, "secrets", "set", "db_password", "--value", "new").exit_code == 0
-    copy_file(old, live)
-    with closing(sqlite3.connect(live)) as conn:
-        top = conn.execute("SELECT max(seq) FROM events").fetchone()[0]
-        rev = conn.execute("SELECT count(*) FROM events WHERE stream = ?",
-                           (ev.BACKUP_STREAM,)).fetchone()[0]
+    put_back(old, live)
+    top = rows(live, "SELECT max(seq) FROM events")[0][0]
+    rev = rows(live, "SELECT count(*) FROM events WHERE stream = ?", (ev.BACKUP_STREAM,))[0][0]
     payload = ev.canonical_json({"file_name": "x.db", "events_before": 1, "events_restored": 1,
                                  "forced": True})
     run_sql(live, ("INSERT INTO events (seq, stream, stream_rev, type, schema_version, "
@@ -320,7 +341,7 @@ def test_a_forged_restore_record_cannot_explain_a_rollback(live: Path, tmp_path:
 
 
 def test_a_fork_dressed_with_the_remembered_hash_is_still_refused(
-        live: Path, tmp_path: Path) -> None:
+        live: Target, tmp_path: Path) -> None:
     """The forker copies the hash this host remembers into their fork's row at that seq:
     the walk from the remembered head to the signed tip breaks at the next link."""
     fork = snapshot(live, tmp_path, "fork.db")
@@ -330,7 +351,7 @@ def test_a_fork_dressed_with_the_remembered_hash_is_still_refused(
         for n in range(3):
             other.set("db_password", f"theirs {n}")
     run_sql(fork, ("UPDATE events SET hash = ? WHERE seq = ?", (seen["head_hash"], seen["seq"])))
-    copy_file(fork, live)
+    put_back(fork, live)
     refused = invoke(live, "secrets", "get", "db_password")
     assert refused.exit_code == 1 and "history was replaced" in error_line(refused)
 
@@ -351,6 +372,7 @@ def test_a_refused_rollback_of_a_format_3_copy_is_not_upgraded(tmp_path: Path) -
     assert db.read_bytes() == before
 
 
+@pytest.mark.sqlite_only  # how a file is replaced
 def test_a_write_committed_while_restoring_is_kept_and_nothing_is_restored(
         live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Another process wrote after restore checked the history and before the swap: the
@@ -377,6 +399,7 @@ def test_a_write_committed_while_restoring_is_kept_and_nothing_is_restored(
     assert [p.name for p in tmp_path.iterdir() if "restoring" in p.name] == []
 
 
+@pytest.mark.sqlite_only  # how a file is replaced
 def test_a_writer_holding_the_lock_while_restoring_keeps_its_write(
         live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A long write (a large import) holds the ledger's lock when restore swaps. The swap's
@@ -422,6 +445,7 @@ def test_a_writer_holding_the_lock_while_restoring_keeps_its_write(
         assert ledger.get("db_password").value == "written by a long import"
 
 
+@pytest.mark.sqlite_only  # how a file is replaced
 def test_a_killed_restores_staging_copy_is_removed_by_the_next_restore(
         live: Path, tmp_path: Path) -> None:
     """A restore killed before its swap leaves a full copy of a ledger beside it; the next
@@ -438,15 +462,14 @@ def test_a_killed_restores_staging_copy_is_removed_by_the_next_restore(
 
 
 
-def test_a_long_lived_ledger_refuses_a_file_put_back_under_it(live: Path, tmp_path: Path) -> None:
+def test_a_long_lived_ledger_refuses_a_file_put_back_under_it(live: Target, tmp_path: Path) -> None:
     """An API server holds the ledger open; the file is rolled back under it. It neither
     serves the old value nor appends on top of the old copy (attack pass 2, F2)."""
     old = snapshot(live, tmp_path, "old.db")
     with Ledger.open(live, CLI_PASSWORD) as server:
         server.set("db_password", "v2")
         server.set("db_password", "v3")
-        with SQLiteRecorder(old) as copy:
-            copy.backup_to(live, overwrite=True)  # write access is enough to do this
+        put_back(old, live, in_place=True)  # write access is enough to do this
         top = _events(live)[-1]
         with pytest.raises(RollbackError, match="rolled back or restored under it"):
             server.get("db_password")
@@ -458,7 +481,7 @@ def test_a_long_lived_ledger_refuses_a_file_put_back_under_it(live: Path, tmp_pa
 @pytest.mark.parametrize("call", ["secret", "secrets", "report", "keyring", "open_ciphertext",
                                   "head_of", "verify_heads"])
 def test_every_read_of_a_long_lived_ledger_refuses_a_file_put_back_under_it(
-        live: Path, tmp_path: Path, call: str) -> None:
+        live: Target, tmp_path: Path, call: str) -> None:
     """Not only get and the writes: every read refuses once the file is an older copy,
     so a destroyed key's old ciphertext does not open through a put-back keyring either
     (attack pass 3, F4)."""
@@ -471,8 +494,7 @@ def test_every_read_of_a_long_lived_ledger_refuses_a_file_put_back_under_it(
         server.migrate()
         server.retire(1)
         server.destroy(1)
-        with SQLiteRecorder(old) as copy:
-            copy.backup_to(live, overwrite=True)
+        put_back(old, live, in_place=True)
         calls = {
             "secret": lambda: server.secret("db_password"),
             "secrets": server.secrets,
@@ -487,7 +509,7 @@ def test_every_read_of_a_long_lived_ledger_refuses_a_file_put_back_under_it(
 
 
 def test_a_restore_explains_a_rollback_only_if_it_replaced_what_this_host_saw(
-        live: Path, tmp_path: Path) -> None:
+        live: Target, tmp_path: Path) -> None:
     """A restore's record accepts a shorter ledger only when the ledger it replaced went
     at least as far as this host's memory, whatever the clocks say (attack pass 2, F4)."""
     backup = tmp_path / "b.db"
@@ -505,11 +527,12 @@ def test_a_restore_explains_a_rollback_only_if_it_replaced_what_this_host_saw(
     for entry in memory.values():
         entry["signed_at"] = "2000-01-01T00:00:00.000000Z"
     state.write_text(json.dumps(memory))
-    copy_file(restored_copy, live)
+    put_back(restored_copy, live)
     with pytest.raises(RollbackError):
         Ledger.open(live, CLI_PASSWORD)
 
 
+@pytest.mark.sqlite_only  # how a file is replaced
 def test_another_spelling_of_the_same_path_is_the_same_place(
         live: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--db ../keyledger.db` from a subfolder is the ledger this host remembers
