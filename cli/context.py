@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.env import PASSWORD_ENV, is_utf8
+from cli.env import NEW_PASSWORD_ENV, PASSWORD_ENV
 from cli.output import note, warn
-from ledger import ConfirmationRequired, Ledger, WrongPasswordError
+from ledger import ConfirmationRequired, Ledger, WrongPasswordError, passwords
 from ledger.locations import is_server, open_recorder
 from ledger.session import default_origin
 from ledger.store import LOCK_RETRY_SECONDS, Projector, Recorder
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from projections import ReadModels
 
 CLI_ORIGIN = default_origin("keyledger-cli")
-NEW_PASSWORD_ENV = "ENCRYPTION_NEW_MASTER_PASSWORD"
 
 # Options reused across commands.
 JsonOption = Annotated[
@@ -79,15 +78,15 @@ def new_master_password() -> str:
 
 
 def _password(env: str, prompt: str, confirm: bool) -> str:
-    value = os.environ.get(env)
+    """The password from ``env`` or the file ``env_FILE`` names (:mod:`ledger.passwords`),
+    else asked for on the terminal."""
+    value = passwords.from_environment(env, os.environ, warn=warn)
     if value is not None:
-        if not value:
-            raise WrongPasswordError(f"{env} is set but empty")
-        if not is_utf8(value):
-            raise WrongPasswordError(f"{env} is not valid UTF-8 text")
         return value
     if not stdin_is_tty():
-        raise WrongPasswordError(f"{env} is not set (and there is no terminal to ask on)")
+        raise WrongPasswordError(
+            f"{env} is not set, nor {env}{passwords.FILE_SUFFIX} (and there is no terminal "
+            "to ask on)")
     value = getpass.getpass(f"{prompt}: ")
     if confirm and getpass.getpass(f"{prompt} (again): ") != value:
         raise WrongPasswordError("the two passwords differ")

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-PASSWORD_ENV = "ENCRYPTION_MASTER_PASSWORD"
+from ledger.passwords import NEW_PASSWORD_ENV, PASSWORD_ENV, is_utf8
+
 DB_ENV = "KEYLEDGER_DB"
 DEFAULT_DB = "keyledger.db"
 
-
-def is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that were not UTF-8 arrive as surrogates
-        return False
-    return True
+__all__ = ["DB_ENV", "DEFAULT_DB", "NEW_PASSWORD_ENV", "PASSWORD_ENV", "is_utf8"]

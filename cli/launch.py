@@ -20,7 +20,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cli.env import DB_ENV, DEFAULT_DB, PASSWORD_ENV, is_utf8
+from cli.env import DB_ENV, DEFAULT_DB, PASSWORD_ENV
+from ledger import passwords
+from ledger.errors import WrongPasswordError
 
 #: The root options that take a value (``keyledger --db PATH COMMAND ...``).
 VALUE_OPTIONS = ("--db", "--actor", "--durability", "--lock-timeout")
@@ -48,8 +50,11 @@ def main() -> None:
 def derive_ahead(args: Sequence[str], environ: Mapping[str, str]) -> bool:
     """Start deriving the master key for the command ``args`` will run, when it unlocks
     and everything the derivation needs is at hand; whether it started."""
-    password = environ.get(PASSWORD_ENV)
-    if not password or not is_utf8(password):
+    try:
+        password = passwords.from_environment(PASSWORD_ENV, environ, warn=lambda _: None)
+    except WrongPasswordError:
+        return False  # the command says why, in its own words
+    if password is None:
         return False
     words, db = _command(args)
     if words is None or not (words[:1] in UNLOCKING or words[:2] in UNLOCKING):
