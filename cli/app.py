@@ -10,7 +10,7 @@ import typer
 # typer >= 0.29 carries its own copy of click; its exceptions live there.
 from typer._click.exceptions import ClickException
 
-from cli import audit, backup, health, keyring, keys, migrate, policy, roles, secrets
+from cli import audit, backup, handover, health, keyring, keys, migrate, policy, roles, secrets
 from cli.context import Settings
 from cli.env import DB_ENV, DEFAULT_DB
 from cli.output import EXIT_FAILED, usage_error
@@ -75,6 +75,7 @@ app.command("backup")(backup.backup)
 app.command("verify-backup")(backup.verify_backup_command)
 app.command("restore")(backup.restore_command)
 app.command("copy")(backup.copy_command)
+app.command("run", context_settings={"allow_interspersed_args": False})(handover.run_command)
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(keys.app, name="keys")
 app.add_typer(policy.app, name="policy")

@@ -13,7 +13,7 @@ import typer
 
 from cli.env import NEW_PASSWORD_ENV, PASSWORD_ENV
 from cli.output import note, warn
-from ledger import ConfirmationRequired, Ledger, WrongPasswordError, passwords
+from ledger import ConfirmationRequired, Ledger, WrongPasswordError, environment
 from ledger.locations import is_server, open_recorder
 from ledger.session import default_origin
 from ledger.store import LOCK_RETRY_SECONDS, Projector, Recorder
@@ -78,14 +78,14 @@ def new_master_password() -> str:
 
 
 def _password(env: str, prompt: str, confirm: bool) -> str:
-    """The password from ``env`` or the file ``env_FILE`` names (:mod:`ledger.passwords`),
+    """The password from ``env`` or the file ``env_FILE`` names (:mod:`ledger.environment`),
     else asked for on the terminal."""
-    value = passwords.from_environment(env, os.environ, warn=warn)
+    value = environment.from_environment(env, os.environ, warn=warn)
     if value is not None:
         return value
     if not stdin_is_tty():
         raise WrongPasswordError(
-            f"{env} is not set, nor {env}{passwords.FILE_SUFFIX} (and there is no terminal "
+            f"{env} is not set, nor {env}{environment.FILE_SUFFIX} (and there is no terminal "
             "to ask on)")
     value = getpass.getpass(f"{prompt}: ")
     if confirm and getpass.getpass(f"{prompt} (again): ") != value:

@@ -1,10 +1,8 @@
-"""What the command line takes from the environment: the variables' names and defaults."""
+"""What the command line takes from the environment: the variables' names and defaults
+(:mod:`ledger.environment`, shared with the library's ``Ledger.from_env``)."""
 
 from __future__ import annotations
 
-from ledger.passwords import NEW_PASSWORD_ENV, PASSWORD_ENV, is_utf8
-
-DB_ENV = "KEYLEDGER_DB"
-DEFAULT_DB = "keyledger.db"
+from ledger.environment import DB_ENV, DEFAULT_DB, NEW_PASSWORD_ENV, PASSWORD_ENV, is_utf8
 
 __all__ = ["DB_ENV", "DEFAULT_DB", "NEW_PASSWORD_ENV", "PASSWORD_ENV", "is_utf8"]

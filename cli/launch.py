@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cli.env import DB_ENV, DEFAULT_DB, PASSWORD_ENV
-from ledger import passwords
+from ledger import environment
 from ledger.errors import WrongPasswordError
 
 #: The root options that take a value (``keyledger --db PATH COMMAND ...``).
@@ -51,7 +51,7 @@ def derive_ahead(args: Sequence[str], environ: Mapping[str, str]) -> bool:
     """Start deriving the master key for the command ``args`` will run, when it unlocks
     and everything the derivation needs is at hand; whether it started."""
     try:
-        password = passwords.from_environment(PASSWORD_ENV, environ, warn=lambda _: None)
+        password = environment.from_environment(PASSWORD_ENV, environ, warn=lambda _: None)
     except WrongPasswordError:
         return False  # the command says why, in its own words
     if password is None:

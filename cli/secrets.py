@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli import handover
 from cli.context import (
     JsonOption,
     master_password,
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Store, read, list, delete and import secrets.", no_args_is_help=True,
 )
+
+app.command("export")(handover.export_command)
 
 FileArgument = Annotated[
     Path, typer.Argument(exists=False, dir_okay=False, help="The file to import.")

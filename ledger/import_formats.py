@@ -54,7 +54,10 @@ _SIMPLE_MEMBER = re.compile(
     r'"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*([,}])[ \t\n\r]*'
 )
 _DOTENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(.*)$")
-_DOUBLE_QUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+# The escapes python-dotenv decodes in each kind of quote; any other backslash is kept.
+_SINGLE_QUOTE_ESCAPES = {"'": "'", "\\": "\\"}
+_DOUBLE_QUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "'": "'", "\\": "\\",
+                         "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
 # Where str.splitlines() may end a line; "\r" may still be followed by "\n".
 _LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
@@ -94,7 +97,7 @@ def parse_json_object_untrusted(path: Path, text: str) -> dict[str, object]:
 
 def parse_dotenv_untrusted(path: Path, text: str) -> dict[str, str]:
     """``KEY=value`` lines; ``export``, comments, blank lines and quotes as shells allow."""
-    return dict(_dotenv_entries(path, text.splitlines(), seen=set()))
+    return dict(_dotenv_entries(path, text.splitlines(keepends=True), seen=set()))
 
 
 def parse_seed_untrusted(path: Path) -> dict[str, object]:
@@ -366,8 +369,13 @@ def _too_long(path: Path, line: int, column: int | None = None) -> InvalidInputE
 def _dotenv_entries(
     path: Path, lines: Iterable[str], *, seen: set[str] | None
 ) -> Iterator[tuple[str, str]]:
-    """``(name, value)`` per ``KEY=value`` line; with ``seen``, a name set twice is refused."""
-    for number, raw in enumerate(lines, 1):
+    """``(name, value)`` per ``KEY=value`` entry, read as python-dotenv reads them (without
+    its ``${VAR}`` expansion): a quoted value may run over several lines, up to its closing
+    quote. With ``seen``, a name set twice is refused.
+
+    ``lines`` are the file's lines with their line breaks (:func:`_lines`)."""
+    numbered = enumerate(lines, 1)
+    for number, raw in numbered:
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -379,10 +387,46 @@ def _dotenv_entries(
             if name in seen:
                 raise InvalidInputError(f"{path}: line {number} sets {name} a second time")
             seen.add(name)
+        if rest[:1] in ("'", '"') and _closing_quote(rest, rest[0]) is None:
+            # The value goes on past this line: from its quote, as written (the line
+            # break and every character up to the closing quote are the value's).
+            start = raw.index(line) + len(line) - len(rest)
+            rest = _quoted_over_lines(raw[start:], numbered, path, number)
         yield name, _dotenv_value(rest, path, number)
 
 
+def _quoted_over_lines(first: str, numbered: Iterator[tuple[int, str]], path: Path,
+                       number: int) -> str:
+    """A quoted value that runs over several lines, joined as written up to the end of the
+    line that closes it (kept to :data:`MAX_ENTRY_CHARS` in all).
+
+    :raises InvalidInputError: the file ends before the quote closes, or the entry is too
+        long."""
+    parts, size = [_newline_as_read(first)], len(first)
+    for _, raw in numbered:
+        parts.append(_newline_as_read(raw))
+        size += len(raw)
+        if size > MAX_ENTRY_CHARS + 2:
+            raise _too_long(path, number)
+        text = "".join(parts)
+        if _closing_quote(text, first[0]) is not None:
+            return text.rstrip("\r\n")
+    raise InvalidInputError(f"{path}: line {number} has an unclosed quote")
+
+
+def _newline_as_read(line: str) -> str:
+    """A line's break as a text-mode read gives it (``\r\n`` and ``\r`` become ``\n``),
+    as python-dotenv sees a value's line breaks."""
+    if line.endswith("\r\n"):
+        return line[:-2] + "\n"
+    return line[:-1] + "\n" if line.endswith("\r") else line
+
+
 def _dotenv_value(rest: str, path: Path, number: int) -> str:
+    r"""The value of an entry from just after its ``=``: quoted (python-dotenv's escapes
+    decoded: ``\\`` and ``\'`` in single quotes; those, ``\"`` and ``\a \b \f \n
+    \r \t \v`` in double quotes; any other backslash kept), or bare (up to a ``#`` after
+    white space)."""
     if rest[:1] in ("'", '"'):
         quote = rest[0]
         end = _closing_quote(rest, quote)
@@ -391,17 +435,17 @@ def _dotenv_value(rest: str, path: Path, number: int) -> str:
         trailing = rest[end + 1 :].strip()
         if trailing and not trailing.startswith("#"):
             raise InvalidInputError(f"{path}: line {number} has text after the closing quote")
-        body = rest[1:end]
-        if quote == "'":
-            return body
-        return re.sub(r"\\(.)", lambda m: _DOUBLE_QUOTE_ESCAPES.get(m[1], "\\" + m[1]), body)
+        escapes = _SINGLE_QUOTE_ESCAPES if quote == "'" else _DOUBLE_QUOTE_ESCAPES
+        return re.sub(r"\\(.)", lambda m: escapes.get(m[1], m[0]), rest[1:end], flags=re.DOTALL)
     return re.split(r"\s+#", rest, maxsplit=1)[0].strip()
 
 
 def _closing_quote(rest: str, quote: str) -> int | None:
+    """Where the quote that opens ``rest`` closes (a backslash escapes the character after
+    it, in either kind of quote); None if it does not."""
     i = 1
     while i < len(rest):
-        if rest[i] == "\\" and quote == '"':
+        if rest[i] == "\\":
             i += 2
             continue
         if rest[i] == quote:

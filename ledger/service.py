@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Concatenate, Literal, ParamSpec, TypeVar
@@ -36,10 +36,11 @@ from ledger.errors import (
     LedgerFormatError,
     UnknownSecretError,
     VersionError,
+    WrongPasswordError,
 )
 from ledger.events import NewEvent, StoredEvent
 from ledger.keyring import new_kdf, unlock_kek
-from ledger.locations import open_recorder
+from ledger.locations import DEFAULT_LOCK_TIMEOUT, open_recorder
 from ledger.migration import (
     DEFAULT_BATCH_SIZE,
     Migration,
@@ -266,6 +267,40 @@ class Ledger:
         )
 
     @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, projector: Projector | None = None,
+        origin: str | None = None,
+    ) -> Ledger:
+        """Open the ledger the environment names, as the CLI reads it: ``KEYLEDGER_DB``
+        (a path or a PostgreSQL URL; default ``keyledger.db``), ``KEYLEDGER_ACTOR``,
+        ``KEYLEDGER_LOCK_TIMEOUT`` (seconds) and the master password from
+        ``ENCRYPTION_MASTER_PASSWORD`` or the file ``ENCRYPTION_MASTER_PASSWORD_FILE``
+        names (:mod:`ledger.environment`). ``environ`` defaults to ``os.environ``.
+
+        :raises WrongPasswordError: no password is set, both are, or it does not open it.
+        :raises InvalidInputError: ``KEYLEDGER_LOCK_TIMEOUT`` is not a number of seconds.
+        """
+        from ledger import environment as names
+
+        environ = os.environ if environ is None else environ
+        password = names.from_environment(names.PASSWORD_ENV, environ)
+        if password is None:
+            raise WrongPasswordError(f"{names.PASSWORD_ENV} is not set, nor "
+                                     f"{names.PASSWORD_ENV}{names.FILE_SUFFIX}")
+        target = environ.get(names.DB_ENV) or names.DEFAULT_DB
+        timeout = environ.get(names.LOCK_TIMEOUT_ENV)
+        try:
+            lock_timeout = DEFAULT_LOCK_TIMEOUT if timeout is None else float(timeout)
+            if not lock_timeout >= 0:
+                raise ValueError(timeout)
+        except ValueError:
+            raise InvalidInputError(
+                f"{names.LOCK_TIMEOUT_ENV} is not a number of seconds") from None
+        return cls.unlock(
+            open_recorder(target, projector=projector, lock_timeout=lock_timeout), password,
+            actor=environ.get(names.ACTOR_ENV) or None, origin=origin)
+
+    @classmethod
     def unlock(
         cls, recorder: Recorder, password: str, *, actor: str | None = None,
         clock: Clock = utc_now, origin: str | None = None, upgrade: bool = True,
@@ -480,10 +515,44 @@ class Ledger:
         self._record_read(name, secret.version)
         return secret
 
+    @_serialized
+    def get_many(self, names: Iterable[str] | None = None, *,
+                 prefix: str = "") -> dict[str, SecretValue]:
+        """Several live secrets in one unlock, by name: ``names`` (every one must exist), or
+        every live secret whose name starts with ``prefix``, listed from the proven map of
+        stream heads (:meth:`secrets`). Everything is decrypted before anything is handed
+        out; with read auditing on, one ``SecretRead`` per secret is appended, all in one
+        transaction, before the values are returned (fail closed, as :meth:`get`).
+
+        :raises UnknownSecretError: a name in ``names`` is no live secret (nothing recorded).
+        :raises IntegrityError: a ciphertext does not decrypt, or the heads do not prove.
+        """
+        chosen = (sorted(set(names)) if names is not None
+                  else [info.name for info in self.secrets() if info.name.startswith(prefix)])
+        found = {name: self._get_unaudited(name) for name in chosen}
+        self._record_reads(list(found.values()))
+        return found
+
     def _record_read(self, name: str, version: int) -> None:
         """Append ``SecretRead`` while read auditing is on; raises (fail closed) if it cannot."""
         if self.read_auditing():
             self.session.append_to_stream(ev.READS_STREAM, ev.SecretRead(name=name, key_version=version))
+
+    def _record_reads(self, secrets: Sequence[SecretValue]) -> None:
+        """:meth:`_record_read` for several secrets, in one append."""
+        if not secrets or not self.read_auditing():
+            return
+        for _ in range(CONFLICT_RETRIES):
+            head = self.session.head(ev.READS_STREAM)
+            rev = head.stream_rev if head else 0
+            try:
+                self.session.append([
+                    NewEvent(ev.READS_STREAM, rev + n, ev.SecretRead(name=s.name, key_version=s.version))
+                    for n, s in enumerate(secrets, start=1)])
+                return
+            except ConcurrencyError:
+                continue
+        raise ConcurrencyError([ev.READS_STREAM])
 
     def _get_unaudited(self, name: str) -> SecretValue:
         """:meth:`get` without recording the read: for callers that decrypt a value without

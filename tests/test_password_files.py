@@ -12,7 +12,7 @@ from cli_support import PASSWORD as CLI_PASSWORD
 
 from cli import launch
 from ledger import Ledger, WrongPasswordError
-from ledger.passwords import MAX_FILE_BYTES, from_environment
+from ledger.environment import MAX_FILE_BYTES, from_environment
 from ledger.testing import create_test_ledger
 
 ENV = "ENCRYPTION_MASTER_PASSWORD"

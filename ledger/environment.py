@@ -1,4 +1,5 @@
-"""The master password from the environment: a variable, or a file a variable names.
+"""What keyledger takes from the environment: the ledger's place, the actor, and the
+master password from a variable or from a file a variable names.
 
 ``ENCRYPTION_MASTER_PASSWORD`` holds the password itself; ``ENCRYPTION_MASTER_PASSWORD_FILE``
 names a file that holds it, the way Docker and Kubernetes hand secrets to a process (the
@@ -24,6 +25,10 @@ from collections.abc import Callable, Mapping
 
 from ledger.errors import WrongPasswordError
 
+DB_ENV = "KEYLEDGER_DB"
+DEFAULT_DB = "keyledger.db"
+ACTOR_ENV = "KEYLEDGER_ACTOR"
+LOCK_TIMEOUT_ENV = "KEYLEDGER_LOCK_TIMEOUT"
 PASSWORD_ENV = "ENCRYPTION_MASTER_PASSWORD"
 NEW_PASSWORD_ENV = "ENCRYPTION_NEW_MASTER_PASSWORD"
 FILE_SUFFIX = "_FILE"
