@@ -32,6 +32,7 @@ from ledger.errors import (
 from ledger.integrity import VerifyReport, verify_ledger
 from ledger.locations import is_server, open_recorder
 from ledger.seen import Seen, SeenCheckpoints, memory_key
+from ledger.session import refuse_if_triggers_altered
 from ledger.signing import recorded_public_key
 from ledger.store import Projector, Recorder
 from ledger.store_sqlite import SQLiteRecorder
@@ -227,6 +228,9 @@ def _restore_onto_server(source: SQLiteRecorder, chain: VerifyReport, backup_pat
         assert isinstance(live, PostgresRecorder)
         replacing = None
         if live.is_initialized():
+            # A trigger keyledger did not make would run inside the replacement (and one
+            # switched off would be switched on with ours): refused, as destroy does.
+            refuse_if_triggers_altered(live, "restore")
             try:
                 Ledger.open(target, password).close()
             except (WrongPasswordError, LedgerDatabaseError):
@@ -234,12 +238,15 @@ def _restore_onto_server(source: SQLiteRecorder, chain: VerifyReport, backup_pat
             except KeyledgerError:
                 if not force:
                     raise  # tampered, rolled back: what --force overrides
-                replacing = live.head()
-            else:
-                replacing = _replaceable_head(live, source, chain, force)
+            # Forced or not, a backup claiming this ledger's id under another key is refused.
+            replacing = _replaceable_head(live, source, chain, force)
         before = 0 if replacing is None else replacing[0]
-        with tempfile.TemporaryDirectory(prefix="keyledger-restore-") as private:
-            staging = Path(private) / "staging.db"
+        _remove_stale_server_staging()
+        private = Path(tempfile.gettempdir()) / f"{SERVER_STAGING}{os.getuid()}-{os.getpid()}"
+        shutil.rmtree(private, ignore_errors=True)
+        os.mkdir(private, 0o700)
+        try:
+            staging = private / "staging.db"
             ledger_id, tip = _staged(source, chain, staging, backup_path, password, before,
                                      force, actor, origin)
             with SQLiteRecorder(staging) as staged:
@@ -250,9 +257,25 @@ def _restore_onto_server(source: SQLiteRecorder, chain: VerifyReport, backup_pat
                         live.replace_with(staged, replacing)
                     except ConcurrencyError:
                         raise _written_meanwhile(live.location, before) from None
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
         key = memory_key(ledger_id, live.location)
     _remember(key, tip)
     return Restored(before, chain.events)
+
+
+#: A server restore's private staging folder in the temporary directory, then the user's
+#: id and the process's: a folder a killed restore left is removed by the next one.
+SERVER_STAGING = "keyledger-restore-"
+
+
+def _remove_stale_server_staging() -> None:
+    """Remove the staging folders of this user's restores that were killed: each holds a
+    whole ledger (wrapped keys included), which a later destroy or rekey would not reach."""
+    for leftover in Path(tempfile.gettempdir()).glob(f"{SERVER_STAGING}{os.getuid()}-*"):
+        found = re.search(r"-(\d+)$", leftover.name)
+        if found and not _alive(int(found.group(1))) and leftover.stat().st_uid == os.getuid():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _replaceable_head(live: Recorder, source: SQLiteRecorder, chain: VerifyReport,
@@ -296,6 +319,14 @@ def _staged(source: SQLiteRecorder, chain: VerifyReport, staging: Path, backup_p
     from ledger.service import Ledger
 
     source.backup_to(staging)
+    with SQLiteRecorder(staging) as copied:
+        # The backup's file may have been changed since it was verified: the copy is what
+        # gets restored, so the copy is what must verify as the backup did.
+        again = verify_ledger(copied)
+    if not again.ok or (again.events, again.head, again.public_key) != (
+            chain.events, chain.head, chain.public_key):
+        raise IntegrityError(f"{backup_path} changed while it was being restored; nothing "
+                             "was restored")
     with Ledger.open(staging, password, actor=actor, origin=origin, seen=None) as new:
         new.session.append_to_stream(ev.BACKUP_STREAM, ev.LedgerRestored(
             file_name=backup_path.name, events_before=before,

@@ -472,11 +472,7 @@ class Session:
 
         :raises IntegrityError: the triggers are not keyledger's own, as created.
         """
-        faults = self.recorder.trigger_faults()
-        if faults:
-            named = ", ".join(f"{printable_ascii(f.name, 60)} ({f.fault})" for f in faults[:3])
-            raise IntegrityError(f"refusing to {what}: the ledger's triggers are not as "
-                                 f"keyledger made them ({named}); run `keyledger audit verify`")
+        refuse_if_triggers_altered(self.recorder, what)
 
     def finish_erasure(self, what: str) -> bool:
         """After a change that must leave no old copy in the file (destroy, rekey): copy
@@ -494,3 +490,16 @@ class Session:
             return True
         self.recorder.set_erase_pending(what)
         return False
+
+
+def refuse_if_triggers_altered(recorder: Recorder, what: str) -> None:
+    """:meth:`Session.refuse_if_triggers_altered` for a recorder not unlocked (a restore
+    checks the ledger it replaces before it has opened anything with a password).
+
+    :raises IntegrityError: the triggers are not keyledger's own, as created.
+    """
+    faults = recorder.trigger_faults()
+    if faults:
+        named = ", ".join(f"{printable_ascii(f.name, 60)} ({f.fault})" for f in faults[:3])
+        raise IntegrityError(f"refusing to {what}: the ledger's triggers are not as "
+                             f"keyledger made them ({named}); run `keyledger audit verify`")

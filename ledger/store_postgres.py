@@ -774,13 +774,21 @@ class PostgresRecorder(SQLRecorder):
             if self.head() != replacing:
                 raise ConcurrencyError(["the ledger being replaced"])
             raw = self.conn.raw
-            for table in _GUARDED:
-                raw.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            # keyledger's own triggers, by name: one someone else added (and switched off)
+            # is never switched on here. The caller refused the ledger if there was one.
+            ours = [(table, name) for name, (table, _) in APPEND_ONLY_TRIGGERS.items()
+                    if table in _GUARDED and not name.endswith("_no_truncate")]
+            for table, name in ours:
+                raw.execute(f"ALTER TABLE {table} DISABLE TRIGGER {name}")
             for table in (*COPY_TABLES, *_read_model_tables(self.conn, self.schema)):
                 raw.execute(f"DELETE FROM {table}")
-            for table in _GUARDED:
-                raw.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
-            return self._fill_from(source)
+            for table, name in ours:
+                raw.execute(f"ALTER TABLE {table} ENABLE TRIGGER {name}")
+            count = self._fill_from(source)
+            if self.head() != source.head():
+                raise IntegrityError(f"{self._location} does not end where the restored copy "
+                                     "does; nothing was restored")
+            return count
 
 
 def _read_model_tables(conn: _Adapter, schema: str) -> list[str]:

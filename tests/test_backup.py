@@ -457,3 +457,34 @@ def test_a_backup_whose_signing_key_is_not_its_recorded_one_does_not_open(
         verify_backup(out, PASSWORD)
     with pytest.raises(IntegrityError):
         Ledger.open(out, PASSWORD, upgrade=False)
+
+
+def test_a_backup_changed_after_it_was_verified_restores_nothing(
+        ledger: Ledger, backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is checked, then copied: an older backup written over it in between would
+    roll the ledger back without --force. The copy must verify as the file did (attack on
+    restore, finding 2; both backends)."""
+    from ledger import IntegrityError
+    from ledger import backup as backups
+
+    ledger.set("a", "old")
+    older = tmp_path / "older.db"
+    take_backup(ledger.session, older)
+    ledger.set("a", "new")
+    newer = tmp_path / "newer.db"
+    take_backup(ledger.session, newer)
+    ledger.close()
+    checked = backups._replaceable_head
+
+    def then_swapped(*args: object, **kwargs: object) -> object:
+        found = checked(*args, **kwargs)  # type: ignore[arg-type]
+        with closing(sqlite3.connect(newer)) as into, closing(sqlite3.connect(older)) as old:
+            old.backup(into)  # the attacker's swap, in place, after the checks
+        return found
+
+    monkeypatch.setattr(backups, "_replaceable_head", then_swapped)
+    with pytest.raises(IntegrityError, match="changed while it was being restored"):
+        restore(newer, backend.target, PASSWORD, projector=projector())
+    monkeypatch.undo()
+    with Ledger.open(backend.target, PASSWORD) as after:
+        assert after.get("a").value == "new"

@@ -21,7 +21,7 @@ import pg_support
 import pytest
 from cli_support import PASSWORD as CLI_PASSWORD
 from cli_support import document, error_line, invoke
-from tamper_support import plain_rows, plain_sql
+from tamper_support import contents, plain_rows, plain_sql, rewrite_rows
 
 from ledger import Ledger, LedgerFormatError
 from ledger.integrity import verify_ledger
@@ -389,6 +389,62 @@ def test_a_write_while_restoring_onto_a_server_is_kept(
     with Ledger.open(url, CLI_PASSWORD) as ledger:
         assert ledger.get("db_password").value == "written meanwhile"
         assert ledger.recorder.stream_head("backups").type == "BackupTaken"  # type: ignore[union-attr]
+
+
+def test_restore_refuses_a_forged_backup_even_forced_over_a_ledger_that_does_not_open(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy built under this ledger's id with another signing key is a forgery, whether
+    or not the ledger it would replace still opens (attack on restore, finding 1)."""
+    import uuid
+
+    with Ledger.open(url, CLI_PASSWORD) as ledger:
+        ledger_id = ledger.recorder.read_meta().ledger_id
+    forged = tmp_path / "forged.db"
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(hex=ledger_id))
+    with create_test_ledger(forged, CLI_PASSWORD) as other:
+        other.set("db_password", "planted")
+    monkeypatch.undo()
+    rewrite_rows(url, "UPDATE events SET actor = 'mallory' WHERE seq = (SELECT max(seq) FROM events)")
+    before = contents(url)
+    refused = invoke(url, "restore", str(forged), "--yes", "--force")
+    assert refused.exit_code == 1 and "forgery" in error_line(refused)
+    assert contents(url) == before
+
+
+def test_restore_refuses_while_a_foreign_trigger_is_on_the_ledger(url: str, tmp_path: Path) -> None:
+    """A trigger someone added (even switched off) would run inside the replacement, or be
+    switched on by it: refused in one line, nothing changed (finding 3)."""
+    out = tmp_path / "backup.db"
+    assert invoke(url, "backup", "--out", str(out)).exit_code == 0
+    plain_sql(url, """CREATE FUNCTION meddle() RETURNS trigger LANGUAGE plpgsql AS $$
+                      BEGIN NEW.actor := 'mallory'; RETURN NEW; END $$""",
+              "CREATE TRIGGER meddle BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION meddle()",
+              "ALTER TABLE events DISABLE TRIGGER meddle")
+    before = contents(url)
+    refused = invoke(url, "restore", str(out), "--yes", "--force")
+    assert refused.exit_code == 1 and "triggers are not as keyledger made them" in error_line(refused)
+    assert contents(url) == before
+    assert plain_rows(url, "SELECT tgenabled FROM pg_trigger WHERE tgname = 'meddle'") == [("D",)]
+
+
+def test_a_killed_restores_staging_folder_is_removed_by_the_next(url: str, tmp_path: Path) -> None:
+    """The staging copy holds the whole ledger, wrapped keys included: a folder a killed
+    restore left goes with the next restore, and a finished one leaves none (finding 4)."""
+    import tempfile
+
+    from ledger.backup import SERVER_STAGING
+
+    out = tmp_path / "backup.db"
+    assert invoke(url, "backup", "--out", str(out)).exit_code == 0
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = Path(tempfile.gettempdir()) / f"{SERVER_STAGING}{os.getuid()}-{dead.pid}"
+    left.mkdir(mode=0o700)
+    (left / "staging.db").write_bytes(b"a whole ledger")
+    assert invoke(url, "restore", str(out), "--yes").exit_code == 0
+    assert not left.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"{SERVER_STAGING}{os.getuid()}-*"))
 
 
 def test_restore_into_an_empty_schema_creates_the_ledger(url: str, pg_cluster: pg_support.Cluster,
