@@ -7,8 +7,9 @@ read models, no master password) through :mod:`projections.reports.forensics`.
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -36,20 +37,30 @@ def log(
         "--actor", help="Only events recorded by this actor (exactly).")] = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Go on printing events as they are appended, one per line "
+                               "(JSON Lines with --json), until SIGINT or SIGTERM.")] = False,
+    after_seq: Annotated[int, typer.Option(
+        "--after-seq", min=0, help="Only events after this seq (to resume a --follow).")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """List the ledger's events in order: who did what, when, from where.
 
     Streams the events, so it suits a ledger of any size. Shows no value and no
-    ciphertext. Needs no master password.
+    ciphertext. Needs no master password. With --follow, waits for new events from any
+    process and prints each as it lands, for shipping to a SIEM.
 
-    Example:  keyledger audit log --secret db_password --since 7d --json
+    Example:  keyledger audit log --follow --after-seq 4210 --json >> /var/log/keyledger.jsonl
     """
     from projections.reports import forensics  # here: start-up stays lean
 
+    filters: dict[str, Any] = {"secret": secret, "types": types or (), "actor": actor,
+                               "since": since, "until": until}
+    if follow:
+        _follow(ctx, after_seq, filters, as_json)
+        return
     with settings(ctx).recorder() as recorder:
-        events = forensics.audit_log(recorder, secret=secret, types=types or (), actor=actor,
-                           since=since, until=until)
+        events = forensics.audit_log(recorder, after_seq=after_seq, **filters)
         out = sys.stdout
         if as_json:
             out.write("[")
@@ -68,6 +79,36 @@ def log(
             if not shown:
                 console.print("No events match.")
         out.flush()
+
+
+def _follow(ctx: typer.Context, after_seq: int, filters: dict[str, Any], as_json: bool) -> None:
+    """``audit log --follow``: each event flushed as it is printed; SIGINT and SIGTERM end
+    it between two looks (exit 0), as does a reader that went away."""
+    import signal
+    import threading
+
+    from projections.reports import forensics
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    out = sys.stdout
+    try:
+        with settings(ctx).recorder(read_only=True) as recorder:
+            for stored in forensics.follow(recorder, after_seq=after_seq, stopped=stop.wait,
+                                           **filters):
+                doc = forensics.event_document(stored)
+                if as_json:
+                    out.write(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n")
+                else:
+                    out.write(f"{doc['seq']:>6}  {doc['occurred_at']}  "
+                              f"{printable(doc['actor']):<{ACTOR_WIDTH}}  {doc['type']:<24}  "
+                              f"{printable(forensics.event_summary(doc))}".rstrip() + "\n")
+                out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, to it or to anyone.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 @handles_errors

@@ -282,6 +282,7 @@ class Recorder(Protocol):
         self, *, types: Collection[str] = (), actor: str | None = None,
         since: str | None = None, until: str | None = None,
         stream: str | None = None, named: str | None = None,
+        after_seq: int = 0, through_seq: int | None = None,
     ) -> Iterator[StoredEvent]: ...
 
     def read_stream_naming(self, stream: str, name: str) -> list[StoredEvent]: ...
@@ -762,6 +763,7 @@ class SQLRecorder:
         self, *, types: Collection[str] = (), actor: str | None = None,
         since: str | None = None, until: str | None = None,
         stream: str | None = None, named: str | None = None,
+        after_seq: int = 0, through_seq: int | None = None,
     ) -> Iterator[StoredEvent]:
         """The rows meeting every condition given, in seq order, streamed in batches.
 
@@ -769,9 +771,13 @@ class SQLRecorder:
         ``occurred_at`` within these inclusive bounds (the same sortable UTC text).
         ``stream`` and ``named`` select rows about one subject: rows of ``stream``, or
         whose payload has a ``name`` member (at any depth) equal to ``named``.
+        ``after_seq``/``through_seq``: seq past the one and up to the other.
         """
-        where: list[str] = ["1 = 1"]
-        params: list[object] = []
+        where: list[str] = ["seq > ?"]
+        params: list[object] = [after_seq]
+        if through_seq is not None:
+            where.append("seq <= ?")
+            params.append(through_seq)
         if types:
             where.append(f"type IN ({', '.join('?' * len(types))})")
             params += sorted(types)

@@ -8,9 +8,10 @@ of a replay, the secrets and events of an incident), never a copy of the ledger.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -104,7 +105,7 @@ class Window:
 def audit_log(
     recorder: Recorder, *, secret: str | None = None, types: Sequence[str] = (),
     actor: str | None = None, since: str | None = None, until: str | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, after_seq: int = 0, through_seq: int | None = None,
 ) -> Iterator[StoredEvent]:
     """The events meeting every filter, in seq order, streamed.
 
@@ -125,7 +126,38 @@ def audit_log(
     return recorder.query_events(
         types=frozenset(types), actor=actor, since=window.since, until=window.until,
         stream=None if secret is None else ev.secret_stream(secret), named=secret,
+        after_seq=after_seq, through_seq=through_seq,
     )
+
+
+#: How often :func:`follow` looks for new events, and the most it reads at once.
+FOLLOW_INTERVAL = 0.2
+FOLLOW_PAGE = 1000
+
+
+def follow(
+    recorder: Recorder, *, after_seq: int = 0, stopped: Callable[[float], bool],
+    interval: float = FOLLOW_INTERVAL, **filters: Any,
+) -> Iterator[StoredEvent]:
+    """The events meeting ``filters`` (as :func:`audit_log`) past ``after_seq``, then each
+    one appended from then on, by any process, until ``stopped(seconds)`` (which waits up
+    to that long for a stop) says so.
+
+    Each look is one short read (the head, then the events up to it, a page at a time),
+    never a transaction held open between looks: writers never wait for it, and SQLite's
+    WAL can be checkpointed meanwhile. Filters are checked before the first look.
+    """
+    audit_log(recorder, through_seq=0, **filters)  # refuse bad filters now
+    seen = after_seq
+    while True:
+        top = recorder.head()[0]
+        while seen < top:
+            page = list(itertools.islice(
+                audit_log(recorder, after_seq=seen, through_seq=top, **filters), FOLLOW_PAGE))
+            yield from page
+            seen = page[-1].seq if len(page) == FOLLOW_PAGE else top
+        if stopped(interval):
+            return
 
 
 # -- replay --------------------------------------------------------------------------------
