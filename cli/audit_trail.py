@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from cli.context import JsonOption, open_ledger, open_read_models, settings
+from cli.health import OutOption, write_metrics
 from cli.output import console, emit_json, handles_errors
 from ledger.errors import InvalidInputError
 from ledger.service import ReadAuditing, read_auditing_status
@@ -66,7 +68,14 @@ def _show(status: ReadAuditing, changed: bool | None, as_json: bool) -> None:
         console.print(f"🔎 Read auditing is {word}{since}{why}", markup=False)
 
 @handles_errors
-def metrics(ctx: typer.Context, as_json: JsonOption = False) -> None:
+def metrics(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option(
+        "--format", help="jsonl (one line per migration run, the default) or prometheus "
+                         "(the ledger's gauges and counters for node_exporter).")] = "jsonl",
+    out: OutOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Print one JSON line per migration run, in the old system's metrics shape.
 
     Fields: rotation_start, rotation_end (null if the run never completed), old_version,
@@ -74,13 +83,31 @@ def metrics(ctx: typer.Context, as_json: JsonOption = False) -> None:
     partial, resumed or incomplete), run_id and actor. Made for log shippers; with --json,
     one document instead: {"runs": [...], "as_of": {...}}. Needs no password.
 
+    With --format prometheus: current version, secrets per version, secrets needing
+    migration, key ages, encryptions per version against the 2^32 limit, last rotation
+    and migration times, runs by status; written atomically to --out.
+
     Example:  keyledger audit metrics >> /var/log/keyledger/rotation-metrics.jsonl
+    Example:  keyledger audit metrics --format prometheus --out /var/lib/node_exporter/keyledger.prom
     """
+    if fmt not in ("jsonl", "prometheus"):
+        raise InvalidInputError(f"--format must be jsonl or prometheus, not {fmt!r}")
+    if out is not None and fmt != "prometheus":
+        raise InvalidInputError("--out goes with --format prometheus")
     with open_read_models(ctx) as views:
         from projections.reports.metrics import rotation_metrics  # here: start-up stays lean
 
         found = rotation_metrics(views.recorder)
         seq, head = views.position()
+        if fmt == "prometheus":
+            from projections.renderers import prometheus
+
+            families = prometheus.ledger_families(
+                views.keyring(), views.report().needing_migration, found, seq,
+                datetime.now(UTC))
+    if fmt == "prometheus":
+        write_metrics(prometheus.render(families), out)
+        return
     if as_json:
         emit_json({"runs": [m.to_json() for m in found],
                    "as_of": {"seq": seq, "head_hash": head}})

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -11,7 +14,14 @@ import typer
 from cli.context import JsonOption, open_ledger, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, handles_errors
 from cli.policy import due_report
-from ledger import IntegrityError, KeyledgerError, Ledger, SigningKeyError, WrongPasswordError
+from ledger import (
+    IntegrityError,
+    InvalidInputError,
+    KeyledgerError,
+    Ledger,
+    SigningKeyError,
+    WrongPasswordError,
+)
 from ledger.crypto import KEK_ITERATIONS
 from ledger.integrity import check_chain, head_signature_problems, repair_heads_tree, trigger_problems
 
@@ -33,6 +43,9 @@ class Check:
 @dataclass(slots=True)
 class Health:
     checks: list[Check] = field(default_factory=list)
+    fmt: str = "text"
+    out: Path | None = None
+    verified_seq: int | None = None  # the head whose signature the ledger check verified
 
     def add(self, name: str, status: Status, detail: str) -> None:
         self.checks.append(Check(name, status, detail))
@@ -48,6 +61,8 @@ def health_check(
     deep: Annotated[bool, typer.Option(
         "--deep", help="Also run SQLite's quick_check and compare every read-model row with "
         "its event (time grows with the ledger; nightly, not every minute).")] = False,
+    fmt: FormatOption = "text",
+    out: OutOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check the master password, the signing key, the data keys, the secrets, a round trip
@@ -58,9 +73,13 @@ def health_check(
     of the chain, the head's signature, the ledger's triggers, and the sampled secrets'
     rows against their events.
 
-    Example:  keyledger health-check --json || page-oncall
+    With --format prometheus, the outcome as metrics for node_exporter's textfile
+    collector, written atomically to --out.
+
+    Example:  keyledger health-check --format prometheus --out /var/lib/node_exporter/keyledger.prom
     """
-    health = Health()
+    as_json = _output(fmt, out, as_json)
+    health = Health(fmt=fmt, out=out)
     try:
         ledger, views = open_ledger(ctx)
     except WrongPasswordError as exc:
@@ -93,7 +112,40 @@ def health_check(
         _guarded(health, "round_trip", lambda: _check_round_trip(ledger, views, health, sample))
         _guarded(health, "rotation", lambda: _check_rotation(views, health))
         _guarded(health, "ledger", lambda: _check_ledger(ledger, views, health, sample, deep))
+        if any(c.name == "ledger" and c.status != "fail" for c in health.checks):
+            health.verified_seq = ledger.recorder.head()[0]
     _finish(health, as_json)
+
+
+FormatOption = Annotated[str, typer.Option(
+    "--format", help="text (the default; --json for JSON) or prometheus (node_exporter's textfile format).")]
+OutOption = Annotated[Path | None, typer.Option(
+    "--out", dir_okay=False, help="With --format prometheus: write here, atomically (mode 0644).")]
+
+
+def _output(fmt: str, out: Path | None, as_json: bool) -> bool:
+    """Check --format and --out together; whether JSON is wanted.
+
+    :raises InvalidInputError: an unknown format, or --out without prometheus.
+    """
+    if fmt not in ("text", "prometheus"):
+        raise InvalidInputError(f"--format must be text or prometheus, not {fmt!r}")
+    if out is not None and fmt != "prometheus":
+        raise InvalidInputError("--out goes with --format prometheus")
+    if as_json and fmt == "prometheus":
+        raise InvalidInputError("--json and --format prometheus are two formats; pick one")
+    return as_json
+
+
+def write_metrics(text: str, out: Path | None) -> None:
+    """Metrics to ``out`` in one rename (a collector never reads half a file), or stdout.
+    They name no secret, so the file is 0644, readable by node_exporter's user."""
+    if out is None:
+        sys.stdout.write(text)
+        return
+    from ledger.private_files import write_private
+
+    write_private(out, text, replace=True, mode=0o644)
 
 
 def _guarded(health: Health, name: str, check: Callable[[], None]) -> None:
@@ -176,7 +228,13 @@ def _check_ledger(ledger: Ledger, views: ReadModels, health: Health, sample: lis
 
 
 def _finish(health: Health, as_json: bool) -> None:
-    if as_json:
+    if health.fmt == "prometheus":
+        from projections.renderers import prometheus
+
+        write_metrics(prometheus.render(prometheus.health_families(
+            [(c.name, c.status) for c in health.checks], health.healthy, health.verified_seq,
+            datetime.now(UTC))), health.out)
+    elif as_json:
         emit_json({"healthy": health.healthy,
                    "checks": [{"name": c.name, "status": c.status, "detail": c.detail}
                               for c in health.checks]})
