@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli import audit_export, audit_forensics, audit_trail
+from cli import alerts, audit_export, audit_forensics, audit_trail
 from cli.context import CLI_ORIGIN, JsonOption, master_password, settings
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
 from ledger import Ledger
@@ -181,6 +181,7 @@ def seen(
 
 # The forensic, monitoring and reporting commands live in their own modules.
 app.command("log")(audit_forensics.log)
+app.command("alerts")(alerts.alerts)
 app.command("replay")(audit_forensics.replay)
 app.command("incident")(audit_forensics.incident)
 app.command("export")(audit_export.export)
