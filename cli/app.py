@@ -21,7 +21,7 @@ app = typer.Typer(
     name="keyledger",
     help="Audit-first key rotation: versioned AES-256-GCM keys, an event-sourced SQLite ledger.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="rich",
     # A traceback must never print a key, a password or a secret value.
     pretty_exceptions_show_locals=False,

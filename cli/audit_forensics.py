@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cli.completion import key_versions, secret_names
 from cli.context import JsonOption, settings
 from cli.output import console, emit_json, handles_errors, printable
 
@@ -30,7 +31,8 @@ ACTOR_WIDTH = 20
 def log(
     ctx: typer.Context,
     secret: Annotated[str | None, typer.Option(
-        "--secret", help="Only events about this secret (its writes, migrations, reads).")] = None,
+        "--secret", help="Only events about this secret (its writes, migrations, reads).",
+        autocompletion=secret_names)] = None,
     types: Annotated[list[str] | None, typer.Option(
         "--type", help="Only events of this type, such as KeyRotated (repeat for several).")] = None,
     actor: Annotated[str | None, typer.Option(
@@ -153,7 +155,8 @@ def _print_replay(state: ReplayState) -> None:
 @handles_errors
 def incident(
     ctx: typer.Context,
-    version: Annotated[int, typer.Option("--version", help="The compromised key version.")],
+    version: Annotated[int, typer.Option("--version", help="The compromised key version.",
+                                         autocompletion=key_versions)],
     since: SinceOption = None,
     until: UntilOption = None,
     as_json: JsonOption = False,

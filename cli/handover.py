@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from cli.completion import secret_names
 from cli.context import JsonOption, open_ledger_alone
 from cli.env import NEW_PASSWORD_ENV, PASSWORD_ENV
 from cli.output import emit_json, err_console, handles_errors
@@ -17,7 +18,8 @@ from ledger import InvalidInputError, environment
 from ledger.exporting import FORMATS, gather, render
 
 OnlyOption = Annotated[list[str] | None, typer.Option(
-    "--only", help="A secret to hand over (repeat for more); default: every live secret.")]
+    "--only", help="A secret to hand over (repeat for more); default: every live secret.",
+    autocompletion=secret_names)]
 PrefixOption = Annotated[str, typer.Option(
     "--prefix", help="Only secrets whose names start with this; it is taken off the variable's name.")]
 RenameOption = Annotated[bool, typer.Option(

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.completion import key_versions
 from cli.context import JsonOption, YesOption, confirm, open_ledger
 from cli.output import ERASE_PENDING_WARNING, console, emit_json, handles_errors, warn
 from ledger import InvalidInputError
@@ -18,7 +19,8 @@ app = typer.Typer(
     help="Retire, reinstate and destroy key versions (crypto-shredding).", no_args_is_help=True,
 )
 
-VersionArgument = Annotated[int, typer.Argument(help="The key version.", min=1, max=255)]
+VersionArgument = Annotated[int, typer.Argument(help="The key version.", min=1, max=255,
+                                                autocompletion=key_versions)]
 ReasonOption = Annotated[str | None, typer.Option(help="Why, for the audit trail.")]
 
 

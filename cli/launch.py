@@ -39,9 +39,14 @@ UNLOCKING = frozenset({
 })
 
 
+#: Set by the shell while it asks for completions: nothing is unlocked then.
+COMPLETING_ENV = "_KEYLEDGER_COMPLETE"
+
+
 def main() -> None:
     with contextlib.suppress(Exception):  # a head start only: the command derives it anyway
-        derive_ahead(sys.argv[1:], os.environ)
+        if COMPLETING_ENV not in os.environ:
+            derive_ahead(sys.argv[1:], os.environ)
     from cli.app import main as run
 
     run()

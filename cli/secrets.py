@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli import handover
+from cli.completion import secret_names
 from cli.context import (
     JsonOption,
     master_password,
@@ -42,7 +43,7 @@ FileArgument = Annotated[
 @handles_errors
 def set_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
     value: Annotated[
         str | None,
         typer.Option(help="The value. Avoid it: it lands in shell history and shows in the "
@@ -96,7 +97,7 @@ def _read_value() -> str:
 @handles_errors
 def get_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
     as_json: JsonOption = False,
 ) -> None:
     """Decrypt a secret and print its value.
@@ -142,7 +143,7 @@ def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @handles_errors
 def history(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
     as_json: JsonOption = False,
 ) -> None:
     """Show every change to one secret, and every read of it that read auditing recorded.
@@ -186,7 +187,7 @@ def _details(entry: HistoryEntry) -> str:
 @handles_errors
 def reset_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
     reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -211,7 +212,7 @@ def reset_secret(
 @handles_errors
 def restore_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
     from_backup: Annotated[Path, typer.Option(
         "--from-backup", dir_okay=False, help="The backup to take the value from.")],
     as_json: JsonOption = False,
@@ -239,7 +240,7 @@ def restore_secret(
 @handles_errors
 def delete_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.")],
+    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
     as_json: JsonOption = False,
 ) -> None:
     """Delete a secret. Its history stays in the ledger.
