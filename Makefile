@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck pytest bench bench-compare crash-soak clean
+.PHONY: install demo test lint typecheck pytest bench bench-handover bench-compare crash-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("keyledger needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -50,6 +50,10 @@ bench: $(STAMP)
 	else \
 		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py; \
 	fi
+
+# What `run`, `secrets export` and `audit log --follow` cost (tests/benchmarks/handover.py).
+bench-handover: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/handover.py
 
 # This checkout against an older one, in the same minutes (the machine's speed drifts):
 #   git worktree add /tmp/old COMMIT && make bench-compare OLD=/tmp/old [SIZE=1000000] [READS=--reads]

@@ -13,7 +13,7 @@ import typer
 from cli.completion import secret_names
 from cli.context import JsonOption, open_ledger_alone
 from cli.env import NEW_PASSWORD_ENV, PASSWORD_ENV
-from cli.output import emit_json, err_console, handles_errors
+from cli.output import emit_json, err_console, fail, handles_errors, printable
 from ledger import InvalidInputError, environment
 from ledger.exporting import FORMATS, gather, render
 
@@ -39,6 +39,8 @@ def run_command(
     only: OnlyOption = None, prefix: PrefixOption = "", rename: RenameOption = False,
     override: Annotated[bool, typer.Option(
         "--override", help="Let a secret replace a variable already in the environment.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Report a failure to start the program as one JSON document.")] = False,
 ) -> None:
     """Run a program with secrets added to its environment.
 
@@ -63,12 +65,10 @@ def run_command(
     try:
         os.execvpe(command[0], command, inherited)
     except FileNotFoundError:
-        err_console.print(f"❌ Error: {command[0]}: command not found", markup=False)
-        raise typer.Exit(EXIT_NOT_FOUND) from None
-    except (PermissionError, IsADirectoryError, OSError) as exc:
-        err_console.print(f"❌ Error: {command[0]}: cannot run it ({exc.strerror})",
-                          markup=False)
-        raise typer.Exit(EXIT_NOT_RUNNABLE) from None
+        fail(f"{printable(command[0])}: command not found", code=EXIT_NOT_FOUND, as_json=as_json)
+    except OSError as exc:
+        fail(f"{printable(command[0])}: cannot run it ({exc.strerror})", code=EXIT_NOT_RUNNABLE,
+             as_json=as_json)
 
 
 @handles_errors

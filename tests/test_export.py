@@ -231,3 +231,33 @@ def test_run_and_export_leave_no_value_on_stderr_when_they_fail(several: Path | 
     wrong = run(several, "--only", "PEM", "--", "true", ENCRYPTION_MASTER_PASSWORD="wrong pw")
     assert wrong.returncode == 1 and "wrong pw" not in wrong.stderr
     assert head(several)[0] > 0
+
+
+def test_run_json_failure_is_one_document(several: Path | str) -> None:
+    missing = run(several, "--only", "PEM", "--json", "--", "no-such-program-x")
+    assert missing.returncode == 127
+    assert json.loads(missing.stdout)["ok"] is False
+    assert "command not found" in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+def test_run_and_export_leave_no_value_or_password_in_the_ledgers_bytes(tmp_path: Path) -> None:
+    """With read auditing on, every hand-over is an event: the ledger file and its WAL
+    then hold the reads, and still neither a value nor the master password."""
+    from ledger.testing import ledger_files
+
+    db = tmp_path / "k.db"
+    probe = "handover-VALUE-7d1f0c"
+    with create_test_ledger(db, PASSWORD) as ledger:
+        ledger.set("PROBE", probe)
+        ledger.set_read_auditing(True, reason="scan")
+    out = tmp_path / "out.env"
+    shown = run(db, "--only", "PROBE", "--", "sh", "-c", 'test "$PROBE" = "$1"', "sh", probe)
+    exported = invoke(db, "secrets", "export", "--only", "PROBE", "--out", str(out))
+    assert shown.returncode == 0 and exported.exit_code == 0
+    assert probe not in shown.stdout + shown.stderr + exported.stdout + exported.stderr
+    assert reads(db) == 2
+    for path in ledger_files(db):
+        data = path.read_bytes()
+        for needle in (probe, PASSWORD):
+            assert needle.encode() not in data and needle.encode("utf-16-le") not in data, path
+    assert probe in out.read_text()
