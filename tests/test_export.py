@@ -261,3 +261,20 @@ def test_run_and_export_leave_no_value_or_password_in_the_ledgers_bytes(tmp_path
         for needle in (probe, PASSWORD):
             assert needle.encode() not in data and needle.encode("utf-16-le") not in data, path
     assert probe in out.read_text()
+
+
+def test_export_through_the_real_executable(several: Path | str, tmp_path: Path) -> None:
+    """The installed command, as a deploy script runs it: stdout, then a private file."""
+    environment = child_environment(KEYLEDGER_DB=str(several), ENCRYPTION_MASTER_PASSWORD=PASSWORD)
+    printed = subprocess.run([*keyledger_command(), "secrets", "export", "--format", "json",
+                              "--only", "PEM", "--only", "QUOTES"], env=environment,
+                             capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0 and printed.stderr == ""
+    assert json.loads(printed.stdout) == {"PEM": TRICKY["PEM"], "QUOTES": TRICKY["QUOTES"]}
+    out = tmp_path / "deploy.env"
+    written = subprocess.run([*keyledger_command(), "secrets", "export", "--prefix", "web/",
+                              "--rename", "--out", str(out)], env=environment,
+                             capture_output=True, text=True, timeout=60)
+    assert written.returncode == 0 and VALUE not in written.stdout + written.stderr
+    assert dotenv_values(out) == {"API_KEY": VALUE}
+    assert (out.stat().st_mode & 0o777) == 0o600
