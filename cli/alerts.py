@@ -4,6 +4,7 @@ cron and monitoring; ``--webhook`` posts them, the guide's "notify stakeholders"
 from __future__ import annotations
 
 import json
+import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -92,9 +93,19 @@ def webhook_body(found: list[Any], where: str, since: str) -> dict[str, Any]:
 
 
 def _checked_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInputError("--webhook must be an http:// or https:// URL")
+    """:raises InvalidInputError: not a plain http(s) URL this can post to (its text is
+    never shown: the path of a chat webhook is its credential)."""
+    bad = InvalidInputError("--webhook must be an http:// or https:// URL with a host, "
+                            "no user or password, and no spaces or control characters")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsing it is the check: out of range or not a number)
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None:
+        raise bad
     return url
 
 
@@ -110,24 +121,38 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 
 
 def _post(url: str, body: dict[str, Any], timeout: float) -> None:
-    """POST ``body``; a failure is one line on stderr and exit 1 (the alerts were shown)."""
+    """POST ``body``, all of it done within ``timeout`` seconds (a server that trickles its
+    answer does not hold cron up); a failure is one line on stderr and exit 1 (the alerts
+    were shown)."""
     request = urllib.request.Request(
         url, data=json.dumps(body, ensure_ascii=False).encode("utf-8"), method="POST",
         headers={"Content-Type": "application/json", "User-Agent": "keyledger"})
     opener = urllib.request.build_opener(_NoRedirects)
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            response.read(65536)
-    except urllib.error.HTTPError as exc:
-        _webhook_failed(url, f"it answered HTTP {exc.code}")
-    except urllib.error.URLError as exc:
-        reason = exc.reason if isinstance(exc.reason, str) else (
-            getattr(exc.reason, "strerror", None) or type(exc.reason).__name__)
-        _webhook_failed(url, str(reason))
-    except TimeoutError:
+    outcome: list[str | None] = []
+
+    def send() -> None:
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                response.read(65536)
+            outcome.append(None)
+        except urllib.error.HTTPError as exc:
+            outcome.append(f"it answered HTTP {exc.code}")
+        except urllib.error.URLError as exc:
+            reason = exc.reason if isinstance(exc.reason, str) else (
+                getattr(exc.reason, "strerror", None) or type(exc.reason).__name__)
+            outcome.append(str(reason))
+        except TimeoutError:
+            outcome.append(f"no answer within {timeout:g}s")
+        except (OSError, ValueError) as exc:
+            outcome.append(getattr(exc, "strerror", None) or type(exc).__name__)
+
+    sender = threading.Thread(target=send, name="keyledger-webhook", daemon=True)
+    sender.start()
+    sender.join(timeout)
+    if not outcome:
         _webhook_failed(url, f"no answer within {timeout:g}s")
-    except OSError as exc:
-        _webhook_failed(url, exc.strerror or type(exc).__name__)
+    if outcome[0] is not None:
+        _webhook_failed(url, outcome[0])
 
 
 def _webhook_failed(url: str, why: str) -> None:

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from cli.context import CLI_ORIGIN, JsonOption, confirm, master_password, open_ledger, settings
-from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors
-from ledger import Ledger
+from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, warn
+from ledger import Ledger, environment
 
 BackupFile = Annotated[Path, typer.Argument(dir_okay=False, help="The backup file.")]
 
@@ -46,11 +46,14 @@ def verify_backup_command(ctx: typer.Context, file: BackupFile, as_json: JsonOpt
     """Check a backup: its hash chain, its signed checkpoints and, with the master password,
     that every secret decrypts.
 
-    Without ENCRYPTION_MASTER_PASSWORD the values are not checked. Exit 1 if anything fails.
+    Without ENCRYPTION_MASTER_PASSWORD (or its _FILE) the values are not checked. Exit 1 if
+    anything fails.
 
     Example:  keyledger verify-backup /backup/keyledger-2026-11-28.db --json
     """
-    password = os.environ.get("ENCRYPTION_MASTER_PASSWORD") or None
+    # The same rules as every command (a file, never both), but no prompt: without a
+    # password the values are simply not checked.
+    password = environment.from_environment(environment.PASSWORD_ENV, os.environ, warn=warn)
     from ledger.backup import verify_backup
 
     report = verify_backup(file, password)
@@ -73,7 +76,7 @@ def verify_backup_command(ctx: typer.Context, file: BackupFile, as_json: JsonOpt
             console.print(f"🔏 Signed checkpoint at seq {latest.seq} ({latest.signed_at}), "
                           f"key {report.chain.public_key}")
         if report.decrypted is None:
-            console.print("⚠️  Values not checked (ENCRYPTION_MASTER_PASSWORD is not set)")
+            console.print("⚠️  Values not checked (neither ENCRYPTION_MASTER_PASSWORD nor its _FILE is set)")
         else:
             console.print(f"🔐 {report.decrypted} of {report.secrets} secrets decrypt; key versions "
                           f"{report.versions}")

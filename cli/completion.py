@@ -20,6 +20,8 @@ from cli.env import DB_ENV, DEFAULT_DB
 
 #: The most names offered at once (a shell shows no more usefully).
 MAX_OFFERED = 200
+#: Seconds a completion waits for a ledger another process holds locked.
+COMPLETION_WAIT = 0.2
 
 
 def secret_names(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -51,7 +53,9 @@ def _read(ctx: typer.Context, read: Callable[[Any], list[str]]) -> list[str]:
         db = ctx.find_root().params.get("db") or os.environ.get(DB_ENV) or DEFAULT_DB
         if not isinstance(db, str) or not (os.path.exists(db) or "://" in db or "=" in db):
             return []  # never create a file by completing
-        with open_recorder(db, read_only=True) as recorder:
+        # A ledger locked by a long write completes nothing at once, rather than after
+        # the lock timeout.
+        with open_recorder(db, read_only=True, lock_timeout=COMPLETION_WAIT) as recorder:
             return read(recorder)
     except Exception:  # a completion never fails the shell
         return []

@@ -4,6 +4,7 @@ in its environment or in a file (the rules are :mod:`ledger.exporting`'s)."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ from cli.context import JsonOption, open_ledger_alone
 from cli.env import NEW_PASSWORD_ENV, PASSWORD_ENV
 from cli.output import emit_json, err_console, fail, handles_errors, printable
 from ledger import InvalidInputError, environment
-from ledger.exporting import FORMATS, gather, render
+from ledger.exporting import FORMATS, fetch, plan, render
 
 OnlyOption = Annotated[list[str] | None, typer.Option(
     "--only", help="A secret to hand over (repeat for more); default: every live secret.",
@@ -27,6 +28,12 @@ RenameOption = Annotated[bool, typer.Option(
 #: Never handed to the program: what unlocks the ledger stays with keyledger.
 WITHHELD = tuple(name + suffix for name in (PASSWORD_ENV, NEW_PASSWORD_ENV)
                  for suffix in ("", environment.FILE_SUFFIX))
+#: Variables that change what a program loads or runs rather than what it is told: a
+#: secret may set one only with --override, as if it were already set.
+STEERING = frozenset({"PATH", "IFS", "ENV", "BASH_ENV", "PS4", "SHELLOPTS", "BASHOPTS",
+                      "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PERL5LIB", "PERL5OPT",
+                      "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "JAVA_TOOL_OPTIONS", "GCONV_PATH"})
+STEERING_PREFIXES = ("LD_", "DYLD_")
 #: The exit code of a program that cannot be found, or run, as a POSIX shell gives it.
 EXIT_NOT_FOUND, EXIT_NOT_RUNNABLE = 127, 126
 
@@ -51,13 +58,14 @@ def run_command(
     Example:  keyledger run --prefix web/ -- gunicorn app:wsgi
     """
     inherited = {k: v for k, v in os.environ.items() if k not in WITHHELD}
+    program = shutil.which(command[0]) if "/" not in command[0] else command[0]
     with open_ledger_alone(ctx) as ledger:
-        values = gather(ledger, only=only or (), prefix=prefix, rename=rename)
-    clashes = sorted(set(values) & set(inherited))
-    if clashes and not override:
-        raise InvalidInputError(
-            f"{len(clashes)} variable(s) are already set: {', '.join(clashes[:10])}; "
-            "--override lets the secrets replace them")
+        chosen = plan(ledger, only=only or (), prefix=prefix, rename=rename)
+        _refuse_clashes(set(chosen.values()), override)
+        if program is None:  # said before a read is recorded: nothing was handed over
+            fail(f"{printable(command[0])}: command not found", code=EXIT_NOT_FOUND,
+                 as_json=as_json)
+        values = fetch(ledger, chosen)
     inherited.update(values)
     del values
     sys.stdout.flush()
@@ -69,6 +77,21 @@ def run_command(
     except OSError as exc:
         fail(f"{printable(command[0])}: cannot run it ({exc.strerror})", code=EXIT_NOT_RUNNABLE,
              as_json=as_json)
+
+
+def _refuse_clashes(variables: set[str], override: bool) -> None:
+    """:raises InvalidInputError: a variable is one of the master password's (always), or
+    already set, or steers what the program loads or runs (both unless ``override``)."""
+    withheld = sorted(variables & set(WITHHELD))
+    if withheld:
+        raise InvalidInputError(
+            f"{', '.join(withheld)} would unlock a ledger: never handed to a program")
+    clashes = sorted(v for v in variables if v in os.environ or v in STEERING
+                     or v.startswith(STEERING_PREFIXES))
+    if clashes and not override:
+        raise InvalidInputError(
+            f"{len(clashes)} variable(s) are already set or steer what the program runs: "
+            f"{', '.join(clashes[:10])}; --override lets the secrets set them")
 
 
 @handles_errors
@@ -94,16 +117,16 @@ def export_command(
         raise InvalidInputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if as_json and out is None:
         raise InvalidInputError("with --json the values go to a file: give --out FILE")
-    if out is not None and out.exists() and not force:
-        raise InvalidInputError(f"{out} exists; --force replaces it")
+    from ledger.private_files import check_writable, write_private
+
+    if out is not None:
+        check_writable(out, replace=force)  # before a read is recorded
     with open_ledger_alone(ctx) as ledger:
-        values = gather(ledger, only=only or (), prefix=prefix, rename=rename)
+        values = fetch(ledger, plan(ledger, only=only or (), prefix=prefix, rename=rename))
     text = render(values, fmt)
     if out is None:
         sys.stdout.write(text)
         return
-    from ledger.private_files import write_private
-
     write_private(out, text, replace=force)
     if as_json:
         emit_json({"exported": len(values), "format": fmt, "out": str(out)})

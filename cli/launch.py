@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,22 +48,29 @@ def main() -> None:
     with contextlib.suppress(Exception):  # a head start only: the command derives it anyway
         if COMPLETING_ENV not in os.environ:
             derive_ahead(sys.argv[1:], os.environ)
-    from cli.app import main as run
+    try:
+        from cli.app import main as run
 
-    run()
+        run()
+    except KeyboardInterrupt:  # before the command's own handling was set up
+        sys.stderr.write("❌ Error: interrupted\n")
+        raise SystemExit(130) from None
 
 
 def derive_ahead(args: Sequence[str], environ: Mapping[str, str]) -> bool:
     """Start deriving the master key for the command ``args`` will run, when it unlocks
     and everything the derivation needs is at hand; whether it started."""
+    words, db = _command(args)
+    if words is None or not (words[:1] in UNLOCKING or words[:2] in UNLOCKING):
+        return False
+    named = environ.get(PASSWORD_ENV + environment.FILE_SUFFIX)
+    if named is not None and not _regular_file(named):
+        return False  # a pipe (<(...), /dev/stdin) can be read once: by the command itself
     try:
         password = environment.from_environment(PASSWORD_ENV, environ, warn=lambda _: None)
     except WrongPasswordError:
         return False  # the command says why, in its own words
     if password is None:
-        return False
-    words, db = _command(args)
-    if words is None or not (words[:1] in UNLOCKING or words[:2] in UNLOCKING):
         return False
     target = db or environ.get(DB_ENV) or DEFAULT_DB
     from ledger.locations import is_server  # no store: a few lines of its own
@@ -72,6 +80,13 @@ def derive_ahead(args: Sequence[str], environ: Mapping[str, str]) -> bool:
     from ledger import early  # cryptography and the store's header reader alone
 
     return early.start(Path(target), password)
+
+
+def _regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def _command(args: Sequence[str]) -> tuple[tuple[str, ...] | None, str | None]:

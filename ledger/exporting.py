@@ -15,8 +15,10 @@ Formats (each read back as written, tested in ``tests/test_export.py``):
 
 - ``dotenv``: ``NAME='value'`` with ``\\`` and ``'`` escaped by a backslash, the way
   python-dotenv's own ``set_key`` writes and both it and ``secrets import`` read, line
-  breaks kept inside the quotes. python-dotenv expands ``${VAR}`` in any value unless it
-  is loaded with ``interpolate=False``; keyledger never expands.
+  breaks kept inside the quotes; a value holding a carriage return goes in double quotes
+  with ``\\r`` and ``\\n`` escaped (a text-mode reader would turn a raw one into a line
+  feed). python-dotenv expands ``${VAR}`` in any value unless it is loaded with
+  ``interpolate=False``; keyledger never expands.
 - ``shell``: ``export NAME='value'``, POSIX single quotes (``'`` written as ``'\\''``),
   for ``. ./file`` in ``sh``, ``bash`` or ``zsh``.
 - ``json``: one object, variable to value, sorted.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ledger.errors import InvalidInputError
 
@@ -86,12 +88,18 @@ def render(values: Mapping[str, str], fmt: ExportFormat) -> str:
     if fmt == "json":
         return json.dumps(dict(ordered), ensure_ascii=False, indent=2) + "\n"
     if fmt == "dotenv":
-        return "".join(f"{name}='{_dotenv_quoted(value)}'\n" for name, value in ordered)
+        return "".join(f"{name}={_dotenv_quoted(value)}\n" for name, value in ordered)
     return "".join(f"export {name}={shell_quoted(value)}\n" for name, value in ordered)
 
 
 def _dotenv_quoted(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
+    r"""Single quotes; a value holding a carriage return (which a reader in text mode turns
+    into a line feed) in double quotes, its ``\r`` and ``\n`` written as escapes."""
+    if "\r" not in value:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\r", "\\r").replace("\n", "\\n") + '"'
+
 
 
 def shell_quoted(value: str) -> str:
@@ -104,19 +112,28 @@ def _listed(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
 
-def gather(ledger: Ledger, *, only: Sequence[str] = (), prefix: str = "",
-           rename: bool = False) -> dict[str, str]:
-    """Variable to value for the secrets chosen (the module's rules), decrypted in one
-    unlock. Every check comes before the first decryption, so a refusal records no read;
-    with read auditing on, each secret handed out is then a recorded ``SecretRead``.
+def plan(ledger: Ledger, *, only: Sequence[str] = (), prefix: str = "",
+         rename: bool = False) -> dict[str, str]:
+    """Secret name to variable name for the secrets chosen (the module's rules), from the
+    proven heads: nothing is decrypted, so nothing is recorded yet.
 
-    :raises UnknownSecretError: a name in ``only`` is no live secret.
-    :raises InvalidInputError: by :func:`variable_names` or :func:`check_values`.
+    :raises InvalidInputError: by :func:`variable_names`.
     """
     names = (sorted(set(only)) if only
              else [info.name for info in ledger.secrets() if info.name.startswith(prefix)])
-    variables = variable_names(names, prefix=prefix, rename=rename)
-    found = ledger.get_many(names)
-    values = {variables[name]: secret.value for name, secret in found.items()}
-    check_values(values)
-    return values
+    return variable_names(names, prefix=prefix, rename=rename)
+
+
+def fetch(ledger: Ledger, chosen: Mapping[str, str]) -> dict[str, str]:
+    """Variable to value for a :func:`plan`, decrypted in one unlock; each secret handed
+    out is a recorded ``SecretRead`` when read auditing is on, and a value that cannot be
+    handed out (:func:`check_values`) is refused before anything is recorded.
+
+    :raises UnknownSecretError: a name is no live secret.
+    :raises InvalidInputError: by :func:`check_values`.
+    """
+    def handable(found: Mapping[str, Any]) -> None:
+        check_values({chosen[name]: secret.value for name, secret in found.items()})
+
+    found = ledger.get_many(chosen, before_recording=handable)
+    return {chosen[name]: secret.value for name, secret in found.items()}

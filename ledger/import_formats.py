@@ -53,13 +53,13 @@ _JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
 _SIMPLE_MEMBER = re.compile(
     r'"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*([,}])[ \t\n\r]*'
 )
-_DOTENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=\s*(.*)$")
+_DOTENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.\-]*)\s*=(.*)$", re.DOTALL)
 # The escapes python-dotenv decodes in each kind of quote; any other backslash is kept.
 _SINGLE_QUOTE_ESCAPES = {"'": "'", "\\": "\\"}
 _DOUBLE_QUOTE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "'": "'", "\\": "\\",
                          "a": "\a", "b": "\b", "f": "\f", "v": "\v"}
-# Where str.splitlines() may end a line; "\r" may still be followed by "\n".
-_LINE_ENDS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+# Where a line of a .env file ends (as python-dotenv reads it).
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 # -- whole files (small ones, and the old system's export) ------------------------------------
@@ -97,7 +97,7 @@ def parse_json_object_untrusted(path: Path, text: str) -> dict[str, object]:
 
 def parse_dotenv_untrusted(path: Path, text: str) -> dict[str, str]:
     """``KEY=value`` lines; ``export``, comments, blank lines and quotes as shells allow."""
-    return dict(_dotenv_entries(path, text.splitlines(keepends=True), seen=set()))
+    return dict(_dotenv_entries(path, _lines(path, [text]), seen=set()))
 
 
 def parse_seed_untrusted(path: Path) -> dict[str, object]:
@@ -330,22 +330,24 @@ def _text_chunks(path: Path, content: bytes | None, digest: hashlib.blake2b) -> 
 
 
 def _lines(path: Path, chunks: Iterable[str]) -> Iterator[str]:
-    """The lines ``str.splitlines(keepends=True)`` would cut the whole text into.
+    """The lines of the text, each with its line break: ``\n``, ``\r\n`` or ``\r``, the
+    only breaks python-dotenv knows (a form feed or U+2028 is part of a line, not the end).
 
     :raises InvalidInputError: a line is longer than :data:`MAX_ENTRY_CHARS`.
     """
     pending = ""
     number = 0  # lines yielded
     for text in chunks:
-        lines = (pending + text).splitlines(keepends=True)
-        pending = ""
-        if lines and (lines[-1][-1] not in _LINE_ENDS or lines[-1][-1] == "\r"):
-            pending = lines.pop()  # unfinished, or a "\r" whose "\n" may come next
-        for line in lines:
+        buffer, start = pending + text, 0
+        for found in _LINE_BREAK.finditer(buffer):
+            if found.group() == "\r" and found.end() == len(buffer):
+                break  # a "\r" whose "\n" may come with the next chunk
             number += 1
-            if len(line) > MAX_ENTRY_CHARS + 2:  # its line break aside
+            if found.start() - start > MAX_ENTRY_CHARS:
                 raise _too_long(path, number)
-            yield line
+            yield buffer[start:found.end()]
+            start = found.end()
+        pending = buffer[start:]
         if len(pending) > MAX_ENTRY_CHARS + 1:
             raise _too_long(path, number + 1)
     if pending:
@@ -382,7 +384,8 @@ def _dotenv_entries(
         match = _DOTENV_LINE.match(line)
         if match is None:
             raise InvalidInputError(f"{path}: line {number} is not KEY=value")
-        name, rest = match.groups()
+        name, after = match.groups()
+        rest = after.lstrip()
         if seen is not None:
             if name in seen:
                 raise InvalidInputError(f"{path}: line {number} sets {name} a second time")
@@ -392,26 +395,43 @@ def _dotenv_entries(
             # break and every character up to the closing quote are the value's).
             start = raw.index(line) + len(line) - len(rest)
             rest = _quoted_over_lines(raw[start:], numbered, path, number)
+        if rest[:1] not in ("'", '"'):
+            # Bare: up to a "#" after white space, that before the value included
+            # (`KEY= # note` is empty, `KEY=#x` is "#x"), as python-dotenv reads it.
+            yield name, re.sub(r"\s+#.*", "", after, flags=re.DOTALL).strip()
+            continue
         yield name, _dotenv_value(rest, path, number)
 
 
 def _quoted_over_lines(first: str, numbered: Iterator[tuple[int, str]], path: Path,
                        number: int) -> str:
     """A quoted value that runs over several lines, joined as written up to the end of the
-    line that closes it (kept to :data:`MAX_ENTRY_CHARS` in all).
+    line that closes it (kept to :data:`MAX_ENTRY_CHARS` in all). Each line is scanned
+    once, so a value over many lines costs time in proportion to its length.
 
     :raises InvalidInputError: the file ends before the quote closes, or the entry is too
         long."""
+    quote = first[0]
     parts, size = [_newline_as_read(first)], len(first)
+    escaped = _ends_escaping(first[1:])
     for _, raw in numbered:
-        parts.append(_newline_as_read(raw))
+        part = _newline_as_read(raw)
+        parts.append(part)
         size += len(raw)
         if size > MAX_ENTRY_CHARS + 2:
             raise _too_long(path, number)
-        text = "".join(parts)
-        if _closing_quote(text, first[0]) is not None:
-            return text.rstrip("\r\n")
+        if _closing_in(part, quote, escaped) is not None:
+            return "".join(parts).rstrip("\r\n")
+        escaped = _ends_escaping(part, escaped)
     raise InvalidInputError(f"{path}: line {number} has an unclosed quote")
+
+
+def _ends_escaping(text: str, escaped: bool = False) -> bool:
+    """Whether a backslash at the end of ``text`` (scanned from a state where the previous
+    character ``escaped`` or not) escapes the first character of what follows."""
+    for char in text:
+        escaped = not escaped if char == "\\" else False
+    return escaped
 
 
 def _newline_as_read(line: str) -> str:
@@ -443,14 +463,20 @@ def _dotenv_value(rest: str, path: Path, number: int) -> str:
 def _closing_quote(rest: str, quote: str) -> int | None:
     """Where the quote that opens ``rest`` closes (a backslash escapes the character after
     it, in either kind of quote); None if it does not."""
-    i = 1
-    while i < len(rest):
-        if rest[i] == "\\":
-            i += 2
-            continue
-        if rest[i] == quote:
+    found = _closing_in(rest[1:], quote)
+    return None if found is None else found + 1
+
+
+def _closing_in(text: str, quote: str, escaped: bool = False) -> int | None:
+    """The index of the first unescaped ``quote`` in ``text``, the first character escaped
+    if ``escaped``; None if there is none."""
+    for i, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == quote:
             return i
-        i += 1
     return None
 
 

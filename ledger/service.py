@@ -516,20 +516,29 @@ class Ledger:
         return secret
 
     @_serialized
-    def get_many(self, names: Iterable[str] | None = None, *,
-                 prefix: str = "") -> dict[str, SecretValue]:
+    def get_many(self, names: Iterable[str] | None = None, *, prefix: str = "",
+                 before_recording: Callable[[dict[str, SecretValue]], None] | None = None,
+                 ) -> dict[str, SecretValue]:
         """Several live secrets in one unlock, by name: ``names`` (every one must exist), or
         every live secret whose name starts with ``prefix``, listed from the proven map of
         stream heads (:meth:`secrets`). Everything is decrypted before anything is handed
         out; with read auditing on, one ``SecretRead`` per secret is appended, all in one
         transaction, before the values are returned (fail closed, as :meth:`get`).
 
+        ``before_recording`` sees the decrypted values before any read is recorded, and may
+        refuse them by raising (a value a caller cannot hand over): nothing is recorded then.
+
         :raises UnknownSecretError: a name in ``names`` is no live secret (nothing recorded).
         :raises IntegrityError: a ciphertext does not decrypt, or the heads do not prove.
+        :raises TypeError: ``names`` is one string rather than a collection of names.
         """
+        if isinstance(names, str):
+            raise TypeError("get_many takes a collection of names; for one, use get()")
         chosen = (sorted(set(names)) if names is not None
                   else [info.name for info in self.secrets() if info.name.startswith(prefix)])
         found = {name: self._get_unaudited(name) for name in chosen}
+        if before_recording is not None:
+            before_recording(found)
         self._record_reads(list(found.values()))
         return found
 

@@ -177,10 +177,43 @@ def test_a_failing_webhook_is_one_line_that_never_shows_its_path(
     assert {"status": "HTTP 500", "timeout": "0.5s", "refused": "refused"}[trouble] in line
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/x", "not a url"])
-def test_only_http_webhooks(alerting: str, url: str) -> None:
+@pytest.mark.parametrize("url", [
+    "file:///etc/passwd", "ftp://example.com/x", "not a url", "http://h:99999/SECRETPATH",
+    "http://h:abc/SECRETPATH", "http://[::1/SECRETPATH", "http://127.0.0.1:1/SECRET PATH",
+    "http://127.0.0.1/SECRETPATH\r\n", "http://user:SECRETPATH@127.0.0.1/x",
+])
+def test_only_plain_http_webhooks_and_the_url_never_shown(alerting: str, url: str) -> None:
     result = invoke(alerting, "audit", "alerts", "--webhook", url, password=None)
     assert result.exit_code == 2 and "http" in error_line(result)
+    assert "SECRET" not in result.output
+
+
+def test_a_trickling_webhook_is_cut_off_at_the_timeout(alerting: str) -> None:
+    """A server that answers a byte a second must not hold cron past --webhook-timeout."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100:
+                try:
+                    conn.send(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    result = invoke(alerting, "audit", "alerts", "--webhook-timeout", "1", "--webhook",
+                    f"http://127.0.0.1:{listener.getsockname()[1]}/hook", password=None)
+    assert result.exit_code == 1 and "no answer within 1s" in error_line(result)
+    assert time.monotonic() - started < 10  # not the 20 s the trickle would take
+    listener.close()
 
 
 def test_alerts_need_no_password_and_show_no_value(alerting: str, tmp_path: Path) -> None:

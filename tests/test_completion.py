@@ -70,3 +70,24 @@ def test_the_completion_scripts_are_typers() -> None:
         shown = subprocess.run([*keyledger_command(), "--show-completion", shell],
                                env=child_environment(), capture_output=True, text=True, timeout=60)
         assert shown.returncode == 0 and "_KEYLEDGER_COMPLETE" in shown.stdout, shell
+
+
+def test_a_locked_ledger_completes_nothing_at_once(tmp_path: Path) -> None:
+    """A long write holding the ledger (here an exclusive lock) must not make TAB wait out
+    the lock timeout (attack pass, finding 10): nothing is offered, within a second or
+    two, not thirty."""
+    import sqlite3
+    import time
+
+    db = tmp_path / "k.db"
+    with create_test_ledger(db, PASSWORD) as ledger:
+        ledger.set("db_password", "v")
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        assert complete(db, "bash", "keyledger secrets get ") == []
+        assert time.monotonic() - started < 15
+    finally:
+        holder.close()

@@ -42,6 +42,9 @@ CASES = {
     "quote closing on its own line": 'A="x\n"\n',
     "escaped quote at a line end": 'A="a\\"\nb"\n',
     "dollar not expanded": "A=$HOME\nB='${HOME}'\n",
+    "a comment where the value would be": "A= # note\nB=#not-a-comment\nC=  #x y\n",
+    "form feed and unicode separators inside a line": "B=\x1ca=xyz\nC=x\x0cy\u2028z\x85w\n",
+    "cr only line breaks": "A=1\rB='two\rlines'\rC=3",
 }
 
 
@@ -69,3 +72,16 @@ def test_what_python_dotenv_skips_keyledger_refuses(content: str, tmp_path: Path
     path.write_text(content, encoding="utf-8")
     with pytest.raises(InvalidInputError, match="line 1"):
         check_import_file_untrusted(path)
+
+
+def test_a_long_multi_line_value_costs_time_in_proportion_to_its_length(tmp_path: Path) -> None:
+    """Every line of a quoted value is scanned once. It was rescanned from the quote at
+    each line, so a file of 20,000 line breaks took 22 s; these 160,000 would have taken
+    hours (the suite's time limit is the failure), and now take a fraction of a second."""
+    long = tmp_path / "long.env"
+    long.write_text('A="' + "x\n" * 160_000 + '"\nB=1\n', encoding="utf-8")
+    assert parse_dotenv_untrusted(long, long.read_text(encoding="utf-8"))["B"] == "1"
+    unclosed = tmp_path / "unclosed.env"
+    unclosed.write_text('A="' + "\n" * 160_000, encoding="utf-8")
+    with pytest.raises(InvalidInputError, match="unclosed quote"):
+        check_import_file_untrusted(unclosed)

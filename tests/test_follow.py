@@ -139,3 +139,38 @@ def test_bad_filters_are_refused_before_following(made: str) -> None:
     child = follower(made, "--type", "NoSuchEvent")
     _, err = ended(child)
     assert child.returncode == 2 and "unknown event type" in err and len(err.splitlines()) == 1
+
+
+def test_a_ledger_restored_under_the_follower_stops_it_in_one_line(
+    made: str, tmp_path: Path
+) -> None:
+    """The history went back and then on again past what was printed: the follower must
+    not go on as if the new events were the ones after its last line (attack pass)."""
+    from ledger.backup import restore, take_backup
+    from projections import projector
+
+    backup = tmp_path / "b.db"
+    with Ledger.open(made, PASSWORD) as ledger:
+        take_backup(ledger.session, backup)
+        for n in range(3):
+            ledger.set(f"later{n}", "v")
+        top = ledger.recorder.head()[0]
+    child = follower(made)
+    try:
+        lines(child, top)
+        restore(backup, made, PASSWORD, force=True, projector=projector())
+        with Ledger.open(made, PASSWORD) as ledger:
+            for n in range(6):  # past where the follower was
+                ledger.set(f"new{n}", "v")
+        _, err = ended(child)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 1
+    assert "history changed under --follow" in err and len(err.strip().splitlines()) == 1
+
+
+def test_after_seq_past_the_head_is_refused(made: str) -> None:
+    child = follower(made, "--after-seq", "999")
+    _, err = ended(child)
+    assert child.returncode == 2 and "past the ledger's head" in err

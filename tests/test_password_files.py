@@ -138,3 +138,60 @@ def test_the_early_key_derivation_reads_the_file_too(
     with Ledger.open(filled, CLI_PASSWORD) as ledger:
         assert ledger.get("db_password").value == VALUE
     assert early._AHEAD == {}
+
+
+# -- from the attack on hand-over: a pipe is read once, by the command -----------------------
+
+
+def test_a_password_from_a_pipe_or_stdin_unlocks(filled: Path, tmp_path: Path) -> None:
+    """The launcher's head start never reads a password file that is not a regular file:
+    a pipe can be read only once, and that read is the command's (attack pass, finding 1)."""
+    import subprocess
+
+    from ledger.testing import child_environment, keyledger_command
+
+    env = child_environment(KEYLEDGER_DB=str(filled))
+    argv = " ".join(f"'{a}'" for a in keyledger_command())
+    process_substitution = subprocess.run(
+        ["bash", "-c", f"ENCRYPTION_MASTER_PASSWORD_FILE=<(printf '%s' \"$PW\") {argv} "
+                       "secrets get db_password"],
+        env={**env, "PW": CLI_PASSWORD}, capture_output=True, text=True, timeout=60)
+    assert process_substitution.returncode == 0, process_substitution.stderr
+    assert process_substitution.stdout == VALUE + "\n"
+    piped = subprocess.run([*keyledger_command(), "secrets", "get", "db_password"],
+                           env={**env, f"{ENV}_FILE": "/dev/stdin"}, input=CLI_PASSWORD,
+                           capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and piped.stdout == VALUE + "\n", piped.stderr
+
+
+def test_a_fifo_nobody_writes_never_holds_up_a_command_that_needs_no_password(
+    filled: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from ledger.testing import child_environment, keyledger_command
+
+    fifo = tmp_path / "pw.fifo"
+    os.mkfifo(fifo)
+    listed = subprocess.run([*keyledger_command(), "secrets", "list", "--json"],
+                            env=child_environment(KEYLEDGER_DB=str(filled),
+                                                  **{f"{ENV}_FILE": str(fifo)}),
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and "db_password" in listed.stdout
+
+
+def test_verify_backup_reads_the_password_file_too(filled: Path, tmp_path: Path) -> None:
+    """verify-backup had its own reading of the variable (attack pass, finding 4)."""
+    backup = tmp_path / "b.db"
+    assert invoke(filled, "backup", "--out", str(backup)).exit_code == 0
+    path = password_file(tmp_path, CLI_PASSWORD.encode() + b"\n")
+    checked = invoke(filled, "verify-backup", str(backup), "--json", password=None,
+                     env={f"{ENV}_FILE": str(path)})
+    assert checked.exit_code == 0 and '"decrypted": 2' in checked.stdout
+    both = invoke(filled, "verify-backup", str(backup), env={f"{ENV}_FILE": str(path)})
+    assert both.exit_code == 1 and "both" in error_line(both)
+
+
+def test_get_many_refuses_one_string(filled: Path) -> None:
+    with Ledger.open(filled, CLI_PASSWORD) as ledger, pytest.raises(TypeError, match=r"get\(\)"):
+        ledger.get_many("db_password")

@@ -27,7 +27,7 @@ from ledger.domain import (
     secret_state,
     validate_name,
 )
-from ledger.errors import InvalidInputError, VersionError
+from ledger.errors import InvalidInputError, LedgerFormatError, VersionError
 from ledger.events import StoredEvent
 from ledger.store import Recorder
 
@@ -146,18 +146,42 @@ def follow(
     Each look is one short read (the head, then the events up to it, a page at a time),
     never a transaction held open between looks: writers never wait for it, and SQLite's
     WAL can be checkpointed meanwhile. Filters are checked before the first look.
+
+    :raises InvalidInputError: ``after_seq`` is past the ledger's head.
+    :raises LedgerFormatError: the ledger went back under it (restored, or rolled back):
+        what was printed past the new head is no longer its history, and what takes its
+        place would otherwise be skipped unseen.
     """
     audit_log(recorder, through_seq=0, **filters)  # refuse bad filters now
-    seen = after_seq
+    seen, seen_hash = after_seq, None
+    top, top_hash = recorder.head()
+    if after_seq > top:
+        raise InvalidInputError(f"--after-seq {after_seq} is past the ledger's head (seq {top})")
     while True:
-        top = recorder.head()[0]
+        if seen_hash is not None and _hash_at(recorder, seen) != seen_hash:
+            raise LedgerFormatError(
+                f"the ledger's history changed under --follow (restored or rolled back: "
+                f"seq {seen} is not the event printed, and the head is seq {top}); the lines "
+                "printed past the point it went back to are not its history. Find that point "
+                "(keyledger audit log --type LedgerRestored), then follow again with "
+                "--after-seq")
         while seen < top:
             page = list(itertools.islice(
                 audit_log(recorder, after_seq=seen, through_seq=top, **filters), FOLLOW_PAGE))
             yield from page
             seen = page[-1].seq if len(page) == FOLLOW_PAGE else top
+        seen_hash = top_hash if seen == top else _hash_at(recorder, seen)
         if stopped(interval):
             return
+        top, top_hash = recorder.head()
+
+
+def _hash_at(recorder: Recorder, seq: int) -> str | None:
+    """The hash of the event at ``seq`` (None if there is none), one indexed read."""
+    if seq == 0:
+        return ""
+    found = next(iter(recorder.query_events(after_seq=seq - 1, through_seq=seq)), None)
+    return None if found is None else found.hash
 
 
 # -- replay --------------------------------------------------------------------------------
