@@ -26,7 +26,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Two workers (pytest-xdist), each with its own PostgreSQL cluster: much of the suite waits
-# on child processes and the server, so the two cores are kept busy (8 min serial, 4.5 here).
+# on child processes and the server, so the two cores are kept busy (8 min serial, about
+# 4.5 on two workers).
 pytest: $(STAMP)
 	$(BIN)/pytest -n 2
 

@@ -221,7 +221,6 @@ def _restore_onto_server(source: SQLiteRecorder, chain: VerifyReport, backup_pat
     then replaces the schema's rows in one transaction (:meth:`PostgresRecorder.replace_with`),
     or fills an empty schema. A ledger there that does not open is replaced only with
     ``force``; nothing is kept aside (the server's own backups hold what it was)."""
-    from ledger.service import Ledger
     from ledger.store_postgres import PostgresRecorder
 
     with open_recorder(target, create=True, projector=projector) as live:
@@ -231,13 +230,7 @@ def _restore_onto_server(source: SQLiteRecorder, chain: VerifyReport, backup_pat
             # A trigger keyledger did not make would run inside the replacement (and one
             # switched off would be switched on with ours): refused, as destroy does.
             refuse_if_triggers_altered(live, "restore")
-            try:
-                Ledger.open(target, password).close()
-            except (WrongPasswordError, LedgerDatabaseError):
-                raise
-            except KeyledgerError:
-                if not force:
-                    raise  # tampered, rolled back: what --force overrides
+            _opens_unless_forced(target, password, force)
             # Forced or not, a backup claiming this ledger's id under another key is refused.
             replacing = _replaceable_head(live, source, chain, force)
         before = 0 if replacing is None else replacing[0]
@@ -389,7 +382,6 @@ def _damage_of(target: Path, password: str, force: bool) -> _Damage | None:
     :raises LedgerBusyError: another process holds it locked: it may be well.
     :raises KeyledgerError: it does not read, and not ``force``: why not.
     """
-    from ledger.service import Ledger
 
     why = SQLiteRecorder.unreadable(target)
     if why is not None:
@@ -398,14 +390,26 @@ def _damage_of(target: Path, password: str, force: bool) -> _Damage | None:
                 f"{target} does not read as a ledger ({why}); --force replaces it, and "
                 "keeps a copy beside the restored one")
         return _Damage(why, SQLiteRecorder.damaged_head(target))
+    _opens_unless_forced(target, password, force)
+    return None
+
+
+def _opens_unless_forced(target: Path | str, password: str, force: bool) -> None:
+    """The ledger a restore replaces must open with ``password`` (else an old password
+    could roll back a ``rekey-master``), ``force`` or not; ``force`` lets one through that
+    opens but does not verify (tampered, rolled back, another version's).
+
+    :raises WrongPasswordError, LedgerDatabaseError: whatever ``force`` says.
+    """
+    from ledger.service import Ledger
+
     try:
         Ledger.open(target, password).close()
     except (WrongPasswordError, LedgerDatabaseError):
         raise
     except KeyledgerError:
         if not force:
-            raise  # tampered, rolled back, another version's: what --force overrides
-    return None
+            raise
 
 
 def _keep_aside(target: Path) -> Path:

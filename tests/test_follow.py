@@ -8,6 +8,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,18 @@ def follower(db: Path | str, *args: str) -> subprocess.Popen[str]:
 
 
 FOLLOWED: dict[int, queue.Queue[str]] = {}
+
+
+@contextmanager
+def following(db: Path | str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """:func:`follower`, killed on leaving if it has not ended by then."""
+    child = follower(db, *args)
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=TIMEOUT)
 
 
 def lines(child: subprocess.Popen[str], count: int) -> list[dict[str, object]]:
@@ -78,8 +92,7 @@ def made(backend: Backend) -> str:
 def test_follow_prints_what_other_processes_append_and_ends_cleanly(made: str) -> None:
     with Ledger.open(made, PASSWORD) as ledger:
         top = ledger.recorder.head()[0]
-    child = follower(made)
-    try:
+    with following(made) as child:
         old = lines(child, top)
         assert [e["seq"] for e in old] == list(range(1, top + 1))
         with Ledger.open(made, PASSWORD, actor="writer@elsewhere") as ledger:
@@ -92,9 +105,6 @@ def test_follow_prints_what_other_processes_append_and_ends_cleanly(made: str) -
             (top + 3, "KeyRotated", "writer@elsewhere")]
         child.send_signal(signal.SIGINT)
         rest, err = ended(child)
-    finally:
-        if child.poll() is None:
-            child.kill()
     assert child.returncode == 0 and err == ""
     shown = json.dumps(old + new) + rest
     assert VALUE not in shown and "sk-follow-value-1b2c" not in shown
@@ -105,8 +115,7 @@ def test_follow_resumes_after_a_seq_with_the_filters_and_stops_on_sigterm(made: 
     with Ledger.open(made, PASSWORD) as ledger:
         ledger.set("a", "1")
         top = ledger.recorder.head()[0]
-    child = follower(made, "--after-seq", str(top), "--type", "SecretWritten")
-    try:
+    with following(made, "--after-seq", str(top), "--type", "SecretWritten") as child:
         with Ledger.open(made, PASSWORD) as ledger:
             ledger.rotate()  # not a SecretWritten: not printed
             ledger.set("b", "2")
@@ -114,9 +123,6 @@ def test_follow_resumes_after_a_seq_with_the_filters_and_stops_on_sigterm(made: 
         assert (only["seq"], only["type"], only["name"]) == (top + 3, "SecretWritten", "b")
         child.send_signal(signal.SIGTERM)
         rest, _ = ended(child)
-    finally:
-        if child.poll() is None:
-            child.kill()
     assert child.returncode == 0 and rest == ""
 
 
@@ -155,17 +161,13 @@ def test_a_ledger_restored_under_the_follower_stops_it_in_one_line(
         for n in range(3):
             ledger.set(f"later{n}", "v")
         top = ledger.recorder.head()[0]
-    child = follower(made)
-    try:
+    with following(made) as child:
         lines(child, top)
         restore(backup, made, PASSWORD, force=True, projector=projector())
         with Ledger.open(made, PASSWORD) as ledger:
             for n in range(6):  # past where the follower was
                 ledger.set(f"new{n}", "v")
         _, err = ended(child)
-    finally:
-        if child.poll() is None:
-            child.kill()
     assert child.returncode == 1
     assert "history changed under --follow" in err and len(err.strip().splitlines()) == 1
 
