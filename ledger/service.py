@@ -549,19 +549,9 @@ class Ledger:
 
     def _record_reads(self, secrets: Sequence[SecretValue]) -> None:
         """:meth:`_record_read` for several secrets, in one append."""
-        if not secrets or not self.read_auditing():
-            return
-        for _ in range(CONFLICT_RETRIES):
-            head = self.session.head(ev.READS_STREAM)
-            rev = head.stream_rev if head else 0
-            try:
-                self.session.append([
-                    NewEvent(ev.READS_STREAM, rev + n, ev.SecretRead(name=s.name, key_version=s.version))
-                    for n, s in enumerate(secrets, start=1)])
-                return
-            except ConcurrencyError:
-                continue
-        raise ConcurrencyError([ev.READS_STREAM])
+        if secrets and self.read_auditing():
+            self.session.append_to_stream(ev.READS_STREAM, *(
+                ev.SecretRead(name=s.name, key_version=s.version) for s in secrets))
 
     def _get_unaudited(self, name: str) -> SecretValue:
         """:meth:`get` without recording the read: for callers that decrypt a value without

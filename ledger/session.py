@@ -446,13 +446,16 @@ class Session:
             self._remember(*self.recorder.head(), occurred_at)
         return appended
 
-    def append_to_stream(self, stream: str, event: ev.DomainEvent) -> None:
-        """Append one event at the next revision of a stream nobody decides against
-        (rejections, policy, backups), retrying if another process got there first."""
+    def append_to_stream(self, stream: str, *events: ev.DomainEvent) -> None:
+        """Append ``events`` at the next revisions of a stream nobody decides against
+        (rejections, policy, backups, reads), in one transaction, retrying if another
+        process got there first."""
         for _ in range(CONFLICT_RETRIES):
             head = self.head(stream)
+            rev = head.stream_rev if head else 0
             try:
-                self.append([NewEvent(stream, (head.stream_rev if head else 0) + 1, event)])
+                self.append([NewEvent(stream, rev + n, event)
+                             for n, event in enumerate(events, start=1)])
                 return
             except ConcurrencyError:
                 continue
