@@ -29,6 +29,11 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(stamp: str) -> datetime:
+    """A time as the ledger stores it (:func:`format_time`), back as an aware UTC datetime."""
+    return datetime.fromisoformat(stamp).astimezone(UTC)
+
+
 def describe_duration(seconds: int) -> str:
     """The inverse of :func:`parse_duration`, rounded down: ``90d``, ``12h``, ``30m``."""
     for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):

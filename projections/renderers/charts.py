@@ -8,6 +8,7 @@ import math
 from datetime import UTC, datetime
 from html import escape
 
+from ledger.domain import parse_time
 from projections.reports.compliance import ComplianceReport
 
 STATUS_COLOURS = {
@@ -90,7 +91,7 @@ def _legend(width: int) -> str:
 def _moment(text: str | None) -> float | None:
     if not text:
         return None
-    return datetime.fromisoformat(text).astimezone(UTC).timestamp()
+    return parse_time(text).timestamp()
 
 
 MARKERS = ("created", "rotated", "retired", "destroyed")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
+from ledger.domain import parse_time
 from projections.read_models.keys import KeyringInfo
 from projections.reports.metrics import RotationMetric
 
@@ -67,15 +68,15 @@ def ledger_families(keyring: KeyringInfo, needing_migration: int,
     for v in keyring.versions:
         label = str(v.version)
         secrets.add(v.secrets, key_version=label)
-        age.add(max(0.0, (now - _parse(v.created_at)).total_seconds()), key_version=label)
+        age.add(max(0.0, (now - parse_time(v.created_at)).total_seconds()), key_version=label)
         encryptions.add(v.encryptions, key_version=label)
         status.add(1, key_version=label, status=v.status)
-    rotated = [_parse(v.created_at) for v in keyring.versions if v.version == keyring.current_version]
+    rotated = [parse_time(v.created_at) for v in keyring.versions if v.version == keyring.current_version]
     last_rotation = Family("keyledger_last_rotation_timestamp_seconds", "gauge",
                            "When the current key version became current (its creation).")
     if rotated:
         last_rotation.add(rotated[0].timestamp())
-    finished = [_parse(r.rotation_end) for r in runs if r.rotation_end is not None]
+    finished = [parse_time(r.rotation_end) for r in runs if r.rotation_end is not None]
     last_migration = Family("keyledger_last_migration_timestamp_seconds", "gauge",
                             "When the last migration run completed.")
     if finished:
@@ -119,10 +120,6 @@ def health_families(checks: Sequence[tuple[str, str]], healthy: bool, verified_s
         verified.add(verified_seq)
     families.append(verified)
     return families
-
-
-def _parse(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _help(text: str) -> str:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from ledger import events as ev
+from ledger.domain import parse_time
 from ledger.store import Recorder
 from projections.read_models.keys import KeyringInfo
 from projections.reports.metrics import RotationMetric
@@ -110,7 +111,7 @@ def _rotation_alerts(stored: Any, event: ev.KeyRotated, previous: str | None,
                            f"{', '.join(sorted(rotated_before)[:3])})", stored.seq,
                            stored.occurred_at, details))
     if previous is not None:
-        interval = (_time(stored.occurred_at) - _time(previous)).total_seconds()
+        interval = (parse_time(stored.occurred_at) - parse_time(previous)).total_seconds()
         early = policy.max_age_seconds - policy.warn_seconds
         if interval < early or interval > policy.max_age_seconds:
             when = "early" if interval < early else "late"
@@ -132,7 +133,7 @@ def _unfinished(runs: Sequence[RotationMetric], now: datetime) -> list[Alert]:
               f"{run.rotation_start} by {run.actor}, never completed: run migrate again",
               None, run.rotation_start, {"run_id": run.run_id, "actor": run.actor})
         for run in runs
-        if run.status == "incomplete" and now - _time(run.rotation_start) > STALE_MIGRATION
+        if run.status == "incomplete" and now - parse_time(run.rotation_start) > STALE_MIGRATION
     ]
 
 
@@ -140,7 +141,7 @@ def _cryptoperiods(keyring: KeyringInfo, policy: ev.RotationPolicySet,
                    now: datetime) -> list[Alert]:
     found = []
     for v in keyring.versions:
-        age = (now - _time(v.created_at)).total_seconds()
+        age = (now - parse_time(v.created_at)).total_seconds()
         current = v.version == keyring.current_version
         if (current or v.secrets) and age > policy.max_age_seconds:
             found.append(Alert(
@@ -158,10 +159,6 @@ def _cryptoperiods(keyring: KeyringInfo, policy: ev.RotationPolicySet,
                 f"allows {policy.max_encryptions:,}", None, v.created_at,
                 {"key_version": v.version, "encryptions": v.encryptions}))
     return found
-
-
-def _time(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _days(seconds: float) -> str:

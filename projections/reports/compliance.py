@@ -25,7 +25,7 @@ from typing import Any
 
 from ledger import events as ev
 from ledger.chain import GENESIS_HASH
-from ledger.domain import ACTIVE, KeyringState, format_time, head_state, needs_migration
+from ledger.domain import ACTIVE, KeyringState, format_time, head_state, needs_migration, parse_time
 from ledger.errors import LedgerFormatError
 from ledger.events import StoredEvent
 from ledger.integrity import verify_ledger
@@ -542,7 +542,7 @@ def _inventory(
     for version, state in sorted(fold.keyring.versions.items()):
         times = fold.times.get(version, _VersionTimes())
         status = fold.keyring.status(version)
-        created = _parse(state.created_at)
+        created = parse_time(state.created_at)
         age = (now - created).total_seconds() / 86_400
         active = status == ACTIVE
         rows.append(KeyVersionEntry(
@@ -569,7 +569,3 @@ def _run_entry(run: _Run) -> MigrationRunEntry:
         run.run_id, run.target_version, run.started_at, run.ended_at, run.actor, run.origin,
         run.candidates, run.migrated, run.already_current, run.failed, run.status, run.resumes,
     )
-
-
-def _parse(moment: str) -> datetime:
-    return datetime.fromisoformat(moment).astimezone(UTC)
