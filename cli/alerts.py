@@ -15,8 +15,8 @@ import typer
 
 from cli.context import JsonOption, open_read_models
 from cli.output import EXIT_FAILED, console, emit_json, err_console, handles_errors, printable
+from cli.policy import policy_of
 from ledger import InvalidInputError
-from ledger import events as ev
 
 WEBHOOK_TIMEOUT = 10.0
 _ICONS = {"warning": "⚠️ ", "critical": "🚨"}
@@ -55,11 +55,8 @@ def alerts(
     target = None if webhook is None else _checked_url(webhook)
     with open_read_models(ctx) as views:
         recorder = views.recorder
-        from ledger.policy import current_policy, policy_at
-
-        policy = (current_policy(recorder) if views.unproven
-                  else policy_at(recorder.verified_head(ev.POLICY_STREAM, views.verifier())))
-        found = compute_alerts(recorder, views.keyring(), policy, rotation_metrics(recorder),
+        found = compute_alerts(recorder, views.keyring(), policy_of(views),
+                               rotation_metrics(recorder),
                                since=window.since, now=now, rotators=rotators or ())
         seq, head = views.position()
         where = recorder.location

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from cli.context import JsonOption, open_ledger, open_read_models, settings
-from cli.health import OutOption, write_metrics
+from cli.health import OutOption, check_format, write_metrics
 from cli.output import console, emit_json, handles_errors
 from ledger.errors import InvalidInputError
 from ledger.service import ReadAuditing, read_auditing_status
@@ -90,10 +90,7 @@ def metrics(
     Example:  keyledger audit metrics >> /var/log/keyledger/rotation-metrics.jsonl
     Example:  keyledger audit metrics --format prometheus --out /var/lib/node_exporter/keyledger.prom
     """
-    if fmt not in ("jsonl", "prometheus"):
-        raise InvalidInputError(f"--format must be jsonl or prometheus, not {fmt!r}")
-    if out is not None and fmt != "prometheus":
-        raise InvalidInputError("--out goes with --format prometheus")
+    check_format(fmt, ("jsonl", "prometheus"), out, as_json)
     with open_read_models(ctx) as views:
         from projections.reports.metrics import rotation_metrics  # here: start-up stays lean
 

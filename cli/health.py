@@ -78,7 +78,7 @@ def health_check(
 
     Example:  keyledger health-check --format prometheus --out /var/lib/node_exporter/keyledger.prom
     """
-    as_json = _output(fmt, out, as_json)
+    check_format(fmt, ("text", "prometheus"), out, as_json)
     health = Health(fmt=fmt, out=out)
     try:
         ledger, views = open_ledger(ctx)
@@ -123,18 +123,18 @@ OutOption = Annotated[Path | None, typer.Option(
     "--out", dir_okay=False, help="With --format prometheus: write here, atomically (mode 0644).")]
 
 
-def _output(fmt: str, out: Path | None, as_json: bool) -> bool:
-    """Check --format and --out together; whether JSON is wanted.
+def check_format(fmt: str, formats: tuple[str, ...], out: Path | None, as_json: bool) -> None:
+    """Check --format (one of ``formats``), --out and --json together.
 
-    :raises InvalidInputError: an unknown format, or --out without prometheus.
+    :raises InvalidInputError: an unknown format, --out without prometheus, or --json
+        with it.
     """
-    if fmt not in ("text", "prometheus"):
-        raise InvalidInputError(f"--format must be text or prometheus, not {fmt!r}")
+    if fmt not in formats:
+        raise InvalidInputError(f"--format must be {' or '.join(formats)}, not {fmt!r}")
     if out is not None and fmt != "prometheus":
         raise InvalidInputError("--out goes with --format prometheus")
     if as_json and fmt == "prometheus":
         raise InvalidInputError("--json and --format prometheus are two formats; pick one")
-    return as_json
 
 
 def write_metrics(text: str, out: Path | None) -> None:

@@ -73,6 +73,14 @@ def _show_policy(policy: ev.RotationPolicySet, as_json: bool, *, saved: bool) ->
                   f"{policy.max_encryptions:,} encryptions")
 
 
+def policy_of(views: ReadModels) -> ev.RotationPolicySet:
+    """The rotation policy without a password: its head proven against the recorded key,
+    or, on a ledger of an earlier format that signs no heads, as recorded."""
+    if views.unproven:
+        return current_policy(views.recorder)
+    return policy_at(views.recorder.verified_head(ev.POLICY_STREAM, views.verifier()))
+
+
 def due_report(views: ReadModels, now: datetime | None = None, *,
                ledger: Ledger | None = None) -> DueReport:
     """Whether the ledger behind ``views`` is due for rotation, from proven facts: with
@@ -91,13 +99,13 @@ def due_report(views: ReadModels, now: datetime | None = None, *,
         shown = views.keyring()
         current = next(v for v in shown.versions if v.version == shown.current_version)
         version, created_at = current.version, current.created_at
-        policy, encryptions = current_policy(views.recorder), current.encryptions
+        policy, encryptions = policy_of(views), current.encryptions
     else:
         signed = views.signed_figures()
         assert signed.keyring.current is not None
         version = signed.keyring.current
         created_at = signed.keyring.versions[version].created_at
-        policy = policy_at(views.recorder.verified_head(ev.POLICY_STREAM, views.verifier()))
+        policy = policy_of(views)
         encryptions = views.proven_encryptions(version)
     since = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     return rotation_due(policy, version, since, encryptions, now or datetime.now(UTC))

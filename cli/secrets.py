@@ -34,6 +34,8 @@ app = typer.Typer(
 
 app.command("export")(handover.export_command)
 
+NameArgument = Annotated[str, typer.Argument(help="The secret's name.",
+                                             autocompletion=secret_names)]
 FileArgument = Annotated[
     Path, typer.Argument(exists=False, dir_okay=False, help="The file to import.")
 ]
@@ -43,7 +45,7 @@ FileArgument = Annotated[
 @handles_errors
 def set_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
+    name: NameArgument,
     value: Annotated[
         str | None,
         typer.Option(help="The value. Avoid it: it lands in shell history and shows in the "
@@ -97,7 +99,7 @@ def _read_value() -> str:
 @handles_errors
 def get_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
+    name: NameArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Decrypt a secret and print its value.
@@ -143,7 +145,7 @@ def list_secrets(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @handles_errors
 def history(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
+    name: NameArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Show every change to one secret, and every read of it that read auditing recorded.
@@ -187,7 +189,7 @@ def _details(entry: HistoryEntry) -> str:
 @handles_errors
 def reset_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
+    name: NameArgument,
     reason: Annotated[str | None, typer.Option(help="Why, for the audit trail.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -212,7 +214,7 @@ def reset_secret(
 @handles_errors
 def restore_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
+    name: NameArgument,
     from_backup: Annotated[Path, typer.Option(
         "--from-backup", dir_okay=False, help="The backup to take the value from.")],
     as_json: JsonOption = False,
@@ -240,7 +242,7 @@ def restore_secret(
 @handles_errors
 def delete_secret(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The secret's name.", autocompletion=secret_names)],
+    name: NameArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Delete a secret. Its history stays in the ledger.

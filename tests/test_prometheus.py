@@ -84,6 +84,7 @@ def test_health_check_as_metrics_healthy_and_not(filled: Path | str, tmp_path: P
 @pytest.mark.parametrize("args", [
     ("audit", "metrics", "--format", "yaml"),
     ("audit", "metrics", "--out", "x.prom"),
+    ("audit", "metrics", "--format", "prometheus", "--json"),
     ("health-check", "--format", "xml"),
     ("health-check", "--out", "x.prom"),
     ("health-check", "--format", "prometheus", "--json"),
