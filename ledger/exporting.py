@@ -101,7 +101,6 @@ def _dotenv_quoted(value: str) -> str:
     return '"' + escaped.replace("\r", "\\r").replace("\n", "\\n") + '"'
 
 
-
 def shell_quoted(value: str) -> str:
     """``value`` as one POSIX shell word: single quotes, each ``'`` as ``'\\''``."""
     return "'" + value.replace("'", "'\\''") + "'"

@@ -330,7 +330,7 @@ def _text_chunks(path: Path, content: bytes | None, digest: hashlib.blake2b) -> 
 
 
 def _lines(path: Path, chunks: Iterable[str]) -> Iterator[str]:
-    """The lines of the text, each with its line break: ``\n``, ``\r\n`` or ``\r``, the
+    r"""The lines of the text, each with its line break: ``\n``, ``\r\n`` or ``\r``, the
     only breaks python-dotenv knows (a form feed or U+2028 is part of a line, not the end).
 
     :raises InvalidInputError: a line is longer than :data:`MAX_ENTRY_CHARS`.
@@ -400,7 +400,7 @@ def _dotenv_entries(
             # (`KEY= # note` is empty, `KEY=#x` is "#x"), as python-dotenv reads it.
             yield name, re.sub(r"\s+#.*", "", after, flags=re.DOTALL).strip()
             continue
-        yield name, _dotenv_value(rest, path, number)
+        yield name, _quoted_value(rest, path, number)
 
 
 def _quoted_over_lines(first: str, numbered: Iterator[tuple[int, str]], path: Path,
@@ -435,29 +435,26 @@ def _ends_escaping(text: str, escaped: bool = False) -> bool:
 
 
 def _newline_as_read(line: str) -> str:
-    """A line's break as a text-mode read gives it (``\r\n`` and ``\r`` become ``\n``),
+    r"""A line's break as a text-mode read gives it (``\r\n`` and ``\r`` become ``\n``),
     as python-dotenv sees a value's line breaks."""
     if line.endswith("\r\n"):
         return line[:-2] + "\n"
     return line[:-1] + "\n" if line.endswith("\r") else line
 
 
-def _dotenv_value(rest: str, path: Path, number: int) -> str:
-    r"""The value of an entry from just after its ``=``: quoted (python-dotenv's escapes
-    decoded: ``\\`` and ``\'`` in single quotes; those, ``\"`` and ``\a \b \f \n
-    \r \t \v`` in double quotes; any other backslash kept), or bare (up to a ``#`` after
-    white space)."""
-    if rest[:1] in ("'", '"'):
-        quote = rest[0]
-        end = _closing_quote(rest, quote)
-        if end is None:
-            raise InvalidInputError(f"{path}: line {number} has an unclosed quote")
-        trailing = rest[end + 1 :].strip()
-        if trailing and not trailing.startswith("#"):
-            raise InvalidInputError(f"{path}: line {number} has text after the closing quote")
-        escapes = _SINGLE_QUOTE_ESCAPES if quote == "'" else _DOUBLE_QUOTE_ESCAPES
-        return re.sub(r"\\(.)", lambda m: escapes.get(m[1], m[0]), rest[1:end], flags=re.DOTALL)
-    return re.split(r"\s+#", rest, maxsplit=1)[0].strip()
+def _quoted_value(rest: str, path: Path, number: int) -> str:
+    r"""The value of an entry whose text after the ``=`` opens with a quote, python-dotenv's
+    escapes decoded: ``\\`` and ``\'`` in single quotes; those, ``\"`` and ``\a \b \f \n
+    \r \t \v`` in double quotes; any other backslash kept."""
+    quote = rest[0]
+    end = _closing_quote(rest, quote)
+    if end is None:
+        raise InvalidInputError(f"{path}: line {number} has an unclosed quote")
+    trailing = rest[end + 1 :].strip()
+    if trailing and not trailing.startswith("#"):
+        raise InvalidInputError(f"{path}: line {number} has text after the closing quote")
+    escapes = _SINGLE_QUOTE_ESCAPES if quote == "'" else _DOUBLE_QUOTE_ESCAPES
+    return re.sub(r"\\(.)", lambda m: escapes.get(m[1], m[0]), rest[1:end], flags=re.DOTALL)
 
 
 def _closing_quote(rest: str, quote: str) -> int | None:

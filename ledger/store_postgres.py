@@ -754,7 +754,6 @@ class PostgresRecorder(SQLRecorder):
                     os.unlink(f"{path}{suffix}")
             raise
 
-
     def replace_with(self, source: SQLRecorder, replacing: tuple[int, str]) -> int:
         """Replace this ledger's content with ``source``'s (a restore's staged copy, its
         ``LedgerRestored`` already appended) in one transaction under the writers' lock,
@@ -777,7 +776,7 @@ class PostgresRecorder(SQLRecorder):
             # keyledger's own triggers, by name: one someone else added (and switched off)
             # is never switched on here. The caller refused the ledger if there was one.
             ours = [(table, name) for name, (table, _) in APPEND_ONLY_TRIGGERS.items()
-                    if table in _GUARDED and not name.endswith("_no_truncate")]
+                    if not name.endswith("_no_truncate")]
             for table, name in ours:
                 raw.execute(f"ALTER TABLE {table} DISABLE TRIGGER {name}")
             for table in (*COPY_TABLES, *_read_model_tables(self.conn, self.schema)):
