@@ -12,7 +12,7 @@ from typer._click.exceptions import ClickException
 
 from cli import audit, backup, handover, health, keyring, keys, migrate, policy, roles, secrets
 from cli.context import Settings
-from cli.env import DB_ENV, DEFAULT_DB
+from cli.env import ACTOR_ENV, DB_ENV, DEFAULT_DB, LOCK_TIMEOUT_ENV
 from cli.output import EXIT_FAILED, usage_error
 from ledger.store import LOCK_RETRY_SECONDS
 from ledger.store_sqlite import Durability
@@ -37,7 +37,7 @@ def root(
     ] = DEFAULT_DB,
     actor: Annotated[
         str | None,
-        typer.Option("--actor", envvar="KEYLEDGER_ACTOR",
+        typer.Option("--actor", envvar=ACTOR_ENV,
                      help="Who is acting, for the audit trail (default: user@host)."),
     ] = None,
     durability: Annotated[
@@ -48,7 +48,7 @@ def root(
     ] = "full",
     lock_timeout: Annotated[
         float,
-        typer.Option("--lock-timeout", envvar="KEYLEDGER_LOCK_TIMEOUT", min=0,
+        typer.Option("--lock-timeout", envvar=LOCK_TIMEOUT_ENV, min=0,
                      help="Seconds to wait for another writer before giving up."),
     ] = LOCK_RETRY_SECONDS,
 ) -> None:

@@ -3,6 +3,15 @@
 
 from __future__ import annotations
 
-from ledger.environment import DB_ENV, DEFAULT_DB, NEW_PASSWORD_ENV, PASSWORD_ENV, is_utf8
+from ledger.environment import (
+    ACTOR_ENV,
+    DB_ENV,
+    DEFAULT_DB,
+    LOCK_TIMEOUT_ENV,
+    NEW_PASSWORD_ENV,
+    PASSWORD_ENV,
+    is_utf8,
+)
 
-__all__ = ["DB_ENV", "DEFAULT_DB", "NEW_PASSWORD_ENV", "PASSWORD_ENV", "is_utf8"]
+__all__ = ["ACTOR_ENV", "DB_ENV", "DEFAULT_DB", "LOCK_TIMEOUT_ENV", "NEW_PASSWORD_ENV",
+           "PASSWORD_ENV", "is_utf8"]
