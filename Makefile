@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck pytest bench bench-handover bench-compare crash-soak clean
+.PHONY: install demo test lint typecheck pytest bench bench-reads bench-backends bench-handover bench-compare crash-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("keyledger needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -42,17 +42,26 @@ ROUNDS ?= 200
 crash-soak: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/crash_support.py --rounds $(ROUNDS)
 
-# Ledgers of BENCH_SIZES secrets (default 10000,100000,1000000; BENCH_SIZES=10000 for a quick
-# run), one table with targets; BENCH_JSON=path also writes JSON. Results go in docs/benchmarks.md.
-# BENCH_BACKENDS=sqlite,postgresql instead times both backends side by side in one table
-# (tests/benchmarks/backends.py; BENCH_SIZES default 10000,100000).
+# The write path beside the script a user would write instead (issue 16): keyledger's
+# import, two migrations, audit verify and rebuild-projections beside the audited and the
+# plain script on the same values, on both backends (tests/benchmarks/writepath.py).
+# BENCH_SIZES (default 1000000; 10000 for a quick run), BENCH_BACKENDS (default
+# sqlite,postgresql), BENCH_BASELINE=older checkout for the same steps in the same run.
 bench: $(STAMP)
 	$(BIN)/python -m compileall -q ledger projections cli >/dev/null  # as an installed package would be
-	if [ -n "$(BENCH_BACKENDS)" ]; then \
-		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/backends.py; \
-	else \
-		PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py; \
-	fi
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/writepath.py
+
+# Every step at BENCH_SIZES (default 10000,100000,1000000) against issue 4's targets, the
+# cold reads among them (tests/benchmarks/bench.py); BENCH_JSON=path also writes JSON.
+bench-reads: $(STAMP)
+	$(BIN)/python -m compileall -q ledger projections cli >/dev/null
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/bench.py
+
+# SQLite beside PostgreSQL, the concurrent writers among the steps (issue 14;
+# tests/benchmarks/backends.py; BENCH_SIZES default 10000,100000).
+bench-backends: $(STAMP)
+	$(BIN)/python -m compileall -q ledger projections cli >/dev/null
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/benchmarks/backends.py
 
 # What `run`, `secrets export` and `audit log --follow` cost (tests/benchmarks/handover.py).
 bench-handover: $(STAMP)

@@ -1,4 +1,4 @@
-"""`make bench`'s script still runs end to end at 10,000 secrets (no timing is asserted)."""
+"""`make bench-reads`'s script still runs end to end at 10,000 secrets (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 10_000
@@ -37,7 +39,7 @@ def test_benchmark_script_prints_every_step_with_sane_figures(tmp_path: Path) ->
     assert f"- {SIZE:,} secrets: migrate runs at " in out
     assert "Machine: " in out and "SQLite " in out
     assert "Machine speed: one PBKDF2-SHA256 derivation" in out
-    assert f"Command: `BENCH_SIZES={SIZE} BENCH_GUIDE_SAMPLE=2 make bench`" in out
+    assert f"Command: `BENCH_SIZES={SIZE} BENCH_GUIDE_SAMPLE=2 make bench-reads`" in out
 
     document = json.loads(results.read_text())
     rows = {row["step"].split(" (")[0]: row for row in document["rows"]}
@@ -56,3 +58,48 @@ def test_benchmark_script_prints_every_step_with_sane_figures(tmp_path: Path) ->
     assert 40 < detail["bytes_per_secret"] < 100_000
     assert detail["migrate_vs_raw"] > 0 and detail["migrate_vs_guide"] > 0
     assert len(document["kdf_seconds"]) == 2 and all(s > 0 for s in document["kdf_seconds"])
+
+
+WRITE_SIZE = 2_000
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_write_path_benchmark_times_keyledger_beside_both_scripts(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """`make bench` (writepath.py) at 2,000 secrets: keyledger, the audited and the plain
+    script each import the same values and migrate them twice, and the tables report every
+    step, the ratios and the bytes; the JSON agrees with what each did."""
+    if backend == "postgresql":
+        request.getfixturevalue("pg_cluster")  # skips (or fails under CI) without a server
+    results = tmp_path / "write.json"
+    env = {**os.environ, "BENCH_SIZES": str(WRITE_SIZE), "BENCH_BACKENDS": backend,
+           "BENCH_JSON": str(results), "BENCH_DIR": str(tmp_path)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "benchmarks" / "writepath.py")], env=env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+    out = result.stdout
+    assert f"Command: `BENCH_SIZES={WRITE_SIZE} BENCH_BACKENDS={backend} make bench`" in out
+    for step in ("secrets import", "migrate 1", "migrate 2", "audit verify",
+                 "rebuild-projections", "after import", "growth, migration 1",
+                 "growth, migration 2"):
+        assert f"| {backend} | {WRITE_SIZE:,} | {step} |" in out, step
+    assert f"- {backend}, {WRITE_SIZE:,} secrets: raw AES-GCM loop" in out
+
+    (found,) = json.loads(results.read_text())["results"]
+    steps = found["steps"]
+    for step in ("secrets import", "migrate 1", "migrate 2"):
+        assert set(steps[step]) == {"keyledger", "audited", "plain"}, step
+        assert all(cell["seconds"] > 0 and cell["rss_mb"] > 0 for cell in steps[step].values())
+    # One event per secret imported and per secret migrated, twice, and a few more.
+    assert 3 * WRITE_SIZE <= steps["audit verify"]["keyledger"]["items"] < 3 * WRITE_SIZE + 100
+    assert steps["rebuild-projections"]["keyledger"]["items"] >= 3 * WRITE_SIZE
+    sizes = found["bytes"]
+    for when in ("import", "migrate 1", "migrate 2"):
+        # The audit rows take room the plain script does not spend.
+        assert sizes[when]["audited"] > sizes[when]["plain"] > 0, when
+    assert sizes["import"]["keyledger"] < sizes["migrate 1"]["keyledger"] < sizes["migrate 2"]["keyledger"]

@@ -1,4 +1,4 @@
-"""SQLite beside PostgreSQL in one run: `BENCH_BACKENDS=sqlite,postgresql make bench`.
+"""SQLite beside PostgreSQL in one run: `make bench-backends`.
 
 Environment:
   BENCH_BACKENDS  which backends, comma-separated (sqlite, postgresql)
@@ -131,7 +131,7 @@ def main() -> None:
             for size in sizes:
                 results[size, backend]["concurrent secrets set"] = (writers * writes / rate, rate)
     command = (f"BENCH_BACKENDS={','.join(backends)} BENCH_SIZES={','.join(map(str, sizes))} "
-               "make bench")
+               "make bench-backends")
     print(f"Command: `{command}`\n\nMachine: {machine()}; PostgreSQL 15 on a Unix socket, "
           "fsync and synchronous_commit on\n")
     header = " | ".join(backends)

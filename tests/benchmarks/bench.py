@@ -1,4 +1,4 @@
-"""keyledger's benchmark, run by `make bench`.
+"""keyledger's benchmark, run by `make bench-reads`.
 
 Environment:
   BENCH_SIZES         ledger sizes in secrets, comma-separated (default "10000,100000,1000000";
@@ -329,7 +329,7 @@ def main() -> None:
     sizes_text = os.environ.get("BENCH_SIZES", DEFAULT_SIZES)
     sizes = [int(s.replace("_", "")) for s in sizes_text.split(",") if s.strip()]
     sample = os.environ.get("BENCH_GUIDE_SAMPLE", str(DEFAULT_GUIDE_SAMPLE))
-    command = f"BENCH_SIZES={','.join(map(str, sizes))} BENCH_GUIDE_SAMPLE={sample} make bench"
+    command = f"BENCH_SIZES={','.join(map(str, sizes))} BENCH_GUIDE_SAMPLE={sample} make bench-reads"
     rows: list[Row] = []
     extras: list[dict[str, Any]] = []
     bench_dir = os.environ.get("BENCH_DIR")
