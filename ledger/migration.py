@@ -99,8 +99,11 @@ class Migration:
         session, result = self.session, self.result
         started = time.perf_counter()
         # Every streams row the batches will page through, proven against the signed
-        # checkpoint first: an edited row must not make the run skip a secret.
-        total = session.verify_heads(ev.SECRET_STREAM_PREFIX)
+        # checkpoint first: an edited row must not make the run skip a secret. Each head
+        # event is proven by the batch that acts on it (its decision names the head's
+        # hash, which the store checks against the proven leaf), and a stream the pages
+        # skip (a head event gone from under its row) shows as one visited too few.
+        total = session.prove_streams(ev.SECRET_STREAM_PREFIX)
         if not result.dry_run:
             run_id = uuid.uuid4().hex[:16]
             resumes = self._unfinished_run()
@@ -116,6 +119,12 @@ class Migration:
                 done += len(states)
                 if self.progress:
                     self.progress(done, total)
+            if done < total:
+                raise IntegrityError(
+                    f"migrate visited {done} of the {total} secret streams the signed "
+                    "checkpoint lists (a head event is missing from under its streams "
+                    "row): run `keyledger audit verify`"
+                )
         except LedgerStorageError as exc:
             # The batches before this one stay committed: say so, not "nothing changed".
             raise LedgerStorageError(exc.reason, (

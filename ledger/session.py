@@ -284,6 +284,21 @@ class Session:
         self.fold_heads(prefix, count)
         return seen
 
+    def prove_streams(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
+        """Prove every streams row, not the head events, against the latest signed
+        checkpoint (O(n), a fraction of :meth:`verify_heads`); the number of streams named
+        ``prefix...``. For a caller that pages through those streams and proves each head
+        event it acts on (``migrate``): once the rows are the signed ones, a stream its
+        pages skip shows as one visited too few.
+
+        :raises IntegrityError: a row or a tree node is not the one signed for.
+        """
+        if self.whole_chain_checked:
+            return self.recorder.stream_count(prefix)
+        count = self.recorder.heads_map_matches(self.signer(), prefix)
+        self._refuse_if_replaced()
+        return count
+
     def stream_heads(self, prefix: str = ev.SECRET_STREAM_PREFIX) -> Iterator[StoredEvent]:
         """The head events of the streams named ``prefix...`` in name order, as stored
         (prove them first with :meth:`verify_heads` or :meth:`fold_heads`)."""

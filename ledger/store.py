@@ -236,7 +236,7 @@ class Recorder(Protocol):
 
     def trigger_faults(self) -> list[TriggerFault]: ...
 
-    def heads_map_matches(self, signer: Signer) -> None: ...
+    def heads_map_matches(self, signer: Signer, prefix: str = "") -> int: ...
 
     def rewrite_heads_tree(self, signer: Signer) -> bool: ...
 
@@ -1300,12 +1300,14 @@ class SQLRecorder:
             with self.snapshot():
                 yield
 
-    def heads_map_matches(self, signer: Signer) -> None:
-        """Every streams row and tree node against the root the latest checkpoint signs:
-        for ``audit verify``, once its walk of the chain has shown the events to be the
-        signed ones. Rows that produce the signed root are the ones keyledger wrote for
-        those events, so, unlike :meth:`fold_verified_heads`, no head event is read
-        again. O(n) in the number of streams.
+    def heads_map_matches(self, signer: Signer, prefix: str = "") -> int:
+        """Every streams row and tree node against the root the latest checkpoint signs,
+        and the number of those rows naming ``prefix...``: for ``audit verify``, once its
+        walk of the chain has shown the events to be the signed ones, and for a
+        ``migrate`` about to page through every secret (whose batches prove each head
+        event they act on). Rows that produce the signed root are the ones keyledger
+        wrote for those events, so, unlike :meth:`fold_verified_heads`, no head event is
+        read. O(n) in the number of streams.
 
         :raises IntegrityError: a streams row or a tree node is not the signed one.
         """
@@ -1313,10 +1315,14 @@ class SQLRecorder:
             tip = self.verified_tip(signer)
             if tip.heads_root is None:
                 raise _heads_error()
-            self._check_tree(self._bucket_digests_of_rows(), tip.heads_root)
+            counted = [0]
+            self._check_tree(self._bucket_digests_of_rows(prefix, counted), tip.heads_root)
+            return counted[0]
 
-    def _bucket_digests_of_rows(self) -> dict[int, bytes]:
-        """Each non-empty bucket's digest, from the streams rows alone.
+    def _bucket_digests_of_rows(self, prefix: str = "", counted: list[int] | None = None
+                                ) -> dict[int, bytes]:
+        """Each non-empty bucket's digest, from the streams rows alone; ``counted[0]``
+        grows by the rows naming ``prefix...``.
 
         :raises IntegrityError: a row sits in another bucket than its name's, or a leaf
             is malformed.
@@ -1327,6 +1333,8 @@ class SQLRecorder:
         digests: dict[int, bytes] = {}
         bucket, members = -1, list[heads.Leaf]()
         bucket_of, bucket_digest = heads.bucket_of, heads.bucket_digest
+        upper = _prefix_upper_bound(prefix) if prefix else None
+        named = 0
         try:
             while batch := cursor.fetchmany(5000):
                 for row in batch:
@@ -1337,10 +1345,14 @@ class SQLRecorder:
                     if bucket_of(row[1]) != bucket:
                         raise _heads_error(row[1] if isinstance(row[1], str) else None)
                     members.append(row[1:])
+                    if upper is not None and prefix <= row[1] < upper:
+                        named += 1
             if members:
                 digests[bucket] = bucket_digest(members)
         except (ValueError, TypeError):
             raise _heads_error() from None
+        if counted is not None:
+            counted[0] += named
         return digests
 
     def _tree_given(self, digests: Mapping[int, bytes], root: str

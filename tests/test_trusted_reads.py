@@ -530,14 +530,14 @@ def test_a_head_swapped_after_migrates_first_proof_is_never_re_encrypted(
     old, new = _migrating_ledger(path)
     if worker:
         monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
-    proven = Session.verify_heads
+    proven = Session.prove_streams
 
     def then_forge(self: Session, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
         counted = proven(self, prefix)
         _rewrite_payload(path, new, _payload_at(path, old))
         return counted
 
-    monkeypatch.setattr(Session, "verify_heads", then_forge)
+    monkeypatch.setattr(Session, "prove_streams", then_forge)
     original = _payload_at(path, new)
     with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
         ledger.migrate(batch_size=8)
@@ -563,16 +563,39 @@ def test_a_head_made_to_look_current_after_the_first_proof_is_not_skipped(
     target = seqs_of(path, ev.secret_stream("on_v1"))[-1]
     forged = _payload_at(path, target).replace('"key_version":1', '"key_version":2')
     assert forged != _payload_at(path, target)
-    proven = Session.verify_heads
+    proven = Session.prove_streams
 
     def then_forge(self: Session, prefix: str = ev.SECRET_STREAM_PREFIX) -> int:
         counted = proven(self, prefix)
         _rewrite_payload(path, target, forged)
         return counted
 
-    monkeypatch.setattr(Session, "verify_heads", then_forge)
+    monkeypatch.setattr(Session, "prove_streams", then_forge)
     with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
         ledger.migrate(batch_size=8)
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
+def test_a_secret_whose_head_event_is_gone_is_not_skipped_unnoticed(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch, worker: bool) -> None:
+    """migrate proves the streams rows up front and each head event in the batch that
+    acts on it; a head event deleted from under its (intact) streams row drops out of the
+    pages, and the run must say so rather than finish as if the secret were migrated."""
+    from ledger import migration
+
+    path = backend.target
+    _migrating_ledger(path)
+    if worker:
+        monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    gone = seqs_of(path, ev.secret_stream("on_v1"))[-1]
+    run_sql(path, ("DELETE FROM events WHERE seq = ?", (gone,)))
+    with Ledger.open(path, PASSWORD) as ledger:
+        with pytest.raises(IntegrityError, match="visited 31 of the 32 secret streams"):
+            ledger.migrate(batch_size=8)
+        # No run was recorded as complete, and the secret was not written.
+        assert ev.secret_stream("on_v1") not in {
+            e.stream for e in ledger.recorder.read_events(gone)}
+        assert not [e for e in ledger.recorder.read_events() if e.type == "MigrationCompleted"]
 
 
 @pytest.mark.parametrize("forged_type", ["SecretDeleted", "live"])
