@@ -41,7 +41,10 @@ from ledger.store import HeadRow, content_hash
 
 Progress = Callable[[int, int], None]
 
-DEFAULT_BATCH_SIZE = 1000
+#: Secrets per transaction. 10,000 (the size the script a user would write picks): at
+#: 1,000 each commit rewrote most of the heads tree and its index pages: 3.6 GB written
+#: by a 100,000-secret migrate, against 0.6 GB now (docs/benchmarks.md, issue 16).
+DEFAULT_BATCH_SIZE = 10_000
 #: From this many secrets on, a worker process prepares the batches (forking costs ~20 ms).
 PIPELINE_MIN_SECRETS = 5_000
 
