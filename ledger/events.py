@@ -325,6 +325,10 @@ def from_payload(type_name: str, schema_version: int, payload: str) -> DomainEve
         ) from None
 
 
+#: :attr:`NewEvent.based_on_tag` when the caller did not read the head's tag.
+UNTOLD = "?"
+
+
 @dataclass(frozen=True, slots=True)
 class NewEvent:
     """An event about to be appended at ``stream_rev`` of ``stream`` (revisions start at 1).
@@ -341,6 +345,11 @@ class NewEvent:
     # (content_hash), when that head was read without a proof: the append is refused
     # unless the stream's proven head is that very event.
     based_on: str | None = None
+    # That head's tally tag ("VERSION/SCHEME", or None for a deleted secret), read from
+    # the same row as ``based_on``: once the store has matched ``based_on`` to the proven
+    # leaf, the tally takes it instead of reading and hashing the head again. UNTOLD: the
+    # caller did not read it, and the store does.
+    based_on_tag: str | None = UNTOLD
 
     def row_fields(self) -> tuple[str, int, str]:
         """``(type, schema_version, payload)``: what the row stores of the event."""

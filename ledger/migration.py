@@ -293,8 +293,11 @@ class Migration:
                 self.session.keys.cipher(target), target, state.name, plaintext
             )
         event = migrated_event(state.name, self._run_id(), state.key_version, target, token)
+        # The head's tag comes from the row whose hash the decision names (the worker's,
+        # or head_state's): the store takes it once that hash is the proven leaf's.
         return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload,
-                        based_on=self._decided_on.get(state.name))
+                        based_on=self._decided_on.get(state.name),
+                        based_on_tag=f"{state.key_version}/{state.scheme}")
 
     def _run_id(self) -> str:
         if self._started is None:

@@ -938,15 +938,27 @@ class SQLRecorder:
         previous head, read and checked against the leaf's hash) gives way to the tag of
         its last event here; every encrypting event counts once."""
         last: dict[str, ev.DomainEvent] = {}
+        told: dict[str, tuple[str, str | None]] = {}  # stream -> (based_on, its tag)
         for new in events:
             if new.stream.startswith(ev.SECRET_STREAM_PREFIX):
                 last[new.stream] = new.event
+                if (new.based_on is not None and new.based_on_tag != ev.UNTOLD
+                        and new.stream not in told):
+                    told[new.stream] = (new.based_on, new.based_on_tag)
         before = {stream: previous.get(stream) for stream in last}
-        prior = self._events_at([leaf[2] for leaf in before.values() if leaf is not None])
         gone: list[str | None] = []
+        unread: dict[str, heads.Leaf] = {}
         for stream, leaf in before.items():
             if leaf is None:
                 continue
+            # The head this stream's first event was decided on is the proven one (the
+            # leaf names its hash): its tag, read with that hash, needs no second look.
+            if stream in told and told[stream][0] == leaf[3]:
+                gone.append(told[stream][1])
+            else:
+                unread[stream] = leaf
+        prior = self._events_at([leaf[2] for leaf in unread.values()])
+        for stream, leaf in unread.items():
             event = prior.get(leaf[2])
             if event is None or event.stream != stream or content_hash(event) != leaf[3]:
                 raise _heads_error(stream)
