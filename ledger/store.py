@@ -1106,7 +1106,7 @@ class SQLRecorder:
             "INSERT INTO streams (stream, revision, head_seq, head_hash, digest, bucket) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
             "revision = excluded.revision, head_seq = excluded.head_seq, "
-            "head_hash = excluded.head_hash, digest = excluded.digest, bucket = excluded.bucket",
+            "head_hash = excluded.head_hash, digest = excluded.digest",
             [(*leaf[:5], bucket) for leaf, bucket in changed.values()],
         )
         new_root, nodes = heads.recompute(_bucket_digests(leaves, digests), siblings)
