@@ -282,3 +282,29 @@ def test_the_store_translates_sqlites_errors_into_keyledgers(ledger: Ledger) -> 
     ledger.recorder.conn.execute("CREATE TEMP VIEW events AS SELECT 1 AS x")
     with pytest.raises(LedgerDatabaseError, match="no such column"):  # a generator, item by item
         next(iter(ledger.recorder.read_events()))
+
+
+def test_paged_reads_return_every_row_once_in_order_across_page_boundaries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """read_events, query_events, chain_rows and checkpoints ask by key a page at a time
+    (so psycopg never holds a whole ledger): with pages of 3 rows, each still yields
+    every row once, in seq order, and stops at the bounds it is given."""
+    from ledger import store
+
+    path = tmp_path / "paged.db"
+    with create_test_ledger(path, PASSWORD) as ledger:
+        for i in range(7):
+            ledger.set(f"s{i}", str(i))
+    with Ledger.open(path, PASSWORD) as ledger:
+        recorder = ledger.recorder
+        everything = [e.seq for e in recorder.read_events()]
+        checkpoints = [c.seq for c in recorder.checkpoints()]
+        monkeypatch.setattr(store, "PAGE_ROWS", 3)
+        assert [e.seq for e in recorder.read_events()] == everything
+        assert everything == list(range(1, len(everything) + 1)) and len(everything) > 9
+        assert [e.seq for e in recorder.read_events(4)] == everything[4:]
+        assert [r[0] for r in recorder.chain_rows(2, 8)] == list(range(3, 9))
+        assert [c.seq for c in recorder.checkpoints()] == checkpoints and len(checkpoints) > 3
+        named = [e.seq for e in recorder.query_events(types={"SecretWritten"}, after_seq=1)]
+        assert named == [e.seq for e in recorder.read_events() if e.type == "SecretWritten"]
+        assert len(named) == 7

@@ -238,6 +238,19 @@ def test_an_absent_secret_is_proven_absent(ledger_file: str) -> None:
     assert outcome(ledger_file, "never_written") == "refused"
 
 
+def test_a_streams_row_moved_into_another_bucket_is_refused_where_either_bucket_is_read(
+        ledger_file: str) -> None:
+    """The bucket column is only an index: a row given another stream's bucket changes
+    the digest of both buckets, so a read of a secret in either refuses (the proof checks
+    no row's bucket against its name on its own)."""
+    victim = heads.bucket_of("secret:stripe_key")
+    assert victim != heads.bucket_of("secret:db_password")
+    edit(ledger_file, ("UPDATE streams SET bucket = ? WHERE stream = 'secret:db_password'",
+                       (victim,)))
+    assert outcome(ledger_file, "stripe_key") == "refused"  # its bucket gained a row
+    assert outcome(ledger_file, "db_password") == "refused"  # its own bucket lost one
+
+
 # -- the invariant, over random tampering --------------------------------------------------
 
 
