@@ -19,20 +19,25 @@ TARGETED = ("secrets import", "migrate", "info", "report", "secrets get", "healt
             "audit verify", "rebuild-projections")
 
 
+def run_benchmark(script: str, tmp_path: Path, results: Path, **settings: str) -> str:
+    """What ``tests/benchmarks/SCRIPT`` prints, run with ``settings`` and its JSON sent to
+    ``results``; it must succeed."""
+    env = {**os.environ, **settings, "BENCH_JSON": str(results), "BENCH_DIR": str(tmp_path)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "benchmarks" / script)], env=env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_benchmark_script_prints_every_step_with_sane_figures(tmp_path: Path) -> None:
     """The benchmark at 10,000 secrets prints a row per step, its targets, the ratios and the
     machine, and its JSON holds positive times, rates and sizes that agree with the ledger."""
     results = tmp_path / "bench.json"
-    env = {**os.environ, "BENCH_SIZES": str(SIZE), "BENCH_GUIDE_SAMPLE": "2", "BENCH_REPEAT": "1",
-           "BENCH_JSON": str(results), "BENCH_DIR": str(tmp_path)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "benchmarks" / "bench.py")], env=env,
-        capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-
-    out = result.stdout
+    out = run_benchmark("bench.py", tmp_path, results, BENCH_SIZES=str(SIZE),
+                        BENCH_GUIDE_SAMPLE="2", BENCH_REPEAT="1")
     assert "| secrets | step | wall time | throughput | peak RSS | target | met? |" in out
     for step in STEPS:
         assert f"| {SIZE:,} | {step}" in out, step
@@ -73,16 +78,8 @@ def test_write_path_benchmark_times_keyledger_beside_both_scripts(
     if backend == "postgresql":
         request.getfixturevalue("pg_cluster")  # skips (or fails under CI) without a server
     results = tmp_path / "write.json"
-    env = {**os.environ, "BENCH_SIZES": str(WRITE_SIZE), "BENCH_BACKENDS": backend,
-           "BENCH_JSON": str(results), "BENCH_DIR": str(tmp_path)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "benchmarks" / "writepath.py")], env=env,
-        capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-
-    out = result.stdout
+    out = run_benchmark("writepath.py", tmp_path, results, BENCH_SIZES=str(WRITE_SIZE),
+                        BENCH_BACKENDS=backend)
     assert f"Command: `BENCH_SIZES={WRITE_SIZE} BENCH_BACKENDS={backend} make bench`" in out
     for step in ("secrets import", "migrate 1", "migrate 2", "audit verify",
                  "rebuild-projections", "after import", "growth, migration 1",
