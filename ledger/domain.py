@@ -13,7 +13,7 @@ from functools import singledispatchmethod
 
 from ledger import events as ev
 from ledger.crypto import MAX_VERSION, MIN_VERSION, SCHEME_BOUND, SCHEME_SEED
-from ledger.errors import IntegrityError, InvalidInputError, VersionError
+from ledger.errors import IntegrityError, InvalidInputError, LedgerFormatError, VersionError
 
 MAX_NAME_LENGTH = 256
 #: Largest secret value, in bytes of UTF-8. Configuration secrets are small; a limit keeps
@@ -278,6 +278,22 @@ def head_state(head: ev.StoredEvent) -> SecretState:
     """The state of the secret whose stream ends in ``head``."""
     name = head.stream.removeprefix(ev.SECRET_STREAM_PREFIX)
     return secret_state(name, head.stream_rev, head.decode())
+
+
+def unproven_head_state(head: ev.StoredEvent) -> SecretState:
+    """:func:`head_state` of a head read without a proof, for a decision the store proves
+    later: one that is no secret's event (a forged row; a proven head always is one) is
+    refused as that proof would refuse it, not raised as a TypeError.
+
+    :raises IntegrityError: the head is not a secret event that decodes.
+    """
+    try:
+        return head_state(head)
+    except (TypeError, LedgerFormatError):
+        raise IntegrityError(
+            f"the head of stream {head.stream!r} is not a secret's event (changed behind "
+            "keyledger's back); refusing to act on it: run `keyledger audit verify`"
+        ) from None
 
 
 # -- decisions -------------------------------------------------------------------------

@@ -17,12 +17,18 @@ from typing import TypeVar, get_args
 
 from ledger import crypto, pipeline
 from ledger import events as ev
-from ledger.domain import ACTIVE, DECRYPT_ONLY, head_state, validate_name, validate_value
+from ledger.domain import (
+    ACTIVE,
+    DECRYPT_ONLY,
+    unproven_head_state,
+    validate_name,
+    validate_value,
+)
 from ledger.errors import ConcurrencyError, InvalidInputError
 from ledger.events import NewEvent
 from ledger.import_formats import ImportFile, ImportFormat, checked_entry
 from ledger.session import CONFLICT_RETRIES, Session
-from ledger.store import content_hash
+from ledger.store import decision_hash
 
 T = TypeVar("T")
 
@@ -162,8 +168,8 @@ def _decided_chunks(
         for name, entry in batch:
             stream = ev.secret_stream(name)
             head = heads.get(stream)
-            based_on = None if head is None else content_hash(head)
-            if head is not None and not overwrite and not head_state(head).deleted:
+            based_on = None if head is None else decision_hash(head)
+            if head is not None and not overwrite and not unproven_head_state(head).deleted:
                 result.skipped.append(name)
                 skipped[stream] = (head.stream_rev, based_on)
                 continue

@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 
 from ledger import crypto, pipeline
 from ledger import events as ev
-from ledger.domain import KeyringState, SecretState, head_state, needs_migration, secret_state
+from ledger.domain import (
+    KeyringState,
+    SecretState,
+    needs_migration,
+    secret_state,
+    unproven_head_state,
+)
 from ledger.errors import (
     ConcurrencyError,
     IntegrityError,
@@ -37,7 +43,7 @@ from ledger.errors import (
 )
 from ledger.events import NewEvent
 from ledger.session import CONFLICT_RETRIES, Session
-from ledger.store import HeadRow, content_hash
+from ledger.store import HeadRow, decision_hash
 
 Progress = Callable[[int, int], None]
 
@@ -162,8 +168,8 @@ class Migration:
                  if total >= PIPELINE_MIN_SECRETS and pipeline.can_fork() else None)
         if pages is None:
             for heads in self.session.stream_head_batches(ev.SECRET_STREAM_PREFIX, self.batch_size):
-                batch = [head_state(h) for h in heads]
-                self._decided_on = {s.name: content_hash(h) for s, h in zip(batch, heads, strict=True)}
+                batch = [unproven_head_state(h) for h in heads]
+                self._decided_on = {s.name: decision_hash(h) for s, h in zip(batch, heads, strict=True)}
                 yield batch
             return
         produce = functools.partial(
@@ -189,8 +195,8 @@ class Migration:
                 found = recorder.stream_heads_of(for_writer.values())
                 for i, stream in for_writer.items():
                     head = found.get(stream)
-                    self._decided_on[states[i].name] = None if head is None else content_hash(head)
-                    states[i] = (head_state(head) if head is not None
+                    self._decided_on[states[i].name] = None if head is None else decision_hash(head)
+                    states[i] = (unproven_head_state(head) if head is not None
                                  else SecretState(states[i].name, 0, deleted=True))
             yield states
 

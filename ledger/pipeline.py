@@ -44,9 +44,10 @@ def produce_ahead(produce: Callable[[], Iterable[R]]) -> Iterator[R]:
     """Each item of ``produce()``, made in a forked worker while the caller handles the
     ones before (the pipe's buffer keeps it at most about one item ahead).
 
-    An :class:`InvalidInputError` raised by ``produce`` (an import file that changed
-    while read, say; keyledger's messages never quote a value) is raised again here
-    with its message; any other failure as :class:`IntegrityError` naming only its type.
+    An :class:`InvalidInputError` or :class:`IntegrityError` raised by ``produce`` (an
+    import file that changed while read, a forged head; keyledger's messages never quote a
+    value) is raised again here with its message; any other failure as
+    :class:`IntegrityError` naming only its type.
     """
     with _forked(produce) as conn:
         while (message := _receive(conn))[0] != "end":
@@ -113,9 +114,12 @@ def _produce(conn: Connection, produce: Callable[[], Iterable[Any]]) -> None:
 
 def _failure(exc: Exception) -> tuple[str, str]:
     """What crosses the pipe of a failure: only its type, as a message might quote data.
-    An :class:`InvalidInputError` keeps its message: keyledger's name no value."""
+    An :class:`InvalidInputError` or :class:`IntegrityError` keeps its message: keyledger's
+    name no value (a forged head the worker's pages refuse, say)."""
     if isinstance(exc, InvalidInputError):
         return "invalid", str(exc)
+    if isinstance(exc, IntegrityError):
+        return "integrity", str(exc)
     return "error", type(exc).__name__
 
 
@@ -127,6 +131,8 @@ def _receive(conn: Connection) -> tuple[str, Any]:
         raise IntegrityError(_DIED) from None
     if kind == "invalid":
         raise InvalidInputError(value)
+    if kind == "integrity":
+        raise IntegrityError(value)
     if kind == "error":
         raise IntegrityError(f"the worker process failed ({value}); nothing of what it was "
                              "preparing was written: run it again")

@@ -423,6 +423,34 @@ def content_hash(event: StoredEvent) -> str | None:
         return None
 
 
+#: What a decision names as its head's hash when the head's fields produce none (a column
+#: of a type keyledger never writes): not hex, so no proven leaf ever holds it, and the
+#: decision is refused rather than left unchecked.
+UNHASHABLE = "unhashable"
+
+
+def decision_hash(event: StoredEvent) -> str:
+    """The hash a decision made on ``event`` (read without a proof) names: its
+    :func:`content_hash`, or :data:`UNHASHABLE`."""
+    return content_hash(event) or UNHASHABLE
+
+
+def checked_heads(rows: Iterable[Sequence[Any]]) -> list[StoredEvent]:
+    """The head events of :func:`_heads`'s rows (``s.stream, s.revision`` then the event's
+    columns), each one shown to be the event its streams row names: the stream and the
+    revision must agree, so a page never follows a name that a forged event carries.
+
+    :raises IntegrityError: a row's event belongs to another stream or revision.
+    """
+    found = []
+    for row in rows:
+        event = StoredEvent(*row[2:])
+        if event.stream != row[0] or event.stream_rev != row[1]:
+            raise _heads_error(row[0] if isinstance(row[0], str) else None)
+        found.append(event)
+    return found
+
+
 def _row_hash(row: ChainRow) -> str | None:
     """The hash a chain row's own fields produce (None: a column of the wrong type)."""
     try:
@@ -692,7 +720,7 @@ class SQLRecorder:
         for row in paged_by_seq(
                 self.conn, f"""SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash,
                 {self._root_column} FROM checkpoints c LEFT JOIN events e ON e.seq = c.seq""",
-                "1 = 1", (), 0, seq_column="c.seq"):
+                "1 = 1", (), None, seq_column="c.seq"):
             yield CheckpointRow(*row)
 
     def latest_checkpoint(self) -> CheckpointRow | None:
@@ -721,7 +749,7 @@ class SQLRecorder:
     def stream_heads(self, prefix: str, after: str, limit: int) -> list[StoredEvent]:
         """The head rows of streams named ``prefix...``, past ``after``, in name order."""
         columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
-        return [StoredEvent(*row) for row in _heads(self.conn, columns, prefix, after, limit)]
+        return checked_heads(_heads(self.conn, columns, prefix, after, limit))
 
     def stream_count(self, prefix: str) -> int:
         """How many streams are named ``prefix...``."""
@@ -1094,6 +1122,14 @@ class SQLRecorder:
             changed[row.stream] = (leaf, bucket)
         for stream, (leaf, _) in changed.items():
             digests[stream] = heads.leaf_digest(leaf)
+        # A stream with no leaf in its name's bucket is new: a row already there under
+        # its name sits in another bucket (planted; the proofs never read that bucket),
+        # and the upsert below, which keeps a row's bucket, would sign it in place.
+        planted = next(iter(self._rows_in("SELECT stream FROM streams WHERE stream IN (?)",
+                                          [s for s, leaf in before.items() if leaf is None])),
+                       None)
+        if planted is not None:
+            raise _heads_error(planted[0])
         self.conn.executemany(
             "INSERT INTO streams (stream, revision, head_seq, head_hash, digest, bucket) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
@@ -1654,17 +1690,18 @@ PAGE_ROWS = 5000
 
 
 def paged_by_seq(conn: Connection, select: str, where: str, params: Sequence[object],
-                 after_seq: int, *, seq_column: str = "seq") -> Iterator[tuple[Any, ...]]:
-    """The rows of ``select WHERE where`` past ``after_seq`` in ``seq_column`` order (the
-    first column selected), asked :data:`PAGE_ROWS` at a time by key: a client that
-    fetches a whole result at once (psycopg's, outside a server-side cursor) holds one
-    page, not a million-event ledger, and the rows are append-only, so pages neither skip
-    nor repeat one."""
+                 after_seq: int | None, *, seq_column: str = "seq") -> Iterator[tuple[Any, ...]]:
+    """The rows of ``select WHERE where`` past ``after_seq`` (None: from the lowest, however
+    low) in ``seq_column`` order (the first column selected), asked :data:`PAGE_ROWS` at a
+    time by key: a client that fetches a whole result at once (psycopg's, outside a
+    server-side cursor) holds one page, not a million-event ledger, and the rows are
+    append-only, so pages neither skip nor repeat one."""
     last = after_seq
     while True:
+        bound, args = ("1 = 1", params) if last is None else (f"{seq_column} > ?", (last, *params))
         page = conn.execute(
-            f"{select} WHERE {seq_column} > ? AND ({where}) ORDER BY {seq_column} LIMIT {PAGE_ROWS}",
-            (last, *params)).fetchall()
+            f"{select} WHERE {bound} AND ({where}) ORDER BY {seq_column} LIMIT {PAGE_ROWS}",
+            args).fetchall()
         yield from page
         if len(page) < PAGE_ROWS:
             return
@@ -1679,9 +1716,10 @@ def chain_rows(conn: Connection, after_seq: int = 0,
 
 
 def _heads(conn: Connection, columns: str, prefix: str, after: str, limit: int) -> Any:
-    """``columns`` of the head events of the streams named ``prefix...`` past ``after``."""
+    """``s.stream``, ``s.revision`` and ``columns`` of the head events of the streams named
+    ``prefix...`` past ``after`` (:func:`checked_heads` makes them events)."""
     return conn.execute(
-        f"""SELECT {columns} FROM streams s JOIN events e ON e.seq = s.head_seq
+        f"""SELECT s.stream, s.revision, {columns} FROM streams s JOIN events e ON e.seq = s.head_seq
             WHERE s.stream > ? AND s.stream < ? ORDER BY s.stream LIMIT ?""",
         (max(prefix, after), _prefix_upper_bound(prefix), limit),
     )

@@ -54,7 +54,8 @@ from ledger.store import (
     TriggerFault,
     _heads,
     chain_rows,
-    content_hash,
+    checked_heads,
+    decision_hash,
     driver_errors,
     translates_database_errors,
 )
@@ -297,12 +298,13 @@ class SQLiteRecorder(SQLRecorder):
     def stream_heads_of(self, streams: Collection[str]) -> dict[str, StoredEvent]:
         """The head row of each of ``streams`` that has one, by stream, in one query."""
         rows = self.conn.execute(
-            f"""SELECT {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}
+            f"""SELECT s.stream, s.revision,
+                {", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))}
                 FROM json_each(?) AS wanted CROSS JOIN streams s ON s.stream = wanted.value
                 JOIN events e ON e.seq = s.head_seq""",
             (json.dumps(list(streams)),),
         )
-        return {row[1]: StoredEvent(*row) for row in rows}
+        return {head.stream: head for head in checked_heads(rows)}
 
     def worker_heads(self, prefix: str, size: int) -> Callable[[], Iterator[list[HeadRow]]] | None:
         """What a forked worker calls to page through the heads of the streams named
@@ -582,9 +584,9 @@ def _head_pages(uri: str, prefix: str, size: int) -> Iterator[list[HeadRow]]:
     with _reader(uri) as conn:
         columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
         after = ""
-        while events := [StoredEvent(*row) for row in _heads(conn, columns, prefix, after, size)]:
+        while events := checked_heads(_heads(conn, columns, prefix, after, size)):
             after = events[-1].stream
-            yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, content_hash(e))
+            yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, decision_hash(e))
                    for e in events]
 
 

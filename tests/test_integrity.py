@@ -236,6 +236,20 @@ def test_a_forged_event_with_a_forged_checkpoint_is_never_signed_over(backend: B
         assert recorder.head()[0] == top + 1
 
 
+@pytest.mark.parametrize("seq", [0, -5])
+def test_a_checkpoint_row_forged_below_the_first_event_fails_verify(backend: Backend,
+                                                                     seq: int) -> None:
+    """The checkpoints are read by key a page at a time; a row forged at seq 0 or below
+    (no event there, a bad signature) must still be read, and fail `audit verify`."""
+    path = backend.target
+    with create_test_ledger(path, "pw") as ledger:
+        ledger.set("a", "1")
+    assert verdict(path).ok
+    run_sql(path, ("INSERT INTO checkpoints (seq, head_hash, signed_at, signature) "
+                   "VALUES (?, ?, 'x', ?)", (seq, "0" * 64, bytes(64))))
+    assert not verdict(path).ok
+
+
 def test_a_second_signing_key_is_never_trusted(backend: Backend, tmp_path: Path) -> None:
     """A forger who appends their own SigningKeyCreated and signs a checkpoint with that key
     still fails verification, and restore refuses a copy carrying it."""

@@ -611,6 +611,89 @@ def test_a_secret_whose_head_event_is_gone_is_not_skipped_unnoticed(
         assert not [e for e in ledger.recorder.read_events() if e.type == "MigrationCompleted"]
 
 
+def _forge_head_as(path: Target, name: str, payload_event: ev.DomainEvent, stream: str,
+                   stream_rev: int) -> None:
+    """The head event under ``name``'s (intact) streams row rewritten as ``payload_event``
+    of ``stream`` at ``stream_rev``."""
+    type_name, schema_version, payload = ev.to_payload(payload_event)
+    run_sql(path, ("UPDATE events SET stream = ?, stream_rev = ?, type = ?, schema_version = ?, "
+                   "payload = ? WHERE seq = ?",
+                   (stream, stream_rev, type_name, schema_version, payload,
+                    seqs_of(path, ev.secret_stream(name))[-1])))
+
+
+def _forty_secrets(path: Target) -> None:
+    with create_test_ledger(path, PASSWORD) as ledger:
+        ledger.import_values({f"s{i:02}": f"v{i}" for i in range(1, 41)}, source="json")
+        ledger.rotate()
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
+@pytest.mark.parametrize("jump", ["back-and-forth", "to-the-start"])
+def test_a_head_event_naming_another_stream_never_steers_migrates_pages(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch, worker: bool, jump: str) -> None:
+    """Attack pass (issue 16), finding 1: the pages went on from the name the head *event*
+    carried. Forged names made migrate skip real secrets with the count still matching
+    (and finish "success"), or return to a page for ever. The event must be its row's."""
+    from ledger import migration
+
+    path = backend.target
+    _forty_secrets(path)
+    if worker:
+        monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    forged = {"back-and-forth": {"s16": "s12a", "s28": "s32a"}, "to-the-start": {"s08": "s00"}}
+    for name, fake in forged[jump].items():
+        _forge_head_as(path, name, ev.SecretDeleted(name=fake), ev.secret_stream(fake), 1)
+    with Ledger.open(path, PASSWORD) as ledger:
+        with pytest.raises(IntegrityError, match="not match the latest signed checkpoint"):
+            ledger.migrate(batch_size=8)
+        assert not [e for e in ledger.recorder.read_events() if e.type == "MigrationCompleted"]
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker"])
+def test_a_head_that_is_no_secrets_event_is_refused_as_forged(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch, worker: bool) -> None:
+    """Finding 3: a secret's head rewritten as a keyring event (same stream and revision)
+    raised a bare TypeError from migrate; it is refused as forged."""
+    from ledger import migration
+
+    path = backend.target
+    _forty_secrets(path)
+    if worker:
+        monkeypatch.setattr(migration, "PIPELINE_MIN_SECRETS", 0)
+    stream = ev.secret_stream("s20")
+    revision = len(seqs_of(path, stream))
+    _forge_head_as(path, "s20", ev.KeyRotated(from_version=1, to_version=2, reason="x"),
+                   stream, revision)
+    with Ledger.open(path, PASSWORD) as ledger, pytest.raises(IntegrityError):
+        ledger.migrate(batch_size=8)
+
+
+def test_a_planted_streams_row_for_a_new_name_is_refused_not_signed_in_place(
+        backend: Backend) -> None:
+    """Finding 2: a streams row planted for a name not yet written, under the wrong bucket
+    (so no proof reads it), was kept by the first write of that name and signed; the name
+    was unreadable from then on. The write is refused and the name stays writable."""
+    path = backend.target
+    with create_test_ledger(path, PASSWORD) as ledger:
+        ledger.set("a", "1")
+        ledger.set("b", "2")
+    stream = ev.secret_stream("fresh")
+    wrong = (heads.bucket_of(stream) + 1) % heads.BUCKETS
+    edit(path, ("INSERT INTO streams (stream, revision, head_seq, head_hash, digest, bucket) "
+                "SELECT ?, 0, head_seq, head_hash, digest, ? FROM streams WHERE stream = ?",
+                (stream, wrong, ev.secret_stream("a"))))
+    with Ledger.open(path, PASSWORD) as ledger:
+        top = ledger.recorder.head()[0]
+        with pytest.raises(IntegrityError):
+            ledger.set("fresh", "value")
+        assert ledger.recorder.head()[0] == top
+    run_sql(path, ("DELETE FROM streams WHERE stream = ?", (stream,)))  # the row taken out
+    with Ledger.open(path, PASSWORD) as ledger:
+        ledger.set("fresh", "value")
+        assert ledger.get("fresh").value == "value"
+
+
 @pytest.mark.parametrize("forged_type", ["SecretDeleted", "live"])
 def test_import_decides_skip_or_write_on_proven_heads(backend: Backend, forged_type: str) -> None:
     """A live head forged as deleted made `secrets import` overwrite it; a deleted one
