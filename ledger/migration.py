@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ledger import crypto, pipeline
+from ledger import crypto, pipeline, tally
 from ledger import events as ev
 from ledger.domain import (
     KeyringState,
@@ -284,7 +284,7 @@ class Migration:
         return self.session.secret(name)
 
     def _event(self, state: SecretState) -> NewEvent:
-        assert state.key_version is not None
+        assert state.key_version is not None and state.scheme is not None
         target = self.result.target_version
         prepared = self._prepared.get(state.name)
         payload = None
@@ -303,7 +303,7 @@ class Migration:
         # or head_state's): the store takes it once that hash is the proven leaf's.
         return NewEvent(ev.secret_stream(state.name), state.revision + 1, event, payload=payload,
                         based_on=self._decided_on.get(state.name),
-                        based_on_tag=f"{state.key_version}/{state.scheme}")
+                        based_on_tag=tally.tag(state.key_version, state.scheme))
 
     def _run_id(self) -> str:
         if self._started is None:

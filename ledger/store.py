@@ -720,7 +720,7 @@ class SQLRecorder:
         for row in paged_by_seq(
                 self.conn, f"""SELECT c.seq, c.head_hash, c.signed_at, c.signature, e.hash,
                 {self._root_column} FROM checkpoints c LEFT JOIN events e ON e.seq = c.seq""",
-                "1 = 1", (), None, seq_column="c.seq"):
+                None, seq_column="c.seq"):
             yield CheckpointRow(*row)
 
     def latest_checkpoint(self) -> CheckpointRow | None:
@@ -748,8 +748,7 @@ class SQLRecorder:
 
     def stream_heads(self, prefix: str, after: str, limit: int) -> list[StoredEvent]:
         """The head rows of streams named ``prefix...``, past ``after``, in name order."""
-        columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
-        return checked_heads(_heads(self.conn, columns, prefix, after, limit))
+        return _heads(self.conn, prefix, after, limit)
 
     def stream_count(self, prefix: str) -> int:
         """How many streams are named ``prefix...``."""
@@ -778,8 +777,7 @@ class SQLRecorder:
 
     def read_events(self, after_seq: int = 0) -> Iterator[StoredEvent]:
         """Every row past ``after_seq`` in seq order, streamed in pages."""
-        for row in paged_by_seq(self.conn, f"SELECT {_EVENT_COLUMNS} FROM events", "1 = 1", (),
-                                after_seq):
+        for row in paged_by_seq(self.conn, f"SELECT {_EVENT_COLUMNS} FROM events", after_seq):
             yield StoredEvent(*row)
 
     def query_events(
@@ -796,7 +794,7 @@ class SQLRecorder:
         whose payload has a ``name`` member (at any depth) equal to ``named``.
         ``after_seq``/``through_seq``: seq past the one and up to the other.
         """
-        where: list[str] = ["1 = 1"]
+        where: list[str] = []
         params: list[object] = []
         if through_seq is not None:
             where.append("seq <= ?")
@@ -819,8 +817,8 @@ class SQLRecorder:
             params += values
         if subject:
             where.append(f"({' OR '.join(subject)})")
-        for row in paged_by_seq(self.conn, f"SELECT {_EVENT_COLUMNS} FROM events",
-                                " AND ".join(where), params, after_seq):
+        for row in paged_by_seq(self.conn, f"SELECT {_EVENT_COLUMNS} FROM events", after_seq,
+                                " AND ".join(where) or "1 = 1", params):
             yield StoredEvent(*row)
 
     # -- writes ------------------------------------------------------------------------
@@ -1355,14 +1353,13 @@ class SQLRecorder:
             tip = self.verified_tip(signer)
             if tip.heads_root is None:
                 raise _heads_error()
-            counted = [0]
-            self._check_tree(self._bucket_digests_of_rows(prefix, counted), tip.heads_root)
-            return counted[0]
+            digests, named = self._bucket_digests_of_rows(prefix)
+            self._check_tree(digests, tip.heads_root)
+            return named
 
-    def _bucket_digests_of_rows(self, prefix: str = "", counted: list[int] | None = None
-                                ) -> dict[int, bytes]:
-        """Each non-empty bucket's digest, from the streams rows alone; ``counted[0]``
-        grows by the rows naming ``prefix...``.
+    def _bucket_digests_of_rows(self, prefix: str = "") -> tuple[dict[int, bytes], int]:
+        """Each non-empty bucket's digest, from the streams rows alone, and how many of
+        the rows name ``prefix...`` (0 without one).
 
         :raises IntegrityError: a row sits in another bucket than its name's, or a leaf
             is malformed.
@@ -1391,9 +1388,7 @@ class SQLRecorder:
                 digests[bucket] = bucket_digest(members)
         except (ValueError, TypeError):
             raise _heads_error() from None
-        if counted is not None:
-            counted[0] += named
-        return digests
+        return digests, named
 
     def _tree_given(self, digests: Mapping[int, bytes], root: str
                     ) -> tuple[dict[int, bytes], int | None]:
@@ -1436,7 +1431,7 @@ class SQLRecorder:
             tip = self.verified_tip(signer)
             if tip.heads_root is None:
                 raise _heads_error()
-            computed, bad = self._tree_given(self._bucket_digests_of_rows(), tip.heads_root)
+            computed, bad = self._tree_given(self._bucket_digests_of_rows()[0], tip.heads_root)
             if bad is None:
                 return False
             self.conn.execute("DELETE FROM heads_tree")
@@ -1689,8 +1684,9 @@ CHAIN_ROWS_SELECT = (
 PAGE_ROWS = 5000
 
 
-def paged_by_seq(conn: Connection, select: str, where: str, params: Sequence[object],
-                 after_seq: int | None, *, seq_column: str = "seq") -> Iterator[tuple[Any, ...]]:
+def paged_by_seq(conn: Connection, select: str, after_seq: int | None, where: str = "1 = 1",
+                 params: Sequence[object] = (), *, seq_column: str = "seq"
+                 ) -> Iterator[tuple[Any, ...]]:
     """The rows of ``select WHERE where`` past ``after_seq`` (None: from the lowest, however
     low) in ``seq_column`` order (the first column selected), asked :data:`PAGE_ROWS` at a
     time by key: a client that fetches a whole result at once (psycopg's, outside a
@@ -1711,18 +1707,30 @@ def paged_by_seq(conn: Connection, select: str, where: str, params: Sequence[obj
 def chain_rows(conn: Connection, after_seq: int = 0,
                last_seq: int | None = None) -> Iterator[ChainRow]:
     """Rows ``after_seq + 1 .. last_seq`` as :data:`ChainRow` tuples, streamed."""
-    yield from paged_by_seq(conn, CHAIN_ROWS_SELECT, "seq <= ?",
-                            (last_seq if last_seq is not None else 2**62,), after_seq)
+    yield from paged_by_seq(conn, CHAIN_ROWS_SELECT, after_seq, "seq <= ?",
+                            (last_seq if last_seq is not None else 2**62,))
 
 
-def _heads(conn: Connection, columns: str, prefix: str, after: str, limit: int) -> Any:
-    """``s.stream``, ``s.revision`` and ``columns`` of the head events of the streams named
-    ``prefix...`` past ``after`` (:func:`checked_heads` makes them events)."""
-    return conn.execute(
+def _heads(conn: Connection, prefix: str, after: str, limit: int) -> list[StoredEvent]:
+    """The head events of up to ``limit`` streams named ``prefix...`` past ``after``, in name
+    order, each shown to be its streams row's (:func:`checked_heads`)."""
+    columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
+    return checked_heads(conn.execute(
         f"""SELECT s.stream, s.revision, {columns} FROM streams s JOIN events e ON e.seq = s.head_seq
             WHERE s.stream > ? AND s.stream < ? ORDER BY s.stream LIMIT ?""",
         (max(prefix, after), _prefix_upper_bound(prefix), limit),
-    )
+    ))
+
+
+def head_row_pages(conn: Connection, prefix: str, size: int) -> Iterator[list[HeadRow]]:
+    """The heads of the streams named ``prefix...`` as a forked worker reads them over a
+    connection of its own (:meth:`Recorder.worker_heads`): ``size`` at a time, in name
+    order, each with the hash a decision on it names."""
+    after = ""
+    while events := _heads(conn, prefix, after, size):
+        after = events[-1].stream
+        yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, decision_hash(e))
+               for e in events]
 
 
 def _kdf_rows(kdf: KdfRecord) -> list[tuple[str, str]]:

@@ -65,11 +65,10 @@ from ledger.store import (
     Signer,
     SQLRecorder,
     TriggerFault,
-    _heads,
     chain_rows,
     checked_heads,
-    decision_hash,
     driver_errors,
+    head_row_pages,
     translates_database_errors,
 )
 from ledger.store_read_models import (
@@ -826,12 +825,7 @@ def _set_up_session(raw: psycopg.Connection[Any], schema: str, *, durability: st
 
 def _head_pages(conninfo: str, schema: str, prefix: str, size: int) -> Iterator[list[HeadRow]]:
     with _own_connection(conninfo, schema) as conn:
-        columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
-        after = ""
-        while events := checked_heads(_heads(conn, columns, prefix, after, size)):
-            after = events[-1].stream
-            yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, decision_hash(e))
-                   for e in events]
+        yield from head_row_pages(conn, prefix, size)
 
 
 def _first_broken_link_of(conninfo: str, schema: str, after_seq: int, prev_hash: str

@@ -52,11 +52,10 @@ from ledger.store import (
     Signer,
     SQLRecorder,
     TriggerFault,
-    _heads,
     chain_rows,
     checked_heads,
-    decision_hash,
     driver_errors,
+    head_row_pages,
     translates_database_errors,
 )
 
@@ -582,12 +581,7 @@ def _is_keyledger() -> int:
 
 def _head_pages(uri: str, prefix: str, size: int) -> Iterator[list[HeadRow]]:
     with _reader(uri) as conn:
-        columns = ", ".join("e." + c.strip() for c in _EVENT_COLUMNS.split(","))
-        after = ""
-        while events := checked_heads(_heads(conn, columns, prefix, after, size)):
-            after = events[-1].stream
-            yield [(e.stream, e.stream_rev, e.type, e.schema_version, e.payload, decision_hash(e))
-                   for e in events]
+        yield from head_row_pages(conn, prefix, size)
 
 
 def _storage_error(path: Path, exc: sqlite3.Error | LedgerDatabaseError,

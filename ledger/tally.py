@@ -108,13 +108,18 @@ def fold(events: Iterable[tuple[str, ev.DomainEvent]]) -> Tally:
     return Tally().advanced((), tags.values(), encrypted)
 
 
+def tag(version: int, scheme: str) -> str:
+    """The tally tag of a live secret held under ``version`` in ``scheme``."""
+    return f"{version}/{scheme}"
+
+
 def live_tag(stream: str, event: ev.DomainEvent | None) -> str | None:
     """The tally tag of the secret whose stream ends in ``event``: ``"VERSION/SCHEME"``,
     or None for a deleted secret, no event, or a stream that is not a secret's."""
     if event is None or not stream.startswith(ev.SECRET_STREAM_PREFIX):
         return None
     held = held_under(event)
-    return None if held is None else f"{held[0]}/{held[1]}"
+    return None if held is None else tag(*held)
 
 
 def _split(tag: str) -> tuple[int, str]:
@@ -136,7 +141,7 @@ def stored_tag(stream: str, type_name: str, schema_version: int, payload: str) -
     if found is None or schema_version != found[0].SCHEMA_VERSION:
         return live_tag(stream, ev.from_payload(type_name, schema_version, payload))
     data = json.loads(payload)
-    return f"{data[found[1]]}/{data['scheme']}"
+    return tag(data[found[1]], data["scheme"])
 
 
 def encrypted_under(event: ev.DomainEvent) -> int | None:
