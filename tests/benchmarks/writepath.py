@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -50,20 +49,10 @@ def progress(label: str, message: str) -> None:
 
 
 def run_script(target: str, *args: str) -> tuple[float, float, int]:
-    """(seconds, peak RSS MB, secrets) of one run of the script, a process of its own."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        import time
-
-        started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, str(SCRIPT), target, *args],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"script.py {' '.join(args)} failed: {err.read().strip()}")
-        return seconds, usage.ru_maxrss / 1024, int(json.loads(out.read())["secrets"])
+    """(seconds, peak RSS MB, secrets) of one run of the script, a process of its own,
+    timed as :func:`bench.run_cli` times keyledger."""
+    seconds, rss, out = run_cli(target, target, *args, command=[sys.executable, str(SCRIPT)])
+    return seconds, rss, int(json.loads(out)["secrets"])
 
 
 class Store:
@@ -71,9 +60,6 @@ class Store:
 
     def __init__(self, backend: str, location: str, cluster: Any = None) -> None:
         self.backend, self.location, self.cluster = backend, location, cluster
-
-    def script_target(self) -> str:
-        return self.location
 
     def bytes_on_disk(self) -> int:
         if self.backend == "sqlite":
@@ -126,7 +112,7 @@ def bench(backend: str, size: int, workdir: Path, cluster: Any,
         return json.loads(out) if "--json" in args else {}
 
     def script(step: str, who: str, *args: str) -> None:
-        seconds, rss, count = run_script(at[who].script_target(), *args,
+        seconds, rss, count = run_script(at[who].location, *args,
                                          *(["--plain"] if who == "plain" else []))
         if count != size:
             raise SystemExit(f"the {who} script handled {count} secrets, not {size}")
